@@ -1,0 +1,444 @@
+"""Command-line interface: one small function per command, no training logic here."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .config import RunConfig
+from .data.datasets import DATASETS
+from .data.noise import parse_noise_spec
+from .errors import UserError
+from .fileio import prepare_output_dir, prepare_output_file, write_json
+from .methods import METHODS, get_method
+from .models import backbone_names
+from .progress import Reporter
+
+app = typer.Typer(
+    name="lnlclean",
+    help="Audit and clean label noise in image-classification datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+FAIL_KEYS = {"f1": "f1", "precision": "precision", "recall": "recall", "auroc": "auroc", "acc": "test_accuracy", "relabel_acc": "relabel_accuracy"}
+
+
+class Policy(str, Enum):
+    relabel = "relabel"
+    drop = "drop"
+    flag = "flag"
+
+
+class BadImage(str, Enum):
+    fail = "fail"
+    skip = "skip"
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    step = "step"
+    constant = "constant"
+
+
+Images = Annotated[Path, typer.Argument(help="Folder holding the images (paths in the CSV are relative to it).", show_default=False)]
+LabelsCsv = Annotated[Optional[Path], typer.Argument(help="CSV with columns path,label (more columns are kept). Without it: IMAGES/<class>/<image>.", show_default=False)]
+MethodOpt = Annotated[str, typer.Option("--method", "-m", help="Method to train; see `lnlclean methods`.")]
+Backbone = Annotated[str, typer.Option(help=f"Network: {', '.join(backbone_names())}, or tv:<torchvision model>.")]
+Epochs = Annotated[int, typer.Option(help="Training epochs.")]
+BatchSize = Annotated[int, typer.Option(help="Mini-batch size.")]
+Lr = Annotated[float, typer.Option(help="Peak learning rate (SGD with Nesterov momentum).")]
+WeightDecay = Annotated[float, typer.Option(help="Weight decay.")]
+ScheduleOpt = Annotated[Schedule, typer.Option(help="Learning-rate schedule.")]
+Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+Seed = Annotated[int, typer.Option(help="Random seed; CPU runs are reproducible for a given seed.")]
+ImageSize = Annotated[Optional[int], typer.Option(help="Side in pixels. Default: keep images ≤ 64 px of one size, else the backbone's size (64, or 224 for tv: models).", show_default=False)]
+Threshold = Annotated[float, typer.Option(help="Flag a label issue when clean_prob is below this.")]
+Weights = Annotated[Optional[str], typer.Option(help="Initial weights: a local state-dict file, or 'imagenet' for tv: models (needs internet).", show_default=False)]
+NoFlip = Annotated[bool, typer.Option("--no-flip", help="Do not mirror images when augmenting (for text, digits, ...).")]
+CacheDir = Annotated[Optional[Path], typer.Option(help="Where decoded images are cached. Default: $LNLCLEAN_CACHE or ~/.cache/lnlclean.", show_default=False)]
+OnBadImage = Annotated[BadImage, typer.Option(help="What to do with an unreadable image: fail, or skip it and list it in summary.json.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in the output directory.")]
+Workers = Annotated[Optional[int], typer.Option(help="Threads that decode images. Default: one per CPU core.", show_default=False)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
+def run_config(method, backbone, epochs, batch_size, lr, weight_decay, schedule, device, seed,
+               image_size, threshold, weights, no_flip, workers, ctx, methods=None) -> RunConfig:
+    """Returns the RunConfig for the shared training options and `--<method>-<field>` extras."""
+    params = parse_method_options((ctx.obj or {}).get("method_options", []), methods or [method])
+    return RunConfig(
+        method=method, backbone=backbone, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, schedule=schedule.value, device=device, seed=seed,
+        image_size=image_size, threshold=threshold, weights=weights, flip=not no_flip,
+        workers=workers, method_params=params.get(method, {}),
+    ).validate()
+
+
+def split_method_options(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Returns `argv` without its ``--<method>-<field> VALUE`` options, and those options as (name, value).
+
+    Method options are taken out before the command line is parsed, so every method's
+    Hparams field is settable without the CLI listing it. Raises UserError for one without a value.
+    """
+    rest, options = [], []
+    tokens = list(argv)
+    while tokens:
+        token = tokens.pop(0)
+        if token == "--":
+            rest += [token, *tokens]
+            break
+        name, has_value, value = token.partition("=")
+        if not any(name.startswith(f"--{m}-") for m in METHODS):
+            rest.append(token)
+            continue
+        if not has_value:
+            if not tokens:
+                raise UserError(f"{name}: needs a value")
+            value = tokens.pop(0)
+        options.append((name, value))
+    return rest, options
+
+
+def parse_method_options(options: list[tuple[str, str]], methods: list[str]) -> dict[str, dict[str, str]]:
+    """Returns method → {field: text value} for the `methods` of this run.
+
+    Raises UserError for an option of a method that is not being run.
+    """
+    params: dict[str, dict[str, str]] = {}
+    for name, value in options:
+        owner = next((m for m in methods if name.startswith(f"--{m}-")), None)
+        if owner is None:
+            raise UserError(f"{name}: applies to another method than {', '.join(methods)}; add --method or drop it")
+        params.setdefault(owner, {})[name[len(owner) + 3:].replace("-", "_")] = value
+    return params
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    images: Images,
+    labels_csv: LabelsCsv = None,
+    method: MethodOpt = "ce",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for audit.parquet, summary.json and the checkpoint.")] = Path("lnlclean-out"),
+    backbone: Backbone = "small-cnn",
+    epochs: Epochs = 40,
+    batch_size: BatchSize = 128,
+    lr: Lr = 0.05,
+    weight_decay: WeightDecay = 5e-4,
+    schedule: ScheduleOpt = Schedule.cosine,
+    device: Device = "auto",
+    seed: Seed = 0,
+    image_size: ImageSize = None,
+    threshold: Threshold = 0.5,
+    weights: Weights = None,
+    no_flip: NoFlip = False,
+    cache_dir: CacheDir = None,
+    on_bad_image: OnBadImage = BadImage.fail,
+    resume: Resume = False,
+    workers: Workers = None,
+    quiet: Quiet = False,
+):
+    """Train a method on your images and write a per-sample audit.
+
+    Writes OUT/audit.parquet (one row per image: clean_prob, is_label_issue,
+    suggested_label, method signals) and OUT/summary.json (noise rate overall and
+    per class, class confusions, timings).
+
+    Examples:
+
+        lnlclean audit ./images labels.csv --method ce --out audit/
+
+        lnlclean audit ./images
+
+        lnlclean audit ./images labels.csv --epochs 10 --device cpu --resume
+
+    Without LABELS_CSV the class is the subfolder: IMAGES/<class>/<file>.
+    Method options: --<method>-<option> VALUE (see lnlclean methods).
+    """
+    from .pipeline import run_audit
+
+    config = run_config(method, backbone, epochs, batch_size, lr, weight_decay, schedule, device, seed,
+                        image_size, threshold, weights, no_flip, workers, ctx)
+    reporter = Reporter(quiet)
+    result = run_audit(images, labels_csv, config, out, cache_dir, on_bad_image.value, resume, reporter)
+    print_audit_summary(result.summary)
+    stdout.print(f"wrote {result.audit_path} and {result.summary_path}")
+
+
+@app.command()
+def relabel(
+    ctx: typer.Context,
+    images: Images,
+    labels_csv: LabelsCsv = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Corrected-label CSV to write.")] = Path("relabeled.csv"),
+    policy: Annotated[Policy, typer.Option(help="relabel: replace flagged labels by the suggestion; drop: leave flagged rows out; flag: keep labels, mark flagged rows for review.")] = Policy.relabel,
+    from_audit: Annotated[Optional[Path], typer.Option(help="Reuse this audit.parquet instead of training again.", show_default=False)] = None,
+    audit_dir: Annotated[Path, typer.Option(help="Where the audit made on the way is written (when not --from-audit).")] = Path("lnlclean-out"),
+    method: MethodOpt = "ce",
+    backbone: Backbone = "small-cnn",
+    epochs: Epochs = 40,
+    batch_size: BatchSize = 128,
+    lr: Lr = 0.05,
+    weight_decay: WeightDecay = 5e-4,
+    schedule: ScheduleOpt = Schedule.cosine,
+    device: Device = "auto",
+    seed: Seed = 0,
+    image_size: ImageSize = None,
+    threshold: Threshold = 0.5,
+    weights: Weights = None,
+    no_flip: NoFlip = False,
+    cache_dir: CacheDir = None,
+    on_bad_image: OnBadImage = BadImage.fail,
+    resume: Resume = False,
+    workers: Workers = None,
+    quiet: Quiet = False,
+):
+    """Write a corrected-label CSV: your columns, with labels fixed per --policy.
+
+    Adds original_label, action (keep / relabel / review) and confidence. The input CSV
+    is never modified.
+
+    Examples:
+
+        lnlclean relabel ./images labels.csv --out fixed.csv
+
+        lnlclean relabel ./images labels.csv --from-audit lnlclean-out/audit.parquet --policy drop --out clean.csv
+
+    Method options: --<method>-<option> VALUE (see lnlclean methods).
+    """
+    from .data.manifest import read_manifest
+    from .pipeline import input_table, run_audit, run_relabel
+    from .report.audit import read_audit
+
+    out = prepare_output_file(out)
+    if from_audit is not None:
+        if (ctx.obj or {}).get("method_options"):
+            raise UserError(f"{ctx.obj['method_options'][0][0]}: method options have no effect with --from-audit")
+        audit_frame = _read_audit_file(from_audit, read_audit)
+        rows = input_table(read_manifest(images, labels_csv))
+    else:
+        config = run_config(method, backbone, epochs, batch_size, lr, weight_decay, schedule, device, seed,
+                            image_size, threshold, weights, no_flip, workers, ctx)
+        result = run_audit(images, labels_csv, config, audit_dir, cache_dir, on_bad_image.value, resume, Reporter(quiet))
+        audit_frame, rows = result.audit, result.input_rows
+        stdout.print(f"wrote {result.audit_path} and {result.summary_path}")
+    corrected = run_relabel(rows, audit_frame, out, policy.value)
+    counts = corrected["action"].value_counts().to_dict()
+    dropped = len(rows) - len(corrected)
+    parts = [f"{counts.get(a, 0)} {a}" for a in ("keep", "relabel", "review")] + ([f"{dropped} dropped"] if dropped else [])
+    stdout.print(f"wrote {out}: {', '.join(parts)}")
+
+
+def _read_audit_file(path: Path, read_audit):
+    if not path.is_file():
+        raise UserError(f"--from-audit {path}: no such file")
+    try:
+        frame, _ = read_audit(path)
+    except Exception as err:  # pyarrow raises several types for a file that is not Parquet
+        raise UserError(f"--from-audit {path}: not a readable audit.parquet ({type(err).__name__})")
+    missing = {"path", "is_label_issue", "suggested_label", "suggested_prob", "clean_prob"} - set(frame.columns)
+    if missing:
+        raise UserError(f"--from-audit {path}: missing column(s) {', '.join(sorted(missing))}; is it an lnlclean audit?")
+    return frame
+
+
+@app.command()
+def benchmark(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help=f"One of {', '.join(DATASETS)}.", show_default=False)],
+    noise: Annotated[list[str], typer.Option("--noise", "-n", help="clean, symNN or asymNN (repeatable).")] = ["sym40"],
+    method: Annotated[list[str], typer.Option("--method", "-m", help="Method (repeatable), or 'all'.")] = ["ce"],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for benchmark.json.")] = Path("lnlclean-bench"),
+    data_dir: Annotated[Optional[Path], typer.Option(help="Local CIFAR: torchvision's files, or train/<class>/* and test/<class>/* folders.", show_default=False)] = None,
+    train_size: Annotated[Optional[int], typer.Option(help="Use a stratified subset of this many training images.", show_default=False)] = None,
+    fail_under: Annotated[Optional[str], typer.Option(help="Exit 1 when a run falls short, e.g. f1=0.8,acc=0.9 (keys: f1 precision recall auroc acc relabel_acc).", show_default=False)] = None,
+    backbone: Backbone = "small-cnn",
+    epochs: Epochs = 40,
+    batch_size: BatchSize = 128,
+    lr: Lr = 0.05,
+    weight_decay: WeightDecay = 5e-4,
+    schedule: ScheduleOpt = Schedule.cosine,
+    device: Device = "auto",
+    seed: Seed = 0,
+    threshold: Threshold = 0.5,
+    no_flip: NoFlip = False,
+    cache_dir: CacheDir = None,
+    quiet: Quiet = False,
+):
+    """Inject known label noise into a standard dataset and score detection.
+
+    Writes OUT/benchmark.json (one entry per method × noise) and prints a table.
+    digits needs no download; cifar10/cifar100 download through torchvision unless
+    --data-dir points at a local copy.
+
+    Examples:
+
+        lnlclean benchmark digits --noise sym40 --method ce
+
+        lnlclean benchmark cifar10 --noise asym40 --data-dir ./cifar10 --train-size 5000 --method all
+
+        lnlclean benchmark digits --noise sym20 --fail-under f1=0.8,acc=0.9
+    """
+    from .pipeline import run_benchmark_one
+
+    if dataset not in DATASETS:
+        raise UserError(f"dataset {dataset!r}: unknown; choose one of {', '.join(DATASETS)}")
+    methods = sorted(METHODS) if method == ["all"] else method
+    for name in methods:
+        get_method(name)
+    specs = [parse_noise_spec(spec) for spec in noise]
+    thresholds = parse_fail_under(fail_under)
+    out_dir = prepare_output_dir(out)
+    reporter = Reporter(quiet)
+    runs = []
+    for spec in specs:
+        for name in methods:
+            config = run_config(name, backbone, epochs, batch_size, lr, weight_decay, schedule, device, seed,
+                                None, threshold, None, no_flip, None, ctx, methods=methods)
+            reporter.log(f"benchmark {dataset} {spec} {name}")
+            runs.append(run_benchmark_one(dataset, spec, config, data_dir, train_size, cache_dir, reporter))
+            write_json(out_dir / "benchmark.json", {"lnlclean_version": __version__, "runs": runs})
+    print_benchmark_table(runs)
+    stdout.print(f"wrote {out_dir / 'benchmark.json'}")
+    failures = check_fail_under(runs, thresholds)
+    for line in failures:
+        stdout.print(f"[red]below threshold[/red]: {line}")
+    if failures:
+        raise typer.Exit(1)
+
+
+def parse_fail_under(text: str | None) -> dict[str, float]:
+    """Returns metric key → minimum from ``f1=0.8,acc=0.9``. Raises UserError naming --fail-under."""
+    if not text:
+        return {}
+    thresholds = {}
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep or key not in FAIL_KEYS:
+            raise UserError(f"--fail-under {text!r}: expected key=value pairs with keys {', '.join(FAIL_KEYS)}")
+        try:
+            thresholds[key] = float(value)
+        except ValueError:
+            raise UserError(f"--fail-under {text!r}: {value!r} is not a number")
+    return thresholds
+
+
+def check_fail_under(runs: list[dict], thresholds: dict[str, float]) -> list[str]:
+    """Returns one line per run and metric that falls short of `thresholds` (empty when all pass)."""
+    failures = []
+    for run in runs:
+        for key, minimum in thresholds.items():
+            value = run.get(FAIL_KEYS[key])
+            if value is None or value < minimum:
+                failures.append(f"{run['dataset']} {run['noise']} {run['method']}: {key} {value} < {minimum}")
+    return failures
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def print_benchmark_table(runs: list[dict]) -> None:
+    """Prints one row per benchmark run to stdout. Returns None."""
+    table = Table(title="lnlclean benchmark")
+    for column in ("run", "noise true/est", "prec", "recall", "F1", "AUROC", "test acc", "relabel acc", "label acc", "s/epoch", "s"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for run in runs:
+        table.add_row(
+            f"{run['dataset']} {run['noise']} {run['method']}",
+            f"{run['true_noise_rate']:.2f}/{run['estimated_noise_rate']:.2f}",
+            _fmt(run["precision"]), _fmt(run["recall"]), _fmt(run["f1"]), _fmt(run["auroc"]),
+            _fmt(run["test_accuracy"]), _fmt(run["relabel_accuracy"]),
+            f"{run['label_accuracy_before']:.2f}→{run['label_accuracy_after']:.2f}",
+            _fmt(run["seconds_per_epoch"], 2), _fmt(run["seconds"], 1),
+        )
+    stdout.print(table)
+
+
+def print_audit_summary(summary: dict) -> None:
+    """Prints the headline numbers of an audit to stdout. Returns None."""
+    stdout.print(
+        f"{summary['n_samples']} samples, {summary['n_label_issues']} label issues "
+        f"(estimated noise rate {summary['noise_rate']:.1%}, health score {summary['health_score']:.3f})"
+        + (f", {summary['n_skipped']} unreadable skipped" if summary["n_skipped"] else "")
+    )
+    if summary["top_confusions"]:
+        table = Table(title="most frequent suspected confusions")
+        for column in ("given label", "suggested label", "count"):
+            table.add_column(column)
+        for row in summary["top_confusions"][:5]:
+            table.add_row(row["given_label"], row["suggested_label"], str(row["count"]))
+        stdout.print(table)
+
+
+@app.command("methods")
+def list_methods():
+    """List the methods, what each does, and the audit columns and options it adds.
+
+    Example:
+
+        lnlclean methods
+    """
+    table = Table(title="lnlclean methods")
+    for column in ("method", "networks", "description", "audit columns", "options"):
+        table.add_column(column)
+    for name in sorted(METHODS):
+        cls = METHODS[name]
+        options = ", ".join(
+            f"--{name}-{f.name.replace('_', '-')} ({f.default})" for f in dataclasses.fields(cls.Hparams)
+        )
+        table.add_row(name, str(cls.num_networks), cls.description, ", ".join(cls.columns) or "–", options or "–")
+    stdout.print(table)
+
+
+@app.command()
+def version():
+    """Print the lnlclean version."""
+    stdout.print(__version__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI. Returns the exit code: 0 ok, 1 a --fail-under threshold failed, 2 bad input or usage, 130 interrupted."""
+    err = Console(stderr=True, highlight=False)
+    try:
+        args, method_options = split_method_options(sys.argv[1:] if argv is None else argv)
+        code = app(args=args, standalone_mode=False, prog_name="lnlclean", obj={"method_options": method_options})
+        return code if isinstance(code, int) else 0
+    except UserError as error:
+        err.print(f"error: {error}", markup=False, soft_wrap=True)
+        return UserError.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted", markup=False)
+        return 130
+    except Exception as error:
+        if not is_usage_error(error):
+            raise
+        ctx = getattr(error, "ctx", None)
+        command = ctx.command_path if ctx is not None else "lnlclean"
+        err.print(f"error: {command}: {error.format_message()} (see {command} --help)", markup=False, soft_wrap=True)
+        return 2
+
+
+def is_usage_error(error: Exception) -> bool:
+    """Returns True for the command-line parser's own errors (unknown option, bad value, missing argument)."""
+    return hasattr(error, "format_message") and getattr(error, "exit_code", None) == 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script entry point: exits with the code :func:`main` returns."""
+    sys.exit(main())

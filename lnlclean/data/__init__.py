@@ -1,0 +1,1 @@
+"""Data: manifests, the image cache, benchmark datasets, synthetic noise and augmentation."""

@@ -1,0 +1,320 @@
+"""The one training loop every method runs in.
+
+``fit`` owns the device, data movement, optimiser, learning-rate schedule, mixed precision,
+progress, per-epoch checkpoints and the final inference pass. A method only supplies its
+loss and its per-sample bookkeeping (see :mod:`lnlclean.methods.base`).
+
+Reproducibility: every epoch draws its sample order and augmentations from generators
+seeded by ``(seed, epoch)``, and a checkpoint holds networks, optimiser and method state at
+an epoch boundary, so ``--resume`` continues an interrupted CPU run to the same result.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import RunConfig, method_hparams
+from .data.augment import Augmenter
+from .errors import UserError
+from .fileio import atomic_path
+from .methods import get_method
+from .methods.base import Batch, Method, Setup
+from .models import build_backbone
+from .progress import Reporter
+
+CHECKPOINT_FORMAT = 1
+EVAL_BATCH = 512
+
+
+@dataclass
+class TrainData:
+    """Training images and labels as the engine consumes them.
+
+    Attributes:
+        images: uint8 N×H×W×C (a memory map is fine).
+        labels: given labels, int64 N.
+        n_classes: number of classes K.
+        candidates: optional N×K {0,1} candidate sets (partial labels).
+        test_images, test_labels: optional held-out split for test accuracy.
+        flip: whether horizontal flips are label-preserving for this data.
+        fingerprint: identifies the data, so a checkpoint is only resumed on the same data.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    n_classes: int
+    candidates: np.ndarray | None = None
+    test_images: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+    flip: bool = True
+    fingerprint: str = ""
+
+
+@dataclass
+class FitResult:
+    """What training produced.
+
+    Attributes:
+        method: the trained method (its networks and per-sample state).
+        probs: final eval-mode class probabilities of every training sample (float32 N×K).
+        test_accuracy: accuracy on the test split, or None without one.
+        history: one dict per epoch (seconds, loss, lr and the method's own numbers).
+        seconds: wall time of the whole fit, final inference included.
+        device: the device trained on, e.g. ``cpu`` or ``cuda (NVIDIA H100)``.
+        resumed_from_epoch: epochs already done in the checkpoint resumed from, else None.
+    """
+
+    method: Method
+    probs: np.ndarray
+    test_accuracy: float | None
+    history: list[dict]
+    seconds: float
+    device: str
+    resumed_from_epoch: int | None = None
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """Returns the torch device for ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises UserError when CUDA is asked for and not available.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    return torch.device(name)
+
+
+def describe_device(device: torch.device) -> str:
+    """Returns a human-readable device name, e.g. ``cuda (NVIDIA H100 80GB HBM3)`` or ``cpu (2 threads)``."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+class ImageStore:
+    """Serves uint8 image batches by sample index on the training device.
+
+    On CUDA the whole array is moved to GPU memory when it takes under a quarter of the free
+    memory; otherwise (and on CPU) batches are gathered from the (memory-mapped) array.
+    """
+
+    def __init__(self, images: np.ndarray, device: torch.device):
+        self.images = images
+        self.device = device
+        self.resident = None
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if images.nbytes < free // 4:
+                self.resident = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def gather(self, index: torch.Tensor) -> torch.Tensor:
+        """Returns uint8 images B×H×W×C for sorted sample indices `index`, on the device."""
+        if self.resident is not None:
+            return self.resident[index.to(self.device)]
+        batch = torch.from_numpy(np.ascontiguousarray(self.images[index.numpy()]))
+        if self.device.type == "cuda":
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch
+
+
+def build_method(config: RunConfig, data: TrainData, device: torch.device) -> Method:
+    """Returns the configured method with freshly initialised networks on `device`."""
+    method_cls = get_method(config.method)
+    hparams = method_hparams(method_cls, config.method_params)
+    in_channels = data.images.shape[-1]
+
+    def build_network() -> torch.nn.Module:
+        net = build_backbone(config.backbone, data.n_classes, in_channels, config.weights)
+        return net.to(device=device, memory_format=torch.channels_last)
+
+    candidates = None if data.candidates is None else torch.as_tensor(data.candidates, device=device)
+    setup = Setup(
+        n_samples=len(data.labels),
+        n_classes=data.n_classes,
+        given_labels=torch.as_tensor(data.labels, dtype=torch.int64, device=device),
+        candidates=candidates,
+        epochs=config.epochs,
+        device=device,
+        build_network=build_network,
+    )
+    return method_cls(hparams, setup)
+
+
+def learning_rate(config: RunConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Returns the learning rate at optimiser step `step` (0-based) of `total_steps`.
+
+    ``cosine``: linear warm-up over the first epoch (at most a tenth of training), then cosine
+    decay to zero. ``step``: ÷10 at 50% and again at 75% of training. ``constant``: `config.lr`.
+    """
+    if config.schedule == "constant":
+        return config.lr
+    if config.schedule == "step":
+        passed = sum(step >= fraction * total_steps for fraction in (0.5, 0.75))
+        return config.lr * 0.1**passed
+    warm = max(1, min(steps_per_epoch, total_steps // 10))
+    if step < warm:
+        return config.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, total_steps - warm)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def checkpoint_identity(config: RunConfig, data: TrainData) -> dict:
+    """Returns what must match for a checkpoint to be resumed: method, settings and data."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "workers")}
+    return {"format": CHECKPOINT_FORMAT, "data": data.fingerprint, "settings": settings}
+
+
+def fit(
+    data: TrainData,
+    config: RunConfig,
+    reporter: Reporter | None = None,
+    checkpoint_path: Path | None = None,
+    resume: bool = False,
+) -> FitResult:
+    """Trains `config.method` on `data` and returns the final per-sample probabilities.
+
+    A checkpoint is written atomically to `checkpoint_path` after every epoch. With `resume`,
+    training continues from that checkpoint; it must come from the same method, settings and
+    data (else UserError). Raises UserError when training diverges.
+    """
+    reporter = reporter or Reporter(quiet=True)
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    _configure_torch(device, config.seed)
+    store = ImageStore(data.images, device)
+    augmenter = Augmenter.fit(data.images, device, flip=data.flip)
+    method = build_method(config, data, device)
+    optimizer = torch.optim.SGD(
+        method.networks.parameters(), lr=config.lr, momentum=config.momentum,
+        weight_decay=config.weight_decay, nesterov=config.momentum > 0,
+    )
+    identity = checkpoint_identity(config, data)
+    start_epoch = 0
+    if resume:
+        start_epoch = _load_checkpoint(checkpoint_path, identity, method, optimizer)
+        reporter.log(f"resuming from {checkpoint_path} after epoch {start_epoch}")
+    labels = torch.as_tensor(data.labels, dtype=torch.int64)
+    n_samples = len(labels)
+    steps_per_epoch = max(1, n_samples // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+    def evaluate_train() -> torch.Tensor:
+        return predict_all(method, store, augmenter, autocast)
+
+    with reporter.task(f"training {config.method} on {describe_device(device)}", total=(config.epochs - start_epoch) * steps_per_epoch) as advance:
+        for epoch in range(start_epoch, config.epochs):
+            epoch_started = time.perf_counter()
+            method.networks.train()
+            generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + epoch)
+            order = torch.randperm(n_samples, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
+            loss_sum = torch.zeros((), device=device)
+            for step_in_epoch in range(steps_per_epoch):
+                index = order[step_in_epoch * config.batch_size:(step_in_epoch + 1) * config.batch_size].sort().values
+                batch = Batch(
+                    index=index.to(device), label=labels[index].to(device), raw=store.gather(index),
+                    augmenter=augmenter, generator=generator,
+                )
+                lr = learning_rate(config, epoch * steps_per_epoch + step_in_epoch, total_steps, steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast:
+                    loss = method.training_step(batch, epoch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach()
+                advance(1, epoch=epoch + 1)
+            mean_loss = float(loss_sum) / steps_per_epoch
+            if not math.isfinite(mean_loss):
+                raise UserError(f"--lr {config.lr}: training diverged (loss {mean_loss} in epoch {epoch + 1}); lower --lr")
+            with torch.no_grad():
+                logged = method.end_epoch(epoch, evaluate_train)
+            method.history.append({
+                "epoch": epoch + 1, "loss": mean_loss, "lr": lr,
+                "seconds": time.perf_counter() - epoch_started, **logged,
+            })
+            if checkpoint_path is not None:
+                _save_checkpoint(checkpoint_path, identity, epoch + 1, method, optimizer)
+    probs = evaluate_train().cpu().numpy()
+    test_accuracy = None
+    if data.test_images is not None and len(data.test_images):
+        test_probs = predict_all(method, ImageStore(data.test_images, device), augmenter, autocast)
+        test_accuracy = float((test_probs.argmax(1).cpu().numpy() == data.test_labels).mean())
+    return FitResult(
+        method=method, probs=probs, test_accuracy=test_accuracy, history=method.history,
+        seconds=time.perf_counter() - started, device=describe_device(device),
+        resumed_from_epoch=start_epoch if resume else None,
+        epoch_seconds=[h["seconds"] for h in method.history],
+    )
+
+
+@torch.no_grad()
+def predict_all(method: Method, store: ImageStore, augmenter: Augmenter, autocast) -> torch.Tensor:
+    """Returns eval-mode probabilities (float32 N×K, on the device) for every image in `store`."""
+    was_training = method.networks.training
+    method.networks.eval()
+    chunks = []
+    for start in range(0, len(store), EVAL_BATCH):
+        index = torch.arange(start, min(start + EVAL_BATCH, len(store)))
+        with autocast:
+            chunks.append(method.predict(augmenter.clean(store.gather(index))).float())
+    method.networks.train(was_training)
+    return torch.cat(chunks)
+
+
+def _configure_torch(device: torch.device, seed: int) -> None:
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _save_checkpoint(path: Path, identity: dict, epochs_done: int, method: Method, optimizer) -> None:
+    payload = {
+        "identity": identity, "epochs_done": epochs_done,
+        "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load_checkpoint(path: Path | None, identity: dict, method: Method, optimizer) -> int:
+    """Restores a checkpoint into `method` and `optimizer`. Returns the number of epochs it holds."""
+    if path is None or not path.is_file():
+        raise UserError(f"--resume: no checkpoint at {path}; run once without --resume")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        saved_identity = payload["identity"]
+    except Exception as err:  # a truncated or foreign file fails in many ways; all mean "unusable"
+        raise UserError(f"--resume: {path} is not a readable lnlclean checkpoint ({type(err).__name__}); delete it and run without --resume")
+    if saved_identity != identity:
+        what = _first_difference(saved_identity, identity)
+        raise UserError(f"--resume: {path} comes from a different run ({what}); use another --out or run without --resume")
+    method.load_state_dict(payload["method"])
+    optimizer.load_state_dict(payload["optimizer"])
+    return int(payload["epochs_done"])
+
+
+def _first_difference(saved: dict, current: dict) -> str:
+    if saved.get("data") != current.get("data"):
+        return "other images or labels"
+    for key, value in current.get("settings", {}).items():
+        if saved.get("settings", {}).get(key) != value:
+            return f"{key} was {saved['settings'].get(key)!r}, now {value!r}"
+    return "other settings"

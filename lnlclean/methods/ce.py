@@ -1,0 +1,37 @@
+"""Cross-entropy baseline: train on the given labels, then trust the network's probabilities.
+
+Clean probability is the final network's probability of the given label; the suggested
+label is its argmax. This is the "predicted ≠ given" audit every benchmark compares with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch.nn.functional as F
+
+from .base import Method, register_method
+
+
+@dataclass
+class CEHparams:
+    """Plain cross-entropy has no hyperparameters of its own."""
+
+
+@register_method
+class CrossEntropy(Method):
+    name = "ce"
+    description = "plain cross-entropy on the given labels; flags samples whose label the network doubts"
+    Hparams = CEHparams
+
+    def training_step(self, batch, epoch):
+        logits = self.networks[0](batch.weak)
+        return F.cross_entropy(logits, batch.label)
+
+    def audit(self, probs):
+        given = self.setup.given_labels.cpu().numpy()
+        return {
+            "clean_prob": probs[np.arange(len(given)), given],
+            "suggested_label": probs.argmax(axis=1),
+        }

@@ -1,0 +1,210 @@
+"""The jobs behind the commands: audit a folder, relabel it, benchmark a method.
+
+Each job wires data → engine → reports and returns what it wrote; the CLI only parses
+options and prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .config import RunConfig
+from .data import cache as image_cache
+from .data.datasets import load_benchmark
+from .data.manifest import Manifest, read_manifest
+from .data.noise import NoiseSpec, inject_noise
+from .engine import FitResult, TrainData, fit
+from .errors import UserError
+from .fileio import prepare_output_dir, write_json
+from .methods import get_method
+from .models import default_image_size
+from .progress import Reporter
+from .report import metrics
+from .report.audit import AuditInputs, build_audit_table, summarize, write_audit
+from .report.manifest import corrected_manifest, write_manifest
+
+AUDIT_FILE = "audit.parquet"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class AuditResult:
+    """Files and tables an audit produced."""
+
+    audit: pd.DataFrame
+    summary: dict
+    audit_path: Path
+    summary_path: Path
+    input_rows: pd.DataFrame
+
+
+def load_dataset(
+    images: Path, labels_csv: Path | None, config: RunConfig, cache_dir: Path | None,
+    on_bad_image: str, reporter: Reporter,
+) -> tuple[Manifest, TrainData, dict[str, str], pd.DataFrame]:
+    """Returns the manifest (bad images removed), the training data, skipped path → reason, and the input rows.
+
+    Raises UserError for invalid input, and for unreadable images when `on_bad_image` is ``fail``.
+    """
+    if on_bad_image not in ("skip", "fail"):
+        raise UserError(f"--on-bad-image {on_bad_image!r}: choose skip or fail")
+    manifest = read_manifest(images, labels_csv)
+    input_rows = input_table(manifest)
+    cache_dir = cache_dir or image_cache.default_cache_dir()
+    with reporter.task(f"decoding {len(manifest)} images", total=len(manifest)) as advance:
+        cache = image_cache.load_or_build(
+            manifest, cache_dir, config.image_size, default_image_size(config.backbone), config.workers, advance
+        )
+    reporter.log(f"image cache {'reused' if cache.reused else 'built'}: {cache.path} {tuple(cache.images.shape)}")
+    skipped = {manifest.paths[i]: reason for i, reason in sorted(cache.bad.items())}
+    images_array = cache.images
+    if skipped:
+        if on_bad_image == "fail":
+            path, reason = next(iter(skipped.items()))
+            more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+            raise UserError(f"{manifest.root / path}: {reason}{more}; fix or remove it, or pass --on-bad-image skip")
+        keep = np.ones(len(manifest), dtype=bool)
+        keep[list(cache.bad)] = False
+        manifest = manifest.subset(keep)
+        images_array = cache.images[keep]
+        reporter.log(f"skipped {len(skipped)} unreadable image(s); they are listed in {SUMMARY_FILE}")
+    if len(np.unique(manifest.labels)) < 2:
+        raise UserError(f"{manifest.source or manifest.root}: fewer than two classes left after skipping unreadable images")
+    data = TrainData(
+        images=images_array, labels=manifest.labels, n_classes=manifest.n_classes,
+        flip=config.flip, fingerprint=f"{cache.path.stem}:{_labels_digest(manifest)}",
+    )
+    return manifest, data, skipped, input_rows
+
+
+def input_table(manifest: Manifest) -> pd.DataFrame:
+    """Returns the input rows as text columns: path, label, then the CSV's extra columns."""
+    frame = pd.DataFrame({"path": manifest.paths, "label": np.asarray(manifest.class_names, dtype=object)[manifest.labels]})
+    for name in manifest.extra.columns:
+        frame[name] = manifest.extra[name].to_numpy()
+    return frame
+
+
+def _labels_digest(manifest: Manifest) -> str:
+    digest = hashlib.sha256("|".join(manifest.class_names).encode())
+    digest.update(np.ascontiguousarray(manifest.labels).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def run_audit(
+    images: Path, labels_csv: Path | None, config: RunConfig, out_dir: Path,
+    cache_dir: Path | None = None, on_bad_image: str = "fail", resume: bool = False,
+    reporter: Reporter | None = None,
+) -> AuditResult:
+    """Trains `config.method` on the folder and writes ``audit.parquet`` and ``summary.json`` to `out_dir`.
+
+    Returns the audit table, the summary and the paths written. Raises UserError for bad input.
+    """
+    reporter = reporter or Reporter(quiet=True)
+    started = time.perf_counter()
+    config.validate()
+    get_method(config.method)
+    out_dir = prepare_output_dir(out_dir)
+    manifest, data, skipped, input_rows = load_dataset(images, labels_csv, config, cache_dir, on_bad_image, reporter)
+    cache_seconds = time.perf_counter() - started
+    result = fit(data, config, reporter, checkpoint_path=out_dir / CHECKPOINT_FILE, resume=resume)
+    frame = audit_table(result, manifest.paths, manifest.labels, manifest.class_names, config, manifest.extra)
+    summary = {
+        **run_header(config, result),
+        "images": str(manifest.root), "labels_csv": str(manifest.source) if manifest.source else None,
+        **summarize(frame, manifest.class_names),
+        "n_skipped": len(skipped),
+        "skipped": [{"path": p, "reason": r} for p, r in skipped.items()],
+        "timings": {
+            "total_seconds": time.perf_counter() - started, "cache_seconds": cache_seconds,
+            "train_seconds": result.seconds, "epoch_seconds": result.epoch_seconds,
+        },
+        "history": result.history,
+        "method_summary": result.method.summary(),
+    }
+    audit_path, summary_path = out_dir / AUDIT_FILE, out_dir / SUMMARY_FILE
+    write_audit(frame, audit_path, metadata=audit_metadata(config, manifest.class_names))
+    write_json(summary_path, summary)
+    return AuditResult(frame, summary, audit_path, summary_path, input_rows)
+
+
+def audit_table(result: FitResult, paths, given_labels, class_names, config: RunConfig, extra=None) -> pd.DataFrame:
+    """Returns the audit table for a finished fit (see :mod:`lnlclean.report.audit`)."""
+    return build_audit_table(AuditInputs(
+        paths=list(paths), given_labels=np.asarray(given_labels), class_names=list(class_names),
+        probs=result.probs, method_columns=result.method.audit(result.probs),
+        threshold=config.threshold, extra=extra,
+    ))
+
+
+def run_header(config: RunConfig, result: FitResult) -> dict:
+    """Returns the summary fields every run shares: version, method, settings, seed, device."""
+    return {
+        "lnlclean_version": __version__, "method": config.method, "settings": config.to_dict(),
+        "seed": config.seed, "device": result.device, "resumed_from_epoch": result.resumed_from_epoch,
+    }
+
+
+def audit_metadata(config: RunConfig, class_names: list[str]) -> dict:
+    """Returns the JSON stored in the audit's Parquet schema metadata."""
+    return {
+        "lnlclean_version": __version__, "method": config.method, "settings": config.to_dict(),
+        "class_names": list(class_names), "seed": config.seed,
+    }
+
+
+def run_relabel(input_rows: pd.DataFrame, audit: pd.DataFrame, out_file: Path, policy: str) -> pd.DataFrame:
+    """Writes the corrected-label CSV for `input_rows` under `policy` to `out_file`. Returns it."""
+    corrected = corrected_manifest(input_rows, audit, policy)
+    write_manifest(corrected, out_file)
+    return corrected
+
+
+def run_benchmark_one(
+    dataset: str, noise: NoiseSpec, config: RunConfig, data_dir: Path | None = None,
+    train_size: int | None = None, cache_dir: Path | None = None, reporter: Reporter | None = None,
+) -> dict:
+    """Injects `noise` into `dataset`, trains `config.method`, and returns the scored run as a dict.
+
+    The dict holds dataset, noise, method, seed, epochs, true and estimated noise rate,
+    detection precision/recall/F1/AUROC, test accuracy, relabel accuracy on flagged noisy
+    samples, label accuracy before and after the relabel manifest, seconds and device.
+    """
+    reporter = reporter or Reporter(quiet=True)
+    config.validate()
+    get_method(config.method)
+    with reporter.task(f"loading {dataset}", total=0):
+        bench = load_benchmark(dataset, data_dir, train_size, cache_dir)
+    given = inject_noise(bench.train_labels, noise, bench.class_names, dataset, seed=config.seed)
+    data = TrainData(
+        images=bench.train_images, labels=given, n_classes=len(bench.class_names),
+        test_images=bench.test_images, test_labels=bench.test_labels, flip=bench.flip and config.flip,
+        fingerprint=f"{dataset}:{noise}:{train_size}",
+    )
+    result = fit(data, config, reporter)
+    columns = result.method.audit(result.probs)
+    clean_prob = np.asarray(columns["clean_prob"], dtype=np.float64)
+    suggested = np.asarray(columns["suggested_label"])
+    flagged = clean_prob < config.threshold
+    is_noisy = given != bench.train_labels
+    after = metrics.corrected_labels(given, suggested, flagged)
+    return {
+        "dataset": dataset, "noise": str(noise), "method": config.method, "seed": config.seed,
+        "epochs": config.epochs, "backbone": config.backbone, "n_train": int(len(given)),
+        "true_noise_rate": float(is_noisy.mean()), "estimated_noise_rate": float(flagged.mean()),
+        **metrics.detection_metrics(is_noisy, clean_prob, config.threshold),
+        "test_accuracy": result.test_accuracy,
+        "relabel_accuracy": metrics.relabel_accuracy(bench.train_labels, given, suggested, flagged),
+        "label_accuracy_before": metrics.label_accuracy(given, bench.train_labels),
+        "label_accuracy_after": metrics.label_accuracy(after, bench.train_labels),
+        "seconds": result.seconds, "seconds_per_epoch": float(np.mean(result.epoch_seconds)) if result.epoch_seconds else None,
+        "device": result.device, "settings": config.to_dict(), "lnlclean_version": __version__,
+    }

@@ -1,0 +1,1 @@
+"""Reports: the audit table and summary, the corrected-label manifest, detection metrics."""

@@ -1,0 +1,145 @@
+"""The audit table (``audit.parquet``) and the run summary (``summary.json``).
+
+Column order in ``audit.parquet``::
+
+    index, path, given_label, predicted_label, predicted_prob, given_label_prob,
+    clean_prob, label_score, is_label_issue, suggested_label, suggested_prob,
+    <method>_* columns, then the input CSV's extra columns
+
+Labels are written as class names. The Parquet schema metadata key ``lnlclean`` holds JSON
+with the method, settings, class names, seed and version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..fileio import atomic_path
+
+CORE_COLUMNS = (
+    "index", "path", "given_label", "predicted_label", "predicted_prob", "given_label_prob",
+    "clean_prob", "label_score", "is_label_issue", "suggested_label", "suggested_prob",
+)
+METADATA_KEY = b"lnlclean"
+
+
+@dataclass
+class AuditInputs:
+    """What the audit table is built from.
+
+    Attributes:
+        paths: relative path of each sample.
+        given_labels: given label index of each sample (int, N).
+        class_names: class names in index order.
+        probs: final class probabilities (N×K).
+        method_columns: the method's ``audit()`` output (clean_prob, suggested_label, ...).
+        threshold: clean_prob below this flags a label issue.
+        extra: the input's extra columns (N rows) or None.
+    """
+
+    paths: list[str]
+    given_labels: np.ndarray
+    class_names: list[str]
+    probs: np.ndarray
+    method_columns: dict[str, np.ndarray]
+    threshold: float
+    extra: pd.DataFrame | None = None
+
+
+def build_audit_table(inputs: AuditInputs) -> pd.DataFrame:
+    """Returns the audit table: one row per sample in manifest order, columns as in the module docs."""
+    names = np.asarray(inputs.class_names, dtype=object)
+    rows = np.arange(len(inputs.paths))
+    probs = inputs.probs
+    predicted = probs.argmax(axis=1)
+    columns = dict(inputs.method_columns)
+    clean_prob = np.asarray(columns.pop("clean_prob"), dtype=np.float64)
+    suggested = np.asarray(columns.pop("suggested_label"), dtype=np.int64)
+    suggested_prob = columns.pop("suggested_prob", probs[rows, suggested])
+    frame = pd.DataFrame({
+        "index": rows,
+        "path": inputs.paths,
+        "given_label": names[inputs.given_labels],
+        "predicted_label": names[predicted],
+        "predicted_prob": probs[rows, predicted].astype(np.float64),
+        "given_label_prob": probs[rows, inputs.given_labels].astype(np.float64),
+        "clean_prob": clean_prob,
+        "label_score": clean_prob,
+        "is_label_issue": clean_prob < inputs.threshold,
+        "suggested_label": names[suggested],
+        "suggested_prob": np.asarray(suggested_prob, dtype=np.float64),
+    })
+    for name, values in columns.items():
+        frame[name] = np.asarray(values)
+    if inputs.extra is not None:
+        for name in inputs.extra.columns:
+            if name not in frame.columns:
+                frame[name] = inputs.extra[name].to_numpy()
+    return frame
+
+
+def write_audit(frame: pd.DataFrame, path: Path, metadata: dict) -> None:
+    """Writes `frame` to Parquet at `path` atomically, with `metadata` as JSON in the schema. Returns None."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    schema_meta = dict(table.schema.metadata or {})
+    schema_meta[METADATA_KEY] = json.dumps(metadata, default=str).encode()
+    table = table.replace_schema_metadata(schema_meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_audit(path: Path) -> tuple[pd.DataFrame, dict]:
+    """Returns the audit table at `path` and its lnlclean metadata (empty dict when absent)."""
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    return table.to_pandas(), (json.loads(raw) if raw else {})
+
+
+def summarize(frame: pd.DataFrame, class_names: list[str], top: int = 10) -> dict:
+    """Returns the label-quality part of summary.json for an audit table.
+
+    Holds the number of samples and label issues, the estimated noise rate (share flagged),
+    the health score (1 − noise rate), per-class counts and noise rates, the estimated class
+    transition matrix (row: given label, column: suggested label for flagged samples and the
+    given label otherwise; rows sum to 1), and the `top` most frequent confusions.
+    """
+    n_classes = len(class_names)
+    index_of = {name: i for i, name in enumerate(class_names)}
+    given = frame["given_label"].map(index_of).to_numpy()
+    flagged = frame["is_label_issue"].to_numpy(dtype=bool)
+    suggested = frame["suggested_label"].map(index_of).to_numpy()
+    believed = np.where(flagged, suggested, given)
+    counts = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(counts, (given, believed), 1)
+    row_totals = counts.sum(axis=1, keepdims=True)
+    transition = np.divide(counts, row_totals, out=np.zeros(counts.shape), where=row_totals > 0)
+    per_class = []
+    for k, name in enumerate(class_names):
+        members = given == k
+        n_issues = int(flagged[members].sum())
+        per_class.append({
+            "class": name, "n_samples": int(members.sum()), "n_label_issues": n_issues,
+            "noise_rate": n_issues / members.sum() if members.any() else 0.0,
+        })
+    off_diagonal = [
+        {"given_label": class_names[i], "suggested_label": class_names[j], "count": int(counts[i, j])}
+        for i in range(n_classes) for j in range(n_classes) if i != j and counts[i, j] > 0
+    ]
+    off_diagonal.sort(key=lambda row: -row["count"])
+    noise_rate = float(flagged.mean()) if len(flagged) else 0.0
+    return {
+        "n_samples": int(len(frame)),
+        "n_label_issues": int(flagged.sum()),
+        "noise_rate": noise_rate,
+        "health_score": 1.0 - noise_rate,
+        "per_class": per_class,
+        "class_transition": {"classes": list(class_names), "matrix": transition.round(6).tolist()},
+        "top_confusions": off_diagonal[:top],
+    }

@@ -1,0 +1,46 @@
+"""Detection and relabelling metrics against known true labels (benchmarks).
+
+A sample is *noisy* when its given label differs from its true label, and *flagged* when its
+``clean_prob`` is below the threshold. Noisy is the positive class throughout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def detection_metrics(is_noisy: np.ndarray, clean_prob: np.ndarray, threshold: float = 0.5) -> dict[str, float | None]:
+    """Returns precision, recall and F1 of flagging ``clean_prob < threshold`` as noisy, and AUROC.
+
+    AUROC ranks samples by ``1 − clean_prob``; it is None when only one kind of sample exists.
+    Precision (recall) is 0.0 when nothing is flagged (nothing is noisy).
+    """
+    is_noisy = np.asarray(is_noisy, dtype=bool)
+    flagged = np.asarray(clean_prob) < threshold
+    true_positive = int(np.sum(flagged & is_noisy))
+    precision = true_positive / flagged.sum() if flagged.any() else 0.0
+    recall = true_positive / is_noisy.sum() if is_noisy.any() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    auroc = None
+    if 0 < is_noisy.sum() < len(is_noisy):
+        auroc = float(roc_auc_score(is_noisy, 1.0 - np.asarray(clean_prob, dtype=np.float64)))
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "auroc": auroc}
+
+
+def relabel_accuracy(true_labels: np.ndarray, given_labels: np.ndarray, suggested: np.ndarray, flagged: np.ndarray) -> float | None:
+    """Returns the share of flagged, truly noisy samples whose suggested label is the true one (None if there are none)."""
+    target = np.asarray(flagged, dtype=bool) & (np.asarray(given_labels) != np.asarray(true_labels))
+    if not target.any():
+        return None
+    return float(np.mean(np.asarray(suggested)[target] == np.asarray(true_labels)[target]))
+
+
+def corrected_labels(given_labels: np.ndarray, suggested: np.ndarray, flagged: np.ndarray) -> np.ndarray:
+    """Returns the labels after the ``relabel`` policy: suggested where flagged, given elsewhere."""
+    return np.where(np.asarray(flagged, dtype=bool), suggested, given_labels)
+
+
+def label_accuracy(labels: np.ndarray, true_labels: np.ndarray) -> float:
+    """Returns the share of `labels` equal to `true_labels`."""
+    return float(np.mean(np.asarray(labels) == np.asarray(true_labels)))
