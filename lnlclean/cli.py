@@ -17,7 +17,7 @@ from .config import RunConfig
 from .data.datasets import DATASETS
 from .data.noise import parse_noise_spec
 from .errors import UserError
-from .fileio import prepare_output_dir, prepare_output_file, write_json
+from .fileio import prepare_output_dir, check_output_file, write_json
 from .methods import METHODS, get_method
 from .models import backbone_names
 from .progress import Reporter
@@ -221,7 +221,7 @@ def relabel(
     from .pipeline import input_table, run_audit, run_relabel
     from .report.audit import read_audit
 
-    out = prepare_output_file(out)
+    out = check_output_file(out)
     if from_audit is not None:
         if (ctx.obj or {}).get("method_options"):
             raise UserError(f"{ctx.obj['method_options'][0][0]}: method options have no effect with --from-audit")
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"error: {error}", markup=False, soft_wrap=True)
         return UserError.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        err.print("interrupted", markup=False)
+        err.print("interrupted; run the same command with --resume to continue from the last finished epoch", markup=False)
         return 130
     except Exception as error:
         if not is_usage_error(error):

@@ -54,6 +54,9 @@ class RunConfig:
         for ok, option, rule in checks:
             if not ok:
                 raise UserError(f"{option} {getattr(self, option[2:].replace('-', '_'))}: {rule}")
+        from .methods import get_method
+
+        method_hparams(get_method(self.method), self.method_params)
         return self
 
 

@@ -143,7 +143,7 @@ def build_method(config: RunConfig, data: TrainData, device: torch.device) -> Me
     setup = Setup(
         n_samples=len(data.labels),
         n_classes=data.n_classes,
-        given_labels=torch.as_tensor(data.labels, dtype=torch.int64, device=device),
+        given_labels=torch.tensor(np.asarray(data.labels), dtype=torch.int64, device=device),
         candidates=candidates,
         epochs=config.epochs,
         device=device,
@@ -168,6 +168,12 @@ def learning_rate(config: RunConfig, step: int, total_steps: int, steps_per_epoc
         return config.lr * (step + 1) / warm
     progress = (step - warm) / max(1, total_steps - warm)
     return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def steps_in_epoch(n_samples: int, batch_size: int) -> int:
+    """Returns the number of mini-batches per epoch: every sample once, but no batch of one (batch norm needs two)."""
+    full, rest = divmod(n_samples, batch_size)
+    return max(1, full + (rest >= 2))
 
 
 def checkpoint_identity(config: RunConfig, data: TrainData) -> dict:
@@ -205,9 +211,9 @@ def fit(
     if resume:
         start_epoch = _load_checkpoint(checkpoint_path, identity, method, optimizer)
         reporter.log(f"resuming from {checkpoint_path} after epoch {start_epoch}")
-    labels = torch.as_tensor(data.labels, dtype=torch.int64)
+    labels = torch.tensor(np.asarray(data.labels), dtype=torch.int64)
     n_samples = len(labels)
-    steps_per_epoch = max(1, n_samples // config.batch_size)
+    steps_per_epoch = steps_in_epoch(n_samples, config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 

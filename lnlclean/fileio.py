@@ -47,6 +47,22 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+def check_output_dir(out_dir: str | os.PathLike, option: str = "--out") -> Path:
+    """Checks, without creating anything, that `out_dir` is or can become a writable directory.
+
+    Returns the directory as a Path. Raises UserError naming `option` otherwise.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{option} {out_dir}: is a file, not a directory; choose another {option}")
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {out_dir}: {existing} is not a writable directory; choose another {option}")
+    return out_dir
+
+
 def prepare_output_dir(out_dir: str | os.PathLike, option: str = "--out") -> Path:
     """Create `out_dir` if needed and check it is a writable directory.
 
@@ -65,13 +81,13 @@ def prepare_output_dir(out_dir: str | os.PathLike, option: str = "--out") -> Pat
     return out_dir
 
 
-def prepare_output_file(target: str | os.PathLike, option: str = "--out") -> Path:
-    """Check that `target` can be written as a file (its folder exists or can be made).
+def check_output_file(target: str | os.PathLike, option: str = "--out") -> Path:
+    """Checks, without creating anything, that `target` can be written as a file.
 
     Returns the target as a Path. Raises UserError naming `option` otherwise.
     """
     target = Path(target)
     if target.is_dir():
         raise UserError(f"{option} {target}: is a directory; give a file name such as {target / 'fixed.csv'}")
-    prepare_output_dir(target.parent if str(target.parent) else Path("."), option)
+    check_output_dir(target.parent, option)
     return target

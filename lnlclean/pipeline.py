@@ -22,7 +22,7 @@ from .data.manifest import Manifest, read_manifest
 from .data.noise import NoiseSpec, inject_noise
 from .engine import FitResult, TrainData, fit
 from .errors import UserError
-from .fileio import prepare_output_dir, write_json
+from .fileio import check_output_dir, prepare_output_dir, write_json
 from .methods import get_method
 from .models import default_image_size
 from .progress import Reporter
@@ -112,9 +112,10 @@ def run_audit(
     started = time.perf_counter()
     config.validate()
     get_method(config.method)
-    out_dir = prepare_output_dir(out_dir)
+    check_output_dir(out_dir)
     manifest, data, skipped, input_rows = load_dataset(images, labels_csv, config, cache_dir, on_bad_image, reporter)
     cache_seconds = time.perf_counter() - started
+    out_dir = prepare_output_dir(out_dir)
     result = fit(data, config, reporter, checkpoint_path=out_dir / CHECKPOINT_FILE, resume=resume)
     frame = audit_table(result, manifest.paths, manifest.labels, manifest.class_names, config, manifest.extra)
     summary = {
@@ -164,6 +165,7 @@ def audit_metadata(config: RunConfig, class_names: list[str]) -> dict:
 def run_relabel(input_rows: pd.DataFrame, audit: pd.DataFrame, out_file: Path, policy: str) -> pd.DataFrame:
     """Writes the corrected-label CSV for `input_rows` under `policy` to `out_file`. Returns it."""
     corrected = corrected_manifest(input_rows, audit, policy)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
     write_manifest(corrected, out_file)
     return corrected
 

@@ -19,7 +19,7 @@ class Reporter:
     def log(self, message: str) -> None:
         """Prints one status line on stderr unless quiet. Returns None."""
         if not self.quiet:
-            self.console.print(message)
+            self.console.print(message, soft_wrap=True, markup=False)
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[..., None]]:

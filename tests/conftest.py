@@ -1,0 +1,69 @@
+"""Shared fixtures: a small image folder written from scikit-learn's bundled digits."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+N_DIGITS = 60
+JPEG_EVERY = 5  # every 5th image (index % 5 == 4) is written as JPEG, the rest as PNG
+
+
+class DigitsFolder(NamedTuple):
+    """A written digits dataset.
+
+    root: the image folder (flat: ``root/img_0000.png`` ...).
+    csv: the labels CSV (columns path, label, annotator; paths relative to `root`).
+    labels: the digit of each row (int64, N).
+    pixels: the uint8 8×8 grayscale pixels of each row as written (N×8×8).
+    paths: the relative path of each row.
+    """
+
+    root: Path
+    csv: Path
+    labels: np.ndarray
+    pixels: np.ndarray
+    paths: list
+
+
+@lru_cache(maxsize=1)
+def digits_pixels() -> tuple[np.ndarray, np.ndarray]:
+    """Returns (uint8 images N×8×8 scaled to 0..255, int64 labels) for the first N_DIGITS digits."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.round(digits.images[:N_DIGITS] * 255.0 / 16.0).astype(np.uint8)
+    return pixels, digits.target[:N_DIGITS].astype(np.int64)
+
+
+def is_jpeg_row(i: int) -> bool:
+    return i % JPEG_EVERY == JPEG_EVERY - 1
+
+
+@pytest.fixture
+def digits_folder(tmp_path) -> DigitsFolder:
+    """60 digits as 8×8 grayscale PNG files (every 5th as JPEG) plus ``labels.csv``."""
+    pixels, labels = digits_pixels()
+    root = tmp_path / "images"
+    root.mkdir()
+    rows, paths = [], []
+    for i in range(len(pixels)):
+        name = f"img_{i:04d}.{'jpg' if is_jpeg_row(i) else 'png'}"
+        Image.fromarray(pixels[i]).save(root / name)
+        paths.append(name)
+        rows.append({"path": name, "label": str(int(labels[i])), "annotator": f"ann{i % 3}"})
+    csv = tmp_path / "labels.csv"
+    pd.DataFrame(rows, columns=["path", "label", "annotator"]).to_csv(csv, index=False)
+    return DigitsFolder(root=root, csv=csv, labels=labels.copy(), pixels=pixels.copy(), paths=paths)
+
+
+@pytest.fixture
+def cache_dir(tmp_path) -> Path:
+    """An (as yet non-existent) cache directory inside tmp_path."""
+    return tmp_path / "cache"

@@ -1,0 +1,179 @@
+"""End to end: the CLI on an image folder it writes, on digits, and resume after interruption."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from lnlclean.cli import main
+from lnlclean.config import RunConfig
+from lnlclean.methods.ce import CrossEntropy
+from lnlclean.pipeline import run_audit
+from lnlclean.report.audit import CORE_COLUMNS, read_audit
+
+N_IMAGES = 240
+FLIPPED = 30
+
+
+@pytest.fixture(scope="module")
+def noisy_folder(tmp_path_factory):
+    """240 digits as PNG/JPEG files with a labels CSV in which 30 labels are wrong."""
+    root = tmp_path_factory.mktemp("noisy")
+    images = root / "images"
+    images.mkdir()
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    rows = []
+    true_labels = digits.target[:N_IMAGES]
+    given = true_labels.copy()
+    wrong = rng.choice(N_IMAGES, size=FLIPPED, replace=False)
+    given[wrong] = (given[wrong] + rng.integers(1, 10, size=FLIPPED)) % 10
+    for i in range(N_IMAGES):
+        pixels = np.round(digits.images[i] * 255 / 16).astype(np.uint8)
+        name = f"d{i:04d}.{'png' if i % 3 else 'jpg'}"
+        Image.fromarray(pixels, mode="L").resize((16, 16), Image.NEAREST).save(images / name)
+        rows.append({"path": name, "label": str(given[i]), "annotator": f"a{i % 4}"})
+    csv = root / "labels.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return {"root": root, "images": images, "csv": csv, "true": true_labels, "given": given, "wrong": wrong}
+
+
+def cli(*args: str) -> int:
+    return main([*map(str, args), "--quiet"]) if args[0] != "methods" else main(list(args))
+
+
+FAST = ("--epochs", "30", "--device", "cpu", "--no-flip", "--lr", "0.05")
+
+
+def test_audit_then_relabel_round_trip(noisy_folder, tmp_path):
+    out, cache = tmp_path / "audit", tmp_path / "cache"
+    assert cli("audit", noisy_folder["images"], noisy_folder["csv"], "--out", out, "--cache-dir", cache, *FAST) == 0
+    frame, meta = read_audit(out / "audit.parquet")
+    assert list(frame.columns[: len(CORE_COLUMNS)]) == list(CORE_COLUMNS)
+    assert "annotator" in frame.columns and len(frame) == N_IMAGES
+    assert meta["method"] == "ce" and meta["class_names"] == [str(d) for d in range(10)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_samples"] == N_IMAGES and len(summary["history"]) == 30
+    assert abs(summary["noise_rate"] - frame["is_label_issue"].mean()) < 1e-9
+    # the wrong labels are ranked as less clean than the right ones
+    is_wrong = np.zeros(N_IMAGES, dtype=bool)
+    is_wrong[noisy_folder["wrong"]] = True
+    assert frame["clean_prob"][is_wrong].mean() < frame["clean_prob"][~is_wrong].mean() - 0.2
+
+    fixed = tmp_path / "fixed.csv"
+    before = noisy_folder["csv"].read_bytes()
+    assert cli("relabel", noisy_folder["images"], noisy_folder["csv"], "--from-audit", out / "audit.parquet", "--out", fixed) == 0
+    assert noisy_folder["csv"].read_bytes() == before
+    corrected = pd.read_csv(fixed, dtype=str)
+    assert list(corrected.columns) == ["path", "label", "annotator", "original_label", "action", "confidence"]
+    assert (corrected["original_label"] == pd.Series(noisy_folder["given"]).astype(str)).all()
+    relabeled = corrected["action"] == "relabel"
+    assert relabeled.sum() > 0
+    accuracy_before = np.mean(noisy_folder["given"] == noisy_folder["true"])
+    accuracy_after = np.mean(corrected["label"].astype(int).to_numpy() == noisy_folder["true"])
+    assert accuracy_after > accuracy_before
+
+
+def test_relabel_trains_when_no_audit_given(noisy_folder, tmp_path):
+    fixed = tmp_path / "fixed.csv"
+    code = cli("relabel", noisy_folder["images"], noisy_folder["csv"], "--out", fixed, "--policy", "drop",
+               "--audit-dir", tmp_path / "audit", "--cache-dir", tmp_path / "cache", *FAST)
+    assert code == 0
+    corrected = pd.read_csv(fixed, dtype=str)
+    flagged = read_audit(tmp_path / "audit" / "audit.parquet")[0]["is_label_issue"]
+    assert len(corrected) == N_IMAGES - flagged.sum()
+
+
+def test_image_folder_layout_without_csv(tmp_path):
+    digits = load_digits()
+    for i in range(60):
+        folder = tmp_path / "images" / ("even" if digits.target[i] % 2 == 0 else "odd")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(digits.images[i] * 255 / 16).astype(np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "out"
+    assert cli("audit", tmp_path / "images", "--out", out, "--cache-dir", tmp_path / "cache", "--epochs", "2") == 0
+    frame, meta = read_audit(out / "audit.parquet")
+    assert meta["class_names"] == ["even", "odd"]
+    assert set(frame["given_label"]) == {"even", "odd"} and frame["path"].str.contains("/").all()
+
+
+def test_resume_after_interruption_gives_the_same_audit(noisy_folder, tmp_path, monkeypatch):
+    config = dict(epochs=5, device="cpu", flip=False, seed=3)
+    reference = run_audit(noisy_folder["images"], noisy_folder["csv"], RunConfig(**config), tmp_path / "a", tmp_path / "cache")
+
+    original_end_epoch = CrossEntropy.end_epoch
+
+    def interrupt_at_third(self, epoch, evaluate):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original_end_epoch(self, epoch, evaluate)
+
+    monkeypatch.setattr(CrossEntropy, "end_epoch", interrupt_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(noisy_folder["images"], noisy_folder["csv"], RunConfig(**config), tmp_path / "b", tmp_path / "cache")
+    assert not (tmp_path / "b" / "audit.parquet").exists()
+    monkeypatch.setattr(CrossEntropy, "end_epoch", original_end_epoch)
+    resumed = run_audit(noisy_folder["images"], noisy_folder["csv"], RunConfig(**config), tmp_path / "b", tmp_path / "cache", resume=True)
+    assert resumed.summary["resumed_from_epoch"] == 2
+    pd.testing.assert_frame_equal(resumed.audit, reference.audit)
+
+
+def test_resume_refuses_a_checkpoint_from_other_settings(noisy_folder, tmp_path, capsys):
+    common = (noisy_folder["images"], noisy_folder["csv"], "--out", tmp_path / "o", "--cache-dir", tmp_path / "c", "--device", "cpu")
+    assert cli("audit", *common, "--epochs", "1") == 0
+    assert cli("audit", *common, "--epochs", "2", "--resume") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "epochs was 1, now 2" in err[0]
+
+
+def test_benchmark_digits_writes_every_field(tmp_path):
+    out = tmp_path / "bench"
+    assert cli("benchmark", "digits", "--noise", "sym40", "--noise", "asym40", "--epochs", "3", "--out", out) == 0
+    runs = json.loads((out / "benchmark.json").read_text())["runs"]
+    assert [r["noise"] for r in runs] == ["sym40", "asym40"]
+    fields = {
+        "dataset", "noise", "method", "seed", "epochs", "true_noise_rate", "estimated_noise_rate",
+        "precision", "recall", "f1", "auroc", "test_accuracy", "relabel_accuracy",
+        "label_accuracy_before", "label_accuracy_after", "seconds", "seconds_per_epoch", "device",
+    }
+    assert fields <= set(runs[0])
+    assert runs[0]["true_noise_rate"] == pytest.approx(0.4, abs=0.001)
+    assert 0.0 < runs[1]["true_noise_rate"] < 0.4
+    assert runs[0]["label_accuracy_before"] == pytest.approx(1 - runs[0]["true_noise_rate"])
+
+
+def test_benchmark_fail_under_exits_1(tmp_path):
+    args = ("benchmark", "digits", "--epochs", "1", "--out", tmp_path)
+    assert cli(*args, "--fail-under", "f1=0.0") == 0
+    assert cli(*args, "--fail-under", "f1=1.01") == 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("audit", "{missing}"), "image folder not found"),
+    (("audit", "{images}", "{csv}", "--epochs", "0"), "--epochs 0"),
+    (("audit", "{images}", "{csv}", "--method", "nope"), "--method 'nope'"),
+    (("audit", "{images}", "{csv}", "--backbone", "nope"), "--backbone 'nope'"),
+    (("audit", "{images}", "{csv}", "--ce-foo", "1"), "--ce-foo"),
+    (("audit", "{images}", "{csv}", "--threshold", "1.5"), "--threshold 1.5"),
+    (("audit", "{images}", "{csv}", "--out", "{csv}"), "is a file"),
+    (("audit", "{images}", "{csv}", "--bogus"), "No such option"),
+    (("benchmark", "mnist"), "dataset 'mnist'"),
+    (("benchmark", "digits", "--noise", "sym100"), "--noise 'sym100'"),
+    (("benchmark", "digits", "--fail-under", "f1"), "--fail-under"),
+    (("relabel", "{images}", "{csv}", "--from-audit", "{csv}"), "--from-audit"),
+    (("relabel", "{images}", "{csv}", "--policy", "burn"), "--policy"),
+])
+def test_user_mistakes_give_one_line_and_exit_2(noisy_folder, tmp_path, capsys, args, needle):
+    values = {"images": noisy_folder["images"], "csv": noisy_folder["csv"], "missing": tmp_path / "nowhere"}
+    argv = [a.format(**values) for a in args]
+    if "--out" not in args:
+        argv += ["--out", str(tmp_path / ("o.csv" if args[0] == "relabel" else "o"))]
+    code = main(argv + ["--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0]
