@@ -30,6 +30,10 @@ class Reporter:
         if self.quiet or total <= 0:
             yield lambda n=1, **fields: None
             return
+        if not self.console.is_terminal:
+            self.log(f"{description} ({total} steps)")
+            yield lambda n=1, **fields: None
+            return
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -38,7 +42,7 @@ class Reporter:
             TimeRemainingColumn(),
             TextColumn("{task.fields[status]}"),
         )
-        with Progress(*columns, console=self.console, transient=not self.console.is_terminal) as bar:
+        with Progress(*columns, console=self.console) as bar:
             task_id = bar.add_task(description, total=total, status="")
 
             def advance(n: int = 1, **fields) -> None:

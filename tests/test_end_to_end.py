@@ -177,3 +177,28 @@ def test_user_mistakes_give_one_line_and_exit_2(noisy_folder, tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0]
+
+
+def test_unreadable_image_fails_by_default_and_is_skipped_on_request(noisy_folder, tmp_path, capsys):
+    import shutil
+
+    images = tmp_path / "images"
+    shutil.copytree(noisy_folder["images"], images)
+    broken = images / "d0001.png"
+    broken.write_bytes(broken.read_bytes()[:40])
+    common = ("audit", images, noisy_folder["csv"], "--cache-dir", tmp_path / "cache", "--epochs", "1")
+    assert cli(*common, "--out", tmp_path / "fail") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "d0001.png" in err[0] and "--on-bad-image skip" in err[0]
+    assert not (tmp_path / "fail").exists()
+
+    assert cli(*common, "--out", tmp_path / "skip", "--on-bad-image", "skip") == 0
+    frame, _ = read_audit(tmp_path / "skip" / "audit.parquet")
+    summary = json.loads((tmp_path / "skip" / "summary.json").read_text())
+    assert len(frame) == N_IMAGES - 1 and "d0001.png" not in set(frame["path"])
+    assert summary["n_skipped"] == 1 and summary["skipped"][0]["path"] == "d0001.png"
+    fixed = tmp_path / "fixed.csv"
+    assert cli("relabel", images, noisy_folder["csv"], "--from-audit", tmp_path / "skip" / "audit.parquet", "--out", fixed) == 0
+    corrected = pd.read_csv(fixed, dtype=str)
+    assert len(corrected) == N_IMAGES
+    assert corrected.loc[corrected["path"] == "d0001.png", "action"].item() == "review"
