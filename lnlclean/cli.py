@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import sys
+import typing
+from types import SimpleNamespace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -53,35 +57,69 @@ class Schedule(str, Enum):
 
 Images = Annotated[Path, typer.Argument(help="Folder holding the images (paths in the CSV are relative to it).", show_default=False)]
 LabelsCsv = Annotated[Optional[Path], typer.Argument(help="CSV with columns path,label (more columns are kept). Without it: IMAGES/<class>/<image>.", show_default=False)]
-MethodOpt = Annotated[str, typer.Option("--method", "-m", help="Method to train; see `lnlclean methods`.")]
-Backbone = Annotated[str, typer.Option(help=f"Network: {', '.join(backbone_names())}, or tv:<torchvision model>.")]
-Epochs = Annotated[int, typer.Option(help="Training epochs.")]
-BatchSize = Annotated[int, typer.Option(help="Mini-batch size.")]
-Lr = Annotated[float, typer.Option(help="Peak learning rate (SGD with Nesterov momentum).")]
-WeightDecay = Annotated[float, typer.Option(help="Weight decay.")]
-ScheduleOpt = Annotated[Schedule, typer.Option(help="Learning-rate schedule.")]
-Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
-Seed = Annotated[int, typer.Option(help="Random seed; CPU runs are reproducible for a given seed.")]
-ImageSize = Annotated[Optional[int], typer.Option(help="Side in pixels. Default: keep images ≤ 64 px of one size, else the backbone's size (64, or 224 for tv: models).", show_default=False)]
-Threshold = Annotated[float, typer.Option(help="Flag a label issue when clean_prob is below this.")]
-Weights = Annotated[Optional[str], typer.Option(help="Initial weights: a local state-dict file, or 'imagenet' for tv: models (needs internet).", show_default=False)]
-NoFlip = Annotated[bool, typer.Option("--no-flip", help="Do not mirror images when augmenting (for text, digits, ...).")]
-CacheDir = Annotated[Optional[Path], typer.Option(help="Where decoded images are cached. Default: $LNLCLEAN_CACHE or ~/.cache/lnlclean.", show_default=False)]
-OnBadImage = Annotated[BadImage, typer.Option(help="What to do with an unreadable image: fail, or skip it and list it in summary.json.")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in the output directory.")]
-Workers = Annotated[Optional[int], typer.Option(help="Threads that decode images. Default: one per CPU core.", show_default=False)]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+# Training options shared by several commands: (annotation, default) by parameter name.
+SHARED_OPTIONS: dict[str, tuple[object, object]] = {
+    "method": (Annotated[str, typer.Option("--method", "-m", help="Method to train; see `lnlclean methods`.")], "ce"),
+    "backbone": (Annotated[str, typer.Option(help=f"Network: {', '.join(backbone_names())}, or tv:<torchvision model>.")], "small-cnn"),
+    "epochs": (Annotated[int, typer.Option(help="Training epochs.")], 40),
+    "batch_size": (Annotated[int, typer.Option(help="Mini-batch size.")], 128),
+    "lr": (Annotated[float, typer.Option(help="Peak learning rate (SGD with Nesterov momentum).")], 0.05),
+    "weight_decay": (Annotated[float, typer.Option(help="Weight decay.")], 5e-4),
+    "schedule": (Annotated[Schedule, typer.Option(help="Learning-rate schedule.")], Schedule.cosine),
+    "device": (Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")], "auto"),
+    "seed": (Annotated[int, typer.Option(help="Random seed; CPU runs are reproducible for a given seed.")], 0),
+    "image_size": (Annotated[Optional[int], typer.Option(help="Side in pixels. Default: keep images ≤ 64 px of one size, else the backbone's size (64, or 224 for tv: models).", show_default=False)], None),
+    "threshold": (Annotated[float, typer.Option(help="Flag a label issue when clean_prob is below this.")], 0.5),
+    "weights": (Annotated[Optional[str], typer.Option(help="Initial weights: a local state-dict file, or 'imagenet' for tv: models (needs internet).", show_default=False)], None),
+    "no_flip": (Annotated[bool, typer.Option("--no-flip", help="Do not mirror images when augmenting (for text, digits, ...).")], False),
+    "cache_dir": (Annotated[Optional[Path], typer.Option(help="Where decoded images are cached. Default: $LNLCLEAN_CACHE or ~/.cache/lnlclean.", show_default=False)], None),
+    "on_bad_image": (Annotated[BadImage, typer.Option(help="What to do with an unreadable image: fail, or skip it and list it in summary.json.")], BadImage.fail),
+    "resume": (Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in the output directory.")], False),
+    "workers": (Annotated[Optional[int], typer.Option(help="Threads that decode images. Default: one per CPU core.", show_default=False)], None),
+    "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")], False),
+}
+TRAINING = ("backbone", "epochs", "batch_size", "lr", "weight_decay", "schedule", "device", "seed", "threshold", "no_flip", "cache_dir", "quiet")
+FOLDER_TRAINING = ("method", *TRAINING[:8], "image_size", "threshold", "weights", "no_flip", "cache_dir", "on_bad_image", "resume", "workers", "quiet")
 
 
-def run_config(method, backbone, epochs, batch_size, lr, weight_decay, schedule, device, seed,
-               image_size, threshold, weights, no_flip, workers, ctx, methods=None) -> RunConfig:
-    """Returns the RunConfig for the shared training options and `--<method>-<field>` extras."""
+def with_options(names: tuple[str, ...]):
+    """Decorator that adds the SHARED_OPTIONS `names` to a command, passed to it as one namespace `opts`.
+
+    Returns the decorator; the command's own parameters stay first, in their order.
+    """
+
+    def decorate(command):
+        signature = inspect.signature(command)
+        hints = typing.get_type_hints(command, include_extras=True)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values() if p.name != "opts"]
+        shared = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=SHARED_OPTIONS[name][1], annotation=SHARED_OPTIONS[name][0])
+            for name in names
+        ]
+
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            opts = SimpleNamespace(**{name: kwargs.pop(name) for name in names})
+            return command(*args, opts=opts, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=own + shared)
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + shared}
+        del wrapper.__wrapped__
+        return wrapper
+
+    return decorate
+
+
+def run_config(opts: SimpleNamespace, ctx: typer.Context, method: str | None = None, methods: list[str] | None = None) -> RunConfig:
+    """Returns the validated RunConfig for the shared options `opts` and the `--<method>-<field>` extras."""
+    method = method or opts.method
     params = parse_method_options((ctx.obj or {}).get("method_options", []), methods or [method])
     return RunConfig(
-        method=method, backbone=backbone, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, schedule=schedule.value, device=device, seed=seed,
-        image_size=image_size, threshold=threshold, weights=weights, flip=not no_flip,
-        workers=workers, method_params=params.get(method, {}),
+        method=method, backbone=opts.backbone, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
+        weight_decay=opts.weight_decay, schedule=opts.schedule.value, device=opts.device, seed=opts.seed,
+        image_size=getattr(opts, "image_size", None), threshold=opts.threshold, weights=getattr(opts, "weights", None),
+        flip=not opts.no_flip, workers=getattr(opts, "workers", None), method_params=params.get(method, {}),
     ).validate()
 
 
@@ -125,29 +163,13 @@ def parse_method_options(options: list[tuple[str, str]], methods: list[str]) -> 
 
 
 @app.command()
+@with_options(FOLDER_TRAINING)
 def audit(
     ctx: typer.Context,
     images: Images,
     labels_csv: LabelsCsv = None,
-    method: MethodOpt = "ce",
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for audit.parquet, summary.json and the checkpoint.")] = Path("lnlclean-out"),
-    backbone: Backbone = "small-cnn",
-    epochs: Epochs = 40,
-    batch_size: BatchSize = 128,
-    lr: Lr = 0.05,
-    weight_decay: WeightDecay = 5e-4,
-    schedule: ScheduleOpt = Schedule.cosine,
-    device: Device = "auto",
-    seed: Seed = 0,
-    image_size: ImageSize = None,
-    threshold: Threshold = 0.5,
-    weights: Weights = None,
-    no_flip: NoFlip = False,
-    cache_dir: CacheDir = None,
-    on_bad_image: OnBadImage = BadImage.fail,
-    resume: Resume = False,
-    workers: Workers = None,
-    quiet: Quiet = False,
+    opts: SimpleNamespace = None,
 ):
     """Train a method on your images and write a per-sample audit.
 
@@ -168,15 +190,14 @@ def audit(
     """
     from .pipeline import run_audit
 
-    config = run_config(method, backbone, epochs, batch_size, lr, weight_decay, schedule, device, seed,
-                        image_size, threshold, weights, no_flip, workers, ctx)
-    reporter = Reporter(quiet)
-    result = run_audit(images, labels_csv, config, out, cache_dir, on_bad_image.value, resume, reporter)
+    config = run_config(opts, ctx)
+    result = run_audit(images, labels_csv, config, out, opts.cache_dir, opts.on_bad_image.value, opts.resume, Reporter(opts.quiet))
     print_audit_summary(result.summary)
     stdout.print(f"wrote {result.audit_path} and {result.summary_path}")
 
 
 @app.command()
+@with_options(FOLDER_TRAINING)
 def relabel(
     ctx: typer.Context,
     images: Images,
@@ -185,24 +206,7 @@ def relabel(
     policy: Annotated[Policy, typer.Option(help="relabel: replace flagged labels by the suggestion; drop: leave flagged rows out; flag: keep labels, mark flagged rows for review.")] = Policy.relabel,
     from_audit: Annotated[Optional[Path], typer.Option(help="Reuse this audit.parquet instead of training again.", show_default=False)] = None,
     audit_dir: Annotated[Path, typer.Option(help="Where the audit made on the way is written (when not --from-audit).")] = Path("lnlclean-out"),
-    method: MethodOpt = "ce",
-    backbone: Backbone = "small-cnn",
-    epochs: Epochs = 40,
-    batch_size: BatchSize = 128,
-    lr: Lr = 0.05,
-    weight_decay: WeightDecay = 5e-4,
-    schedule: ScheduleOpt = Schedule.cosine,
-    device: Device = "auto",
-    seed: Seed = 0,
-    image_size: ImageSize = None,
-    threshold: Threshold = 0.5,
-    weights: Weights = None,
-    no_flip: NoFlip = False,
-    cache_dir: CacheDir = None,
-    on_bad_image: OnBadImage = BadImage.fail,
-    resume: Resume = False,
-    workers: Workers = None,
-    quiet: Quiet = False,
+    opts: SimpleNamespace = None,
 ):
     """Write a corrected-label CSV: your columns, with labels fixed per --policy.
 
@@ -228,9 +232,8 @@ def relabel(
         audit_frame = _read_audit_file(from_audit, read_audit)
         rows = input_table(read_manifest(images, labels_csv))
     else:
-        config = run_config(method, backbone, epochs, batch_size, lr, weight_decay, schedule, device, seed,
-                            image_size, threshold, weights, no_flip, workers, ctx)
-        result = run_audit(images, labels_csv, config, audit_dir, cache_dir, on_bad_image.value, resume, Reporter(quiet))
+        config = run_config(opts, ctx)
+        result = run_audit(images, labels_csv, config, audit_dir, opts.cache_dir, opts.on_bad_image.value, opts.resume, Reporter(opts.quiet))
         audit_frame, rows = result.audit, result.input_rows
         stdout.print(f"wrote {result.audit_path} and {result.summary_path}")
     corrected = run_relabel(rows, audit_frame, out, policy.value)
@@ -254,6 +257,7 @@ def _read_audit_file(path: Path, read_audit):
 
 
 @app.command()
+@with_options(TRAINING)
 def benchmark(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help=f"One of {', '.join(DATASETS)}.", show_default=False)],
@@ -263,18 +267,7 @@ def benchmark(
     data_dir: Annotated[Optional[Path], typer.Option(help="Local CIFAR: torchvision's files, or train/<class>/* and test/<class>/* folders.", show_default=False)] = None,
     train_size: Annotated[Optional[int], typer.Option(help="Use a stratified subset of this many training images.", show_default=False)] = None,
     fail_under: Annotated[Optional[str], typer.Option(help="Exit 1 when a run falls short, e.g. f1=0.8,acc=0.9 (keys: f1 precision recall auroc acc relabel_acc).", show_default=False)] = None,
-    backbone: Backbone = "small-cnn",
-    epochs: Epochs = 40,
-    batch_size: BatchSize = 128,
-    lr: Lr = 0.05,
-    weight_decay: WeightDecay = 5e-4,
-    schedule: ScheduleOpt = Schedule.cosine,
-    device: Device = "auto",
-    seed: Seed = 0,
-    threshold: Threshold = 0.5,
-    no_flip: NoFlip = False,
-    cache_dir: CacheDir = None,
-    quiet: Quiet = False,
+    opts: SimpleNamespace = None,
 ):
     """Inject known label noise into a standard dataset and score detection.
 
@@ -300,14 +293,13 @@ def benchmark(
     specs = [parse_noise_spec(spec) for spec in noise]
     thresholds = parse_fail_under(fail_under)
     out_dir = prepare_output_dir(out)
-    reporter = Reporter(quiet)
+    reporter = Reporter(opts.quiet)
     runs = []
     for spec in specs:
         for name in methods:
-            config = run_config(name, backbone, epochs, batch_size, lr, weight_decay, schedule, device, seed,
-                                None, threshold, None, no_flip, None, ctx, methods=methods)
+            config = run_config(opts, ctx, method=name, methods=methods)
             reporter.log(f"benchmark {dataset} {spec} {name}")
-            runs.append(run_benchmark_one(dataset, spec, config, data_dir, train_size, cache_dir, reporter))
+            runs.append(run_benchmark_one(dataset, spec, config, data_dir, train_size, opts.cache_dir, reporter))
             write_json(out_dir / "benchmark.json", {"lnlclean_version": __version__, "runs": runs})
     print_benchmark_table(runs)
     stdout.print(f"wrote {out_dir / 'benchmark.json'}")
