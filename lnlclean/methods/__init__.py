@@ -1,9 +1,20 @@
-"""Learning-with-noisy-labels methods. Each module registers one method on import."""
+"""Learning-with-noisy-labels methods.
 
-from . import ce  # noqa: F401  (registers the method)
+Every module in this package except ``base`` defines one method and registers it with
+``@register_method``; all of them are imported here, so adding a method is adding one file.
+"""
+
+import importlib
+import pkgutil
+
+from ..errors import UserError
 from .base import METHODS, Method, register_method
 
 __all__ = ["METHODS", "Method", "register_method", "get_method"]
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def get_method(name: str) -> type[Method]:
@@ -11,8 +22,6 @@ def get_method(name: str) -> type[Method]:
 
     Raises UserError listing the known methods when there is none.
     """
-    from ..errors import UserError
-
     if name not in METHODS:
         raise UserError(f"--method {name!r}: unknown; choose one of {', '.join(sorted(METHODS))}")
     return METHODS[name]
