@@ -112,7 +112,8 @@ def cutout(unit: torch.Tensor, generator: torch.Generator, fill: torch.Tensor) -
     cx = torch.randint(0, width, (batch,), device=unit.device, generator=generator)
     ys = torch.arange(height, device=unit.device)
     xs = torch.arange(width, device=unit.device)
-    in_rows = (ys[None, :] - cy[:, None]).abs() <= side // 2
-    in_cols = (xs[None, :] - cx[:, None]).abs() <= side // 2
+    top, left = cy - side // 2, cx - side // 2
+    in_rows = ((ys[None, :] - top[:, None]) >= 0) & ((ys[None, :] - top[:, None]) < side)
+    in_cols = ((xs[None, :] - left[:, None]) >= 0) & ((xs[None, :] - left[:, None]) < side)
     mask = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
     return torch.where(mask, fill.to(unit.dtype), unit)

@@ -106,7 +106,9 @@ def _try_load(array_path: Path, meta_path: Path, n_samples: int) -> ImageCache |
     try:
         meta = json.loads(meta_path.read_text())
         images = np.load(array_path, mmap_mode="r")
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("bad", {}), dict):
         return None
     if meta.get("format") != CACHE_FORMAT or images.shape[0] != n_samples or images.dtype != np.uint8:
         return None

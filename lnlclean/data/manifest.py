@@ -148,7 +148,7 @@ def _checked_path(root: Path, raw: str, source: Path | None, row: int) -> str:
     if posix.is_absolute() or ".." in posix.parts:
         raise UserError(f"{where}: row {line}: path {raw!r} leaves the image folder; give paths relative to {root}")
     full = root / posix
-    if full.is_symlink() and not _inside(full.resolve(), root.resolve()):
+    if not _inside(full.resolve(), root.resolve()):
         raise UserError(f"{where}: row {line}: {raw!r} is a link pointing outside {root}")
     if not full.is_file():
         raise UserError(f"{where}: row {line}: image {full} not found")

@@ -126,7 +126,7 @@ def asymmetric_noise(
 def class_transition_map(name_map: dict[str, str], class_names: list[str]) -> dict[int, int]:
     """Returns the map from class index to flipped class index for a map given by class names."""
     index_of = {name: i for i, name in enumerate(class_names)}
-    missing = sorted(set(name_map) - set(index_of))
+    missing = sorted((set(name_map) | set(name_map.values())) - set(index_of))
     if missing:
         raise UserError(f"asymmetric noise map names classes the dataset lacks: {', '.join(missing)}")
     return {index_of[src]: index_of[dst] for src, dst in name_map.items()}

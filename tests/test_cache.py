@@ -1,0 +1,407 @@
+"""load_or_build: the decoded-image cache, its size rules, reuse, rebuilds and bad images."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import is_jpeg_row
+from lnlclean.data import cache as cache_mod
+from lnlclean.data.cache import ImageError, decode_image, load_or_build, resize_center_crop, to_rgb
+from lnlclean.data.manifest import read_manifest
+
+
+def manifest_of(folder):
+    return read_manifest(folder.root, folder.csv)
+
+
+def folder_with(tmp_path, images: dict[str, Image.Image | bytes]):
+    """Writes `images` (name -> PIL image or raw bytes) into tmp_path/imgs; returns the manifest."""
+    root = tmp_path / "imgs"
+    root.mkdir(exist_ok=True)
+    rows = []
+    for i, (name, image) in enumerate(images.items()):
+        if isinstance(image, bytes):
+            (root / name).write_bytes(image)
+        else:
+            image.save(root / name)
+        rows.append({"path": name, "label": str(i % 2)})
+    csv = tmp_path / "labels.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return read_manifest(root, csv)
+
+
+def forbid_decoding(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("an image was opened although the cache should be reused")
+
+    monkeypatch.setattr(cache_mod, "decode_image", boom)
+    monkeypatch.setattr(cache_mod, "_auto_size", boom)
+
+
+# ---------------------------------------------------------------- build and sizes
+
+
+def test_builds_uint8_memmap_with_source_pixels(digits_folder, cache_dir):
+    manifest = manifest_of(digits_folder)
+    progress = []
+    cache = load_or_build(manifest, cache_dir, workers=2, advance=progress.append)
+    n = len(manifest)
+    assert cache.images.shape == (n, 8, 8, 3)
+    assert cache.images.dtype == np.uint8
+    assert isinstance(cache.images, np.memmap)
+    assert cache.reused is False
+    assert cache.bad == {}
+    assert cache.path.parent == cache_dir and cache.path.suffix == ".npy" and cache.path.is_file()
+    assert cache.path.with_suffix(".json").is_file()
+    assert sum(progress) == n
+    # PNG is lossless: decoded pixels equal the written ones, replicated over RGB
+    for i in range(n):
+        expected = np.repeat(digits_folder.pixels[i][:, :, None], 3, axis=2)
+        if is_jpeg_row(i):
+            # lossy, but close and still gray
+            assert np.abs(cache.images[i].astype(int) - expected.astype(int)).mean() < 40
+            assert (cache.images[i, :, :, 0] == cache.images[i, :, :, 1]).all()
+        else:
+            np.testing.assert_array_equal(cache.images[i], expected)
+    # no temporary files left behind
+    assert sorted(p.suffix for p in cache_dir.iterdir()) == [".json", ".npy"]
+
+
+def test_auto_size_keeps_small_same_size_images(digits_folder, cache_dir):
+    cache = load_or_build(manifest_of(digits_folder), cache_dir, image_size=None, fallback_size=32)
+    assert cache.images.shape[1:] == (8, 8, 3)
+
+
+def test_auto_size_keeps_non_square_small_images(tmp_path, cache_dir):
+    images = {f"{i}.png": Image.new("RGB", (12, 6), (i * 40, 0, 0)) for i in range(4)}
+    cache = load_or_build(folder_with(tmp_path, images), cache_dir, fallback_size=16)
+    assert cache.images.shape == (4, 6, 12, 3)
+    assert list(cache.images[:, 0, 0, 0]) == [0, 40, 80, 120]
+
+
+def test_auto_size_mixed_sizes_fall_back(tmp_path, cache_dir):
+    images = {
+        "a.png": Image.new("RGB", (8, 8), (10, 20, 30)),
+        "b.png": Image.new("RGB", (10, 10), (40, 50, 60)),
+        "c.png": Image.new("RGB", (8, 8), (70, 80, 90)),
+    }
+    cache = load_or_build(folder_with(tmp_path, images), cache_dir, fallback_size=16)
+    assert cache.images.shape == (3, 16, 16, 3)
+    # uniform images stay uniform after resizing
+    for i, colour in enumerate([(10, 20, 30), (40, 50, 60), (70, 80, 90)]):
+        assert (cache.images[i] == np.array(colour, dtype=np.uint8)).all()
+
+
+def test_auto_size_large_images_fall_back(tmp_path, cache_dir):
+    images = {f"{i}.png": Image.new("L", (80, 80), 100 + i) for i in range(2)}
+    cache = load_or_build(folder_with(tmp_path, images), cache_dir, fallback_size=20)
+    assert cache.images.shape == (2, 20, 20, 3)
+    assert (cache.images[0] == 100).all() and (cache.images[1] == 101).all()
+
+
+def test_explicit_size_resizes_and_center_crops(tmp_path, cache_dir):
+    # 40 wide x 20 high: red columns 0-7, green 8-31, blue 32-39
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, :8] = (255, 0, 0)
+    pixels[:, 8:32] = (0, 255, 0)
+    pixels[:, 32:] = (0, 0, 255)
+    images = {"a.png": Image.fromarray(pixels), "b.png": Image.new("RGB", (8, 8), (1, 2, 3))}
+    cache = load_or_build(folder_with(tmp_path, images), cache_dir, image_size=10)
+    assert cache.images.shape == (2, 10, 10, 3)
+    # shorter side 20 -> 10 (image becomes 20x10, green at columns 4-15); the centre crop
+    # (columns 5-14) keeps green only, away from the blended stripe edges
+    assert (cache.images[0] == np.array((0, 255, 0), dtype=np.uint8)).all()
+    assert (cache.images[1] == np.array((1, 2, 3), dtype=np.uint8)).all()
+
+
+def test_explicit_size_equal_to_image_size_is_lossless(digits_folder, cache_dir):
+    cache = load_or_build(manifest_of(digits_folder), cache_dir, image_size=8)
+    np.testing.assert_array_equal(cache.images[0], np.repeat(digits_folder.pixels[0][:, :, None], 3, axis=2))
+
+
+def test_resize_center_crop_shapes():
+    image = Image.new("RGB", (30, 10))
+    assert resize_center_crop(image, 5, 5).size == (5, 5)
+    assert resize_center_crop(image, 20, 20).size == (20, 20)
+    assert resize_center_crop(Image.new("RGB", (3, 7)), 4, 6).size == (6, 4)
+
+
+# ---------------------------------------------------------------- reuse and rebuild
+
+
+def test_second_call_reuses_without_decoding(digits_folder, cache_dir, monkeypatch):
+    manifest = manifest_of(digits_folder)
+    first = load_or_build(manifest, cache_dir)
+    snapshot = np.array(first.images)
+    forbid_decoding(monkeypatch)
+    second = load_or_build(manifest, cache_dir)
+    assert second.reused is True
+    assert second.path == first.path
+    np.testing.assert_array_equal(np.asarray(second.images), snapshot)
+    assert second.bad == first.bad
+
+
+def test_size_setting_is_part_of_the_key(digits_folder, cache_dir):
+    manifest = manifest_of(digits_folder)
+    auto = load_or_build(manifest, cache_dir)
+    explicit = load_or_build(manifest, cache_dir, image_size=4)
+    assert explicit.reused is False
+    assert explicit.path != auto.path
+    assert explicit.images.shape[1:3] == (4, 4)
+
+
+def test_mtime_change_triggers_rebuild(digits_folder, cache_dir):
+    manifest = manifest_of(digits_folder)
+    first = load_or_build(manifest, cache_dir)
+    target = digits_folder.root / digits_folder.paths[0]
+    stat = target.stat()
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    second = load_or_build(manifest, cache_dir)
+    assert second.reused is False
+    assert second.path != first.path
+
+
+def test_modified_image_is_decoded_again(digits_folder, cache_dir):
+    manifest = manifest_of(digits_folder)
+    first = load_or_build(manifest, cache_dir)
+    assert first.images[0].max() > 0
+    target = digits_folder.root / digits_folder.paths[0]
+    stat = target.stat()
+    Image.new("L", (8, 8), 0).save(target)  # all black: content (and size) change
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    second = load_or_build(manifest, cache_dir)
+    assert second.reused is False
+    assert (second.images[0] == 0).all()
+    np.testing.assert_array_equal(second.images[1:], first.images[1:])
+
+
+def test_removed_row_changes_key(digits_folder, cache_dir):
+    manifest = manifest_of(digits_folder)
+    first = load_or_build(manifest, cache_dir)
+    keep = np.ones(len(manifest), dtype=bool)
+    keep[3] = False
+    second = load_or_build(manifest.subset(keep), cache_dir)
+    assert second.reused is False
+    assert second.images.shape[0] == len(manifest) - 1
+    np.testing.assert_array_equal(second.images[3], first.images[4])
+
+
+def corrupt_cache(digits_folder, cache_dir, damage):
+    manifest = manifest_of(digits_folder)
+    first = load_or_build(manifest, cache_dir)
+    expected = np.array(first.images)
+    path = first.path
+    del first
+    damage(path, path.with_suffix(".json"))
+    again = load_or_build(manifest, cache_dir)
+    assert again.reused is False
+    np.testing.assert_array_equal(np.asarray(again.images), expected)
+    assert again.path == path
+
+
+def test_garbage_array_file_is_rebuilt(digits_folder, cache_dir):
+    corrupt_cache(digits_folder, cache_dir, lambda npy, meta: npy.write_bytes(b"not a numpy file" * 10))
+
+
+def test_truncated_array_file_is_rebuilt(digits_folder, cache_dir):
+    corrupt_cache(digits_folder, cache_dir, lambda npy, meta: npy.write_bytes(npy.read_bytes()[:300]))
+
+
+def test_garbage_meta_file_is_rebuilt(digits_folder, cache_dir):
+    corrupt_cache(digits_folder, cache_dir, lambda npy, meta: meta.write_text("{not json"))
+
+
+def test_missing_meta_file_is_rebuilt(digits_folder, cache_dir):
+    corrupt_cache(digits_folder, cache_dir, lambda npy, meta: meta.unlink())
+
+
+def test_foreign_format_is_rebuilt(digits_folder, cache_dir):
+    corrupt_cache(digits_folder, cache_dir, lambda npy, meta: meta.write_text(json.dumps({"format": 999, "bad": {}})))
+
+
+def test_wrong_row_count_is_rebuilt(digits_folder, cache_dir):
+    corrupt_cache(digits_folder, cache_dir, lambda npy, meta: np.save(npy, np.zeros((3, 8, 8, 3), np.uint8)))
+
+
+def test_empty_array_file_is_rebuilt(digits_folder, cache_dir):
+    corrupt_cache(digits_folder, cache_dir, lambda npy, meta: npy.write_bytes(b""))
+
+
+def test_non_object_meta_file_is_rebuilt(digits_folder, cache_dir):
+    corrupt_cache(digits_folder, cache_dir, lambda npy, meta: meta.write_text("[]"))
+
+
+def test_unwritable_cache_dir_is_user_error(digits_folder, tmp_path):
+    from lnlclean.errors import UserError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="--cache-dir"):
+        load_or_build(manifest_of(digits_folder), blocker / "sub")
+
+
+# ---------------------------------------------------------------- bad images
+
+
+def test_bad_images_are_reported_and_others_decode(digits_folder, cache_dir):
+    root = digits_folder.root
+    jpeg_row = next(i for i in range(len(digits_folder.paths)) if is_jpeg_row(i))
+    png_row = 0
+    jpeg_path = root / digits_folder.paths[jpeg_row]
+    # a bigger JPEG so that truncation cuts into the scan data
+    noise = np.random.default_rng(0).integers(0, 256, size=(8, 8), dtype=np.uint8)
+    Image.fromarray(noise).save(jpeg_path, quality=95)
+    jpeg_path.write_bytes(jpeg_path.read_bytes()[:-60])
+    (root / digits_folder.paths[png_row]).write_text("this is not a png\n")
+    manifest = manifest_of(digits_folder)
+    cache = load_or_build(manifest, cache_dir, workers=2)
+    assert set(cache.bad) == {png_row, jpeg_row}
+    assert "not an image" in cache.bad[png_row]
+    assert "cannot decode" in cache.bad[jpeg_row] or "truncated" in cache.bad[jpeg_row]
+    assert (cache.images[png_row] == 0).all() and (cache.images[jpeg_row] == 0).all()
+    # the other rows decode, and the size is still the images' own
+    assert cache.images.shape == (len(manifest), 8, 8, 3)
+    np.testing.assert_array_equal(cache.images[1], np.repeat(digits_folder.pixels[1][:, :, None], 3, axis=2))
+    # the bad rows survive reuse
+    again = load_or_build(manifest, cache_dir)
+    assert again.reused is True and again.bad == cache.bad
+
+
+def test_decode_image_raises_image_error(tmp_path):
+    bogus = tmp_path / "x.png"
+    bogus.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    with pytest.raises(ImageError):
+        decode_image(bogus, (8, 8))
+    text = tmp_path / "y.png"
+    text.write_text("hello")
+    with pytest.raises(ImageError, match="not an image"):
+        decode_image(text, (8, 8))
+
+
+# ---------------------------------------------------------------- colour modes
+
+
+def decoded(tmp_path, image: Image.Image, name: str) -> np.ndarray:
+    path = tmp_path / name
+    image.save(path)
+    out = decode_image(path, (image.height, image.width))
+    assert out.dtype == np.uint8 and out.shape == (image.height, image.width, 3)
+    return out
+
+
+def test_grayscale_to_rgb(tmp_path):
+    pixels = np.arange(16, dtype=np.uint8).reshape(4, 4) * 16
+    out = decoded(tmp_path, Image.fromarray(pixels), "g.png")
+    for c in range(3):
+        np.testing.assert_array_equal(out[:, :, c], pixels)
+
+
+def test_rgb_png_lossless(tmp_path):
+    pixels = np.random.default_rng(1).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(decoded(tmp_path, Image.fromarray(pixels), "rgb.png"), pixels)
+
+
+def test_cmyk_to_rgb(tmp_path):
+    image = Image.new("CMYK", (4, 4), (0, 0, 0, 0))  # no ink: white
+    image.paste((0, 0, 0, 255), (0, 0, 2, 4))  # full black ink on the left half
+    out = decoded(tmp_path, image, "c.jpg")
+    assert out[:, 2:].min() >= 240
+    assert out[:, :2].max() <= 15
+
+
+def test_cmyk_tiff_lossless(tmp_path):
+    image = Image.new("CMYK", (3, 3), (255, 0, 0, 0))  # full cyan
+    out = decoded(tmp_path, image, "c.tif")
+    assert (out == np.array((0, 255, 255), dtype=np.uint8)).all()
+
+
+def test_palette_to_rgb(tmp_path):
+    image = Image.new("P", (4, 4), 0)
+    image.putpalette([10, 20, 30, 200, 100, 50] + [0] * (256 * 3 - 6))
+    image.paste(1, (0, 0, 4, 2))
+    out = decoded(tmp_path, image, "p.png")
+    assert (out[:2] == np.array((200, 100, 50), dtype=np.uint8)).all()
+    assert (out[2:] == np.array((10, 20, 30), dtype=np.uint8)).all()
+
+
+def test_palette_with_transparency_on_white(tmp_path):
+    image = Image.new("P", (4, 4), 0)
+    image.putpalette([10, 20, 30, 200, 100, 50] + [0] * (256 * 3 - 6))
+    image.paste(1, (0, 0, 4, 2))
+    image.info["transparency"] = 0
+    path = tmp_path / "pt.png"
+    image.save(path, transparency=0)
+    out = decode_image(path, (4, 4))
+    assert (out[:2] == np.array((200, 100, 50), dtype=np.uint8)).all()
+    assert (out[2:] == 255).all()  # transparent index -> white background
+
+
+def test_rgba_composited_on_white(tmp_path):
+    pixels = np.zeros((4, 4, 4), dtype=np.uint8)
+    pixels[:2] = (255, 0, 0, 255)  # opaque red
+    pixels[2:] = (0, 0, 255, 0)  # fully transparent blue
+    out = decoded(tmp_path, Image.fromarray(pixels), "rgba.png")
+    assert (out[:2] == np.array((255, 0, 0), dtype=np.uint8)).all()
+    assert (out[2:] == 255).all()
+
+
+def test_half_transparent_black_is_mid_gray(tmp_path):
+    pixels = np.zeros((2, 2, 4), dtype=np.uint8)
+    pixels[..., 3] = 128
+    out = decoded(tmp_path, Image.fromarray(pixels), "half.png")
+    assert np.all(np.abs(out.astype(int) - 127) <= 2)
+
+
+def test_la_to_rgb(tmp_path):
+    image = Image.new("LA", (2, 2), (50, 255))
+    out = decoded(tmp_path, image, "la.png")
+    assert (out == 50).all()
+
+
+def test_16bit_gray_white_becomes_255(tmp_path):
+    image = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
+    assert image.mode == "I;16"
+    out = decoded(tmp_path, image, "w16.png")
+    assert (out == 255).all()
+
+
+def test_16bit_gray_is_scaled_by_bit_depth(tmp_path):
+    values = np.array([[0, 257 * 64], [257 * 128, 65535]], dtype=np.uint16)
+    out = decoded(tmp_path, Image.fromarray(values), "s16.png")
+    np.testing.assert_array_equal(out[:, :, 0], np.array([[0, 64], [128, 255]], dtype=np.uint8))
+    # a dark 16-bit image stays dark (scaled by 65535, not by its own maximum)
+    dark = decoded(tmp_path, Image.fromarray(np.full((2, 2), 200, dtype=np.uint16)), "d16.png")
+    assert (dark == 0).all()
+
+
+def test_to_rgb_mode_i_and_f():
+    wide = Image.fromarray(np.array([[0, 65535]], dtype=np.int32))
+    assert wide.mode == "I"
+    np.testing.assert_array_equal(np.asarray(to_rgb(wide))[0, :, 0], [0, 255])
+    narrow = Image.fromarray(np.array([[0, 255]], dtype=np.int32))
+    np.testing.assert_array_equal(np.asarray(to_rgb(narrow))[0, :, 0], [0, 255])
+    floats = Image.fromarray(np.array([[-5.0, 100.0, 300.0]], dtype=np.float32))
+    assert floats.mode == "F"
+    np.testing.assert_array_equal(np.asarray(to_rgb(floats))[0, :, 0], [0, 100, 255])
+    assert to_rgb(floats).mode == "RGB"
+
+
+def test_mixed_modes_in_one_cache(tmp_path, cache_dir):
+    images = {
+        "gray.png": Image.new("L", (6, 6), 100),
+        "rgba.png": Image.new("RGBA", (6, 6), (0, 0, 0, 0)),
+        "cmyk.tif": Image.new("CMYK", (6, 6), (0, 0, 0, 0)),
+        "w16.png": Image.fromarray(np.full((6, 6), 65535, dtype=np.uint16)),
+    }
+    cache = load_or_build(folder_with(tmp_path, images), cache_dir)
+    assert cache.bad == {}
+    assert cache.images.shape == (4, 6, 6, 3)
+    assert (cache.images[0] == 100).all()
+    assert (cache.images[1:] == 255).all()
