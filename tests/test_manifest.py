@@ -327,3 +327,16 @@ def test_unreadable_image(small):
         expect_user_error(root, path, "row 3", "not readable")
     finally:
         (root / "b.png").chmod(0o644)
+
+
+def test_rows_after_blank_lines_are_reported_by_their_real_line(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("L", (8, 8)).save(root / name)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\na.png,x\n\n\nb.png,y\nmissing.png,x\n")
+    with pytest.raises(UserError, match=r"row 6: image .*missing.png not found"):
+        read_manifest(root, csv)
+    csv.write_text("path,label\na.png,x\n\nb.png,y\n")
+    assert read_manifest(root, csv).paths == ["a.png", "b.png"]

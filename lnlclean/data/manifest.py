@@ -108,7 +108,10 @@ def _read_csv(csv_path: Path) -> pd.DataFrame:
     if not csv_path.is_file():
         raise UserError(f"{csv_path}: labels CSV not found")
     try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
+        frame = pd.read_csv(
+            csv_path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig",
+            skip_blank_lines=False,
+        )
     except pd.errors.EmptyDataError:
         raise UserError(f"{csv_path}: the file is empty; it needs a header path,label and one row per image")
     except UnicodeDecodeError:
@@ -116,16 +119,20 @@ def _read_csv(csv_path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, OSError) as err:
         raise UserError(f"{csv_path}: cannot be read as CSV ({str(err).splitlines()[0]})")
     frame.columns = [str(c).strip() for c in frame.columns]
-    return frame.apply(lambda column: column.str.strip())
+    frame = frame.apply(lambda column: column.str.strip())
+    # Blank lines are dropped but the index keeps each row's position, so messages cite the real line.
+    return frame[(frame != "").any(axis=1)]
 
 
 def _build(root: Path, frame: pd.DataFrame, source: Path | None) -> Manifest:
     where = source if source is not None else root
-    paths = [_checked_path(root, raw, source, row) for row, raw in enumerate(frame["path"])]
-    _reject_duplicates(paths, where)
-    for row, raw in enumerate(frame["label"]):
+    lines = _line_numbers(frame, source)
+    frame = frame.reset_index(drop=True)
+    paths = [_checked_path(root, raw, where, line) for raw, line in zip(frame["path"], lines)]
+    _reject_duplicates(paths, where, lines)
+    for raw, line in zip(frame["label"], lines):
         if raw == "":
-            raise UserError(f"{where}: row {_row_number(row, source)}: empty label; give every image a label")
+            raise UserError(f"{where}: row {line}: empty label; give every image a label")
     class_names = _sorted_classes(frame["label"].unique())
     if len(class_names) < 2:
         raise UserError(f"{where}: every label is {class_names[0]!r}; label noise needs at least two classes")
@@ -135,13 +142,14 @@ def _build(root: Path, frame: pd.DataFrame, source: Path | None) -> Manifest:
     return Manifest(root=root, paths=paths, labels=labels, class_names=class_names, extra=extra, source=source)
 
 
-def _row_number(row: int, source: Path | None) -> int:
-    """Line number the user sees in their file: the header is line 1."""
-    return row + 2 if source is not None else row + 1
+def _line_numbers(frame: pd.DataFrame, source: Path | None) -> list[int]:
+    """Returns the number the user sees for each row: its line in the CSV (header = line 1), or its position."""
+    if source is None:
+        return list(range(1, len(frame) + 1))
+    return [int(i) + 2 for i in frame.index]
 
 
-def _checked_path(root: Path, raw: str, source: Path | None, row: int) -> str:
-    where, line = source or root, _row_number(row, source)
+def _checked_path(root: Path, raw: str, where: Path, line: int) -> str:
     if raw == "":
         raise UserError(f"{where}: row {line}: empty path")
     posix = PurePosixPath(raw.replace("\\", "/"))
@@ -161,14 +169,12 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def _reject_duplicates(paths: list[str], where: Path) -> None:
-    first_row: dict[str, int] = {}
-    for row, path in enumerate(paths):
-        if path in first_row:
-            raise UserError(
-                f"{where}: row {row + 2}: duplicate path {path!r} (also row {first_row[path] + 2}); keep one row per image"
-            )
-        first_row[path] = row
+def _reject_duplicates(paths: list[str], where: Path, lines: list[int]) -> None:
+    first_line: dict[str, int] = {}
+    for path, line in zip(paths, lines):
+        if path in first_line:
+            raise UserError(f"{where}: row {line}: duplicate path {path!r} (also row {first_line[path]}); keep one row per image")
+        first_line[path] = line
 
 
 def _sorted_classes(names) -> list[str]:
