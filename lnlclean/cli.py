@@ -7,9 +7,9 @@ import functools
 import inspect
 import sys
 import typing
-from types import SimpleNamespace
 from enum import Enum
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Optional
 
 import typer
@@ -19,12 +19,15 @@ from rich.table import Table
 from . import __version__
 from .config import RunConfig
 from .data.datasets import DATASETS
+from .data.manifest import read_manifest
 from .data.noise import parse_noise_spec
 from .errors import UserError
-from .fileio import prepare_output_dir, check_output_file, write_json
+from .fileio import check_output_file, prepare_output_dir, write_json
 from .methods import METHODS, get_method
 from .models import backbone_names
+from .pipeline import input_table, run_audit, run_benchmark_one, run_relabel
 from .progress import Reporter
+from .report.audit import load_audit
 
 app = typer.Typer(
     name="lnlclean",
@@ -188,8 +191,6 @@ def audit(
     Without LABELS_CSV the class is the subfolder: IMAGES/<class>/<file>.
     Method options: --<method>-<option> VALUE (see lnlclean methods).
     """
-    from .pipeline import run_audit
-
     config = run_config(opts, ctx)
     result = run_audit(images, labels_csv, config, out, opts.cache_dir, opts.on_bad_image.value, opts.resume, Reporter(opts.quiet))
     print_audit_summary(result.summary)
@@ -221,15 +222,11 @@ def relabel(
 
     Method options: --<method>-<option> VALUE (see lnlclean methods).
     """
-    from .data.manifest import read_manifest
-    from .pipeline import input_table, run_audit, run_relabel
-    from .report.audit import read_audit
-
     out = check_output_file(out)
     if from_audit is not None:
         if (ctx.obj or {}).get("method_options"):
             raise UserError(f"{ctx.obj['method_options'][0][0]}: method options have no effect with --from-audit")
-        audit_frame = _read_audit_file(from_audit, read_audit)
+        audit_frame = load_audit(from_audit, option="--from-audit")
         rows = input_table(read_manifest(images, labels_csv))
     else:
         config = run_config(opts, ctx)
@@ -241,19 +238,6 @@ def relabel(
     dropped = len(rows) - len(corrected)
     parts = [f"{counts.get(a, 0)} {a}" for a in ("keep", "relabel", "review")] + ([f"{dropped} dropped"] if dropped else [])
     stdout.print(f"wrote {out}: {', '.join(parts)}")
-
-
-def _read_audit_file(path: Path, read_audit):
-    if not path.is_file():
-        raise UserError(f"--from-audit {path}: no such file")
-    try:
-        frame, _ = read_audit(path)
-    except Exception as err:  # pyarrow raises several types for a file that is not Parquet
-        raise UserError(f"--from-audit {path}: not a readable audit.parquet ({type(err).__name__})")
-    missing = {"path", "is_label_issue", "suggested_label", "suggested_prob", "clean_prob"} - set(frame.columns)
-    if missing:
-        raise UserError(f"--from-audit {path}: missing column(s) {', '.join(sorted(missing))}; is it an lnlclean audit?")
-    return frame
 
 
 @app.command()
@@ -283,8 +267,6 @@ def benchmark(
 
         lnlclean benchmark digits --noise sym20 --fail-under f1=0.8,acc=0.9
     """
-    from .pipeline import run_benchmark_one
-
     if dataset not in DATASETS:
         raise UserError(f"dataset {dataset!r}: unknown; choose one of {', '.join(DATASETS)}")
     methods = sorted(METHODS) if method == ["all"] else method

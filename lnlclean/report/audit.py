@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import UserError
 from ..fileio import atomic_path
 
 CORE_COLUMNS = (
@@ -100,6 +101,24 @@ def read_audit(path: Path) -> tuple[pd.DataFrame, dict]:
     table = pq.read_table(path)
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
     return table.to_pandas(), (json.loads(raw) if raw else {})
+
+
+def load_audit(path: Path, option: str = "--from-audit") -> pd.DataFrame:
+    """Returns the audit table at `path` after checking it is an lnlclean audit.
+
+    Raises UserError naming `option` when the file is missing, not Parquet, or lacks the
+    columns a corrected manifest needs.
+    """
+    if not Path(path).is_file():
+        raise UserError(f"{option} {path}: no such file")
+    try:
+        frame, _ = read_audit(path)
+    except Exception as err:  # pyarrow raises several types for a file that is not Parquet
+        raise UserError(f"{option} {path}: not a readable audit.parquet ({type(err).__name__})")
+    missing = {"path", "is_label_issue", "suggested_label", "suggested_prob", "clean_prob"} - set(frame.columns)
+    if missing:
+        raise UserError(f"{option} {path}: missing column(s) {', '.join(sorted(missing))}; is it an lnlclean audit?")
+    return frame
 
 
 def summarize(frame: pd.DataFrame, class_names: list[str], top: int = 10) -> dict:
