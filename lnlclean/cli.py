@@ -323,20 +323,36 @@ def _fmt(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+BENCHMARK_COLUMNS = (
+    ("noise true/est", lambda r: f"{r['true_noise_rate']:.2f}/{r['estimated_noise_rate']:.2f}"),
+    ("precision", lambda r: _fmt(r["precision"])),
+    ("recall", lambda r: _fmt(r["recall"])),
+    ("F1", lambda r: _fmt(r["f1"])),
+    ("AUROC", lambda r: _fmt(r["auroc"])),
+    ("test acc", lambda r: _fmt(r["test_accuracy"])),
+    ("relabel acc", lambda r: _fmt(r["relabel_accuracy"])),
+    ("label acc", lambda r: f"{r['label_accuracy_before']:.2f}→{r['label_accuracy_after']:.2f}"),
+    ("s/epoch", lambda r: _fmt(r["seconds_per_epoch"], 2)),
+    ("seconds", lambda r: _fmt(r["seconds"], 1)),
+)
+
+
 def print_benchmark_table(runs: list[dict]) -> None:
-    """Prints one row per benchmark run to stdout. Returns None."""
+    """Prints the benchmark runs to stdout: one row per run, or one column per run on narrow terminals. Returns None."""
+    names = [f"{r['dataset']} {r['noise']} {r['method']}" for r in runs]
     table = Table(title="lnlclean benchmark")
-    for column in ("run", "noise true/est", "prec", "recall", "F1", "AUROC", "test acc", "relabel acc", "label acc", "s/epoch", "s"):
-        table.add_column(column, justify="left" if column == "run" else "right")
-    for run in runs:
-        table.add_row(
-            f"{run['dataset']} {run['noise']} {run['method']}",
-            f"{run['true_noise_rate']:.2f}/{run['estimated_noise_rate']:.2f}",
-            _fmt(run["precision"]), _fmt(run["recall"]), _fmt(run["f1"]), _fmt(run["auroc"]),
-            _fmt(run["test_accuracy"]), _fmt(run["relabel_accuracy"]),
-            f"{run['label_accuracy_before']:.2f}→{run['label_accuracy_after']:.2f}",
-            _fmt(run["seconds_per_epoch"], 2), _fmt(run["seconds"], 1),
-        )
+    if stdout.width >= 130:
+        table.add_column("run", no_wrap=True)
+        for title, _ in BENCHMARK_COLUMNS:
+            table.add_column(title, justify="right")
+        for name, run in zip(names, runs):
+            table.add_row(name, *(cell(run) for _, cell in BENCHMARK_COLUMNS))
+    else:
+        table.add_column("")
+        for name in names:
+            table.add_column(name, justify="right")
+        for title, cell in BENCHMARK_COLUMNS:
+            table.add_row(title, *(cell(run) for run in runs))
     stdout.print(table)
 
 
