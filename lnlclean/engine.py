@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +78,6 @@ class FitResult:
     seconds: float
     device: str
     resumed_from_epoch: int | None = None
-    epoch_seconds: list[float] = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -263,7 +262,6 @@ def fit(
         method=method, probs=probs, test_accuracy=test_accuracy, history=method.history,
         seconds=time.perf_counter() - started, device=describe_device(device),
         resumed_from_epoch=start_epoch if resume else None,
-        epoch_seconds=[h["seconds"] for h in method.history],
     )
 
 

@@ -126,7 +126,7 @@ def run_audit(
         "skipped": [{"path": p, "reason": r} for p, r in skipped.items()],
         "timings": {
             "total_seconds": time.perf_counter() - started, "cache_seconds": cache_seconds,
-            "train_seconds": result.seconds, "epoch_seconds": result.epoch_seconds,
+            "train_seconds": result.seconds, "epoch_seconds": [h["seconds"] for h in result.history],
         },
         "history": result.history,
         "method_summary": result.method.summary(),
@@ -183,8 +183,8 @@ def run_benchmark_one(
     reporter = reporter or Reporter(quiet=True)
     config.validate()
     get_method(config.method)
-    with reporter.task(f"loading {dataset}", total=0):
-        bench = load_benchmark(dataset, data_dir, train_size, cache_dir)
+    reporter.log(f"loading {dataset}")
+    bench = load_benchmark(dataset, data_dir, train_size, cache_dir)
     given = inject_noise(bench.train_labels, noise, bench.class_names, dataset, seed=config.seed)
     data = TrainData(
         images=bench.train_images, labels=given, n_classes=len(bench.class_names),
@@ -207,6 +207,6 @@ def run_benchmark_one(
         "relabel_accuracy": metrics.relabel_accuracy(bench.train_labels, given, suggested, flagged),
         "label_accuracy_before": metrics.label_accuracy(given, bench.train_labels),
         "label_accuracy_after": metrics.label_accuracy(after, bench.train_labels),
-        "seconds": result.seconds, "seconds_per_epoch": float(np.mean(result.epoch_seconds)) if result.epoch_seconds else None,
+        "seconds": result.seconds, "seconds_per_epoch": float(np.mean([h["seconds"] for h in result.history])) if result.history else None,
         "device": result.device, "settings": config.to_dict(), "lnlclean_version": __version__,
     }
