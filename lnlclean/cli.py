@@ -386,7 +386,7 @@ def list_methods():
     for name in sorted(METHODS):
         cls = METHODS[name]
         options = ", ".join(
-            f"--{name}-{f.name.replace('_', '-')} ({f.default})" for f in dataclasses.fields(cls.Hparams)
+            f"--{name}-{f.name.replace('_', '-')} ({'auto' if f.default is None else f.default})" for f in dataclasses.fields(cls.Hparams)
         )
         table.add_row(name, str(cls.num_networks), cls.description, ", ".join(cls.columns) or "–", options or "–")
     stdout.print(table)

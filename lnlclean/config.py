@@ -7,6 +7,7 @@ method's ``Hparams`` dataclass by :func:`method_hparams`.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ class RunConfig:
 
     method: str = "ce"
     backbone: str = "small-cnn"
-    epochs: int = 40
+    epochs: int = 100
     batch_size: int = 128
     lr: float = 0.05
     momentum: float = 0.9
@@ -39,7 +40,7 @@ class RunConfig:
         return asdict(self)
 
     def validate(self) -> "RunConfig":
-        """Returns self after checking value ranges; raises UserError naming the option."""
+        """Returns self after checking value ranges and typing `method_params`; raises UserError naming the option."""
         checks = [
             (self.epochs >= 1, "--epochs", "must be at least 1"),
             (self.batch_size >= 2, "--batch-size", "must be at least 2"),
@@ -56,32 +57,51 @@ class RunConfig:
                 raise UserError(f"{option} {getattr(self, option[2:].replace('-', '_'))}: {rule}")
         from .methods import get_method
 
-        method_hparams(get_method(self.method), self.method_params)
+        hparams = method_hparams(get_method(self.method), self.method_params)
+        # Keep typed values, so "3" from the command line and 3 from Python are the same run.
+        self.method_params = {name: getattr(hparams, name) for name in self.method_params}
         return self
 
 
 def method_hparams(method_cls, params: dict[str, Any]):
     """Returns an instance of `method_cls.Hparams` with `params` (field → value) applied.
 
-    Values given as text are converted to the field's type. Raises UserError naming the
-    ``--<method>-<field>`` option for an unknown field or a value of the wrong type.
+    Values given as text are converted to the field's type (``auto`` gives None for optional
+    fields). Raises UserError naming the ``--<method>-<field>`` option for an unknown field, a
+    value of the wrong type, or one outside the field's ``min``/``max`` metadata.
     """
     fields = {f.name: f for f in dataclasses.fields(method_cls.Hparams)}
+    types = typing.get_type_hints(method_cls.Hparams)
     values = {}
     for name, raw in params.items():
         option = f"--{method_cls.name}-{name.replace('_', '-')}"
         if name not in fields:
             known = ", ".join(f"--{method_cls.name}-{n.replace('_', '-')}" for n in fields) or "none"
             raise UserError(f"{option}: unknown option for --method {method_cls.name} (its options: {known})")
-        values[name] = _coerce(raw, fields[name], option)
+        values[name] = _coerce(raw, types[name], option)
+        _check_range(values[name], fields[name], option)
     return method_cls.Hparams(**values)
 
 
-def _coerce(raw: Any, spec: dataclasses.Field, option: str) -> Any:
+def _check_range(value: Any, spec: dataclasses.Field, option: str) -> None:
+    """Raises UserError when `value` is outside the field's ``min``/``max`` metadata (None passes)."""
+    low, high = spec.metadata.get("min"), spec.metadata.get("max")
+    if value is None:
+        return
+    if low is not None and value < low or high is not None and value > high:
+        bounds = f"between {low} and {high}" if low is not None and high is not None else (f"at least {low}" if low is not None else f"at most {high}")
+        raise UserError(f"{option} {value}: must be {bounds}")
+
+
+def _coerce(raw: Any, annotation: Any, option: str) -> Any:
+    """Converts command-line text to the field's type; ``auto`` is None for optional fields."""
     if not isinstance(raw, str):
         return raw
-    default = spec.default if spec.default is not dataclasses.MISSING else None
-    kind = type(default) if default is not None else str
+    kinds = [kind for kind in typing.get_args(annotation) or (annotation,) if kind is not type(None)]
+    optional = len(kinds) < len(typing.get_args(annotation) or (annotation,))
+    if optional and raw.lower() == "auto":
+        return None
+    kind = kinds[0] if kinds else str
     try:
         if kind is bool:
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -89,4 +109,6 @@ def _coerce(raw: Any, spec: dataclasses.Field, option: str) -> Any:
             return raw.lower() in ("true", "1", "yes")
         return kind(raw)
     except ValueError:
-        raise UserError(f"{option} {raw!r}: expected a {kind.__name__}")
+        expected = {int: "an integer", float: "a number", bool: "true or false"}.get(kind, kind.__name__)
+        expected += " or auto" if optional else ""
+        raise UserError(f"{option} {raw!r}: expected {expected}")

@@ -67,3 +67,30 @@ def digits_folder(tmp_path) -> DigitsFolder:
 def cache_dir(tmp_path) -> Path:
     """An (as yet non-existent) cache directory inside tmp_path."""
     return tmp_path / "cache"
+
+
+@lru_cache(maxsize=None)
+def _digits_benchmark(method: str, noise: str, params: tuple) -> dict:
+    from lnlclean.config import RunConfig
+    from lnlclean.data.noise import parse_noise_spec
+    from lnlclean.pipeline import run_benchmark_one
+
+    config = RunConfig(method=method, epochs=BENCH_EPOCHS, device="cpu", method_params=dict(params))
+    return run_benchmark_one("digits", parse_noise_spec(noise), config, train_size=BENCH_TRAIN_SIZE)
+
+
+BENCH_TRAIN_SIZE = 600  # a stratified digits subset: small enough for seconds per run
+BENCH_EPOCHS = 60  # long enough that plain cross-entropy memorises much of the noise
+
+
+@pytest.fixture(scope="session")
+def digits_benchmark():
+    """Returns run(method, noise="sym40", **params) → the benchmark dict of that run on a 600-digit subset.
+
+    Runs are cached for the session, so every method's test compares with the same CE run.
+    """
+
+    def run(method: str, noise: str = "sym40", **params) -> dict:
+        return _digits_benchmark(method, noise, tuple(sorted(params.items())))
+
+    return run

@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 
 from lnlclean.cli import main
 from lnlclean.config import RunConfig
-from lnlclean.methods.ce import CrossEntropy
+from lnlclean.methods import get_method
 from lnlclean.pipeline import run_audit
 from lnlclean.report.audit import CORE_COLUMNS, read_audit
 
@@ -102,22 +102,23 @@ def test_image_folder_layout_without_csv(tmp_path):
     assert set(frame["given_label"]) == {"even", "odd"} and frame["path"].str.contains("/").all()
 
 
-def test_resume_after_interruption_gives_the_same_audit(noisy_folder, tmp_path, monkeypatch):
-    config = dict(epochs=5, device="cpu", flip=False, seed=3)
+@pytest.mark.parametrize("method, params", [("ce", {}), ("pmnar", {"warmup": 1})])
+def test_resume_after_interruption_gives_the_same_audit(noisy_folder, tmp_path, monkeypatch, method, params):
+    config = dict(method=method, method_params=params, epochs=5, device="cpu", flip=False, seed=3)
     reference = run_audit(noisy_folder["images"], noisy_folder["csv"], RunConfig(**config), tmp_path / "a", tmp_path / "cache")
-
-    original_end_epoch = CrossEntropy.end_epoch
+    method_cls = get_method(method)
+    original_end_epoch = method_cls.end_epoch
 
     def interrupt_at_third(self, epoch, evaluate):
         if epoch == 2:
             raise KeyboardInterrupt
         return original_end_epoch(self, epoch, evaluate)
 
-    monkeypatch.setattr(CrossEntropy, "end_epoch", interrupt_at_third)
+    monkeypatch.setattr(method_cls, "end_epoch", interrupt_at_third)
     with pytest.raises(KeyboardInterrupt):
         run_audit(noisy_folder["images"], noisy_folder["csv"], RunConfig(**config), tmp_path / "b", tmp_path / "cache")
     assert not (tmp_path / "b" / "audit.parquet").exists()
-    monkeypatch.setattr(CrossEntropy, "end_epoch", original_end_epoch)
+    monkeypatch.setattr(method_cls, "end_epoch", original_end_epoch)
     resumed = run_audit(noisy_folder["images"], noisy_folder["csv"], RunConfig(**config), tmp_path / "b", tmp_path / "cache", resume=True)
     assert resumed.summary["resumed_from_epoch"] == 2
     pd.testing.assert_frame_equal(resumed.audit, reference.audit)
@@ -202,3 +203,18 @@ def test_unreadable_image_fails_by_default_and_is_skipped_on_request(noisy_folde
     corrected = pd.read_csv(fixed, dtype=str)
     assert len(corrected) == N_IMAGES
     assert corrected.loc[corrected["path"] == "d0001.png", "action"].item() == "review"
+
+
+def test_pmnar_audit_writes_its_columns_and_f_min_per_epoch(noisy_folder, tmp_path):
+    out = tmp_path / "audit"
+    code = cli("audit", noisy_folder["images"], noisy_folder["csv"], "--method", "pmnar", "--pmnar-warmup", "3",
+               "--out", out, "--cache-dir", tmp_path / "cache", "--epochs", "10", "--device", "cpu", "--no-flip")
+    assert code == 0
+    frame, meta = read_audit(out / "audit.parquet")
+    assert meta["settings"]["method_params"] == {"warmup": 3}
+    assert {"pmnar_weight", "pmnar_weight_peer", "pmnar_complement_size"} <= set(frame.columns)
+    assert frame["pmnar_weight"].min() == 0.0 and frame["pmnar_weight_peer"].min() == 0.0
+    assert frame["pmnar_complement_size"].between(0, 9).all() and frame["pmnar_complement_size"].max() == 9
+    summary = json.loads((out / "summary.json").read_text())["method_summary"]
+    assert summary["warmup"] == 3 and summary["beta"] == 1.0
+    assert len(summary["f_min_per_epoch"]["f"]) == len(summary["f_min_per_epoch"]["f_peer"]) == 10

@@ -1,0 +1,161 @@
+"""PMNAR: positive and multi-negative learning with adaptive reweighting (two networks).
+
+Two networks f and f′ are trained side by side on the same mini-batches. For each sample
+(x, y), network f minimises
+
+    w(x) · ℓ_PM(f(x), y, ȳ(x)) + β · KL((f(x) + f′(x)) / 2 ‖ f(Aug(x)))
+
+and f′ the same with the roles swapped, where
+
+- ℓ_PM = −log f_y(x) − Σ_{c ∈ ȳ(x)} log(1 − f_c(x)) pushes the given label up and every label
+  in the complement ȳ(x) down;
+- ȳ(x) starts as all labels except y and loses, once the warm-up is over, every label that
+  either network ever predicted (argmax) for x: a label a network once believed is a plausible
+  true label and must not be pushed down. One complement per sample is shared by both
+  networks, as in the paper's Algorithm 1 (a single set S);
+- w(x) = f′_y(x) − min_x f′_y(x) (and w′ from f symmetrically): each network is weighted by its
+  peer's confidence in the given label, so samples the peer finds least plausible get weight
+  0. The weights are 1 during the `warmup` epochs;
+- Aug is the strong augmentation and x the weak view; the ensemble target is detached.
+
+Confidences for the weights come from the training forwards of the epoch (the weak view, each
+sample seen once per epoch) and take effect in the next epoch. The paper reads them once per
+epoch; reusing the forwards already computed gives the same once-per-epoch lag without an extra
+pass over the data, and the minimum over augmented views is, if anything, slightly lower, which
+only makes the reweighting milder. Historical argmaxes are taken from the same forwards.
+
+Audit: ``clean_prob`` is the two-network ensemble's probability of the given label (the paper
+flags a sample below 0.5); ``suggested_label`` is the ensemble's argmax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Method, register_method
+
+
+@dataclass
+class PMNARHparams:
+    """PMNAR hyperparameters. None means "auto" (chosen from the run, see `resolve`).
+
+    Attributes:
+        warmup: epochs trained with weight 1 before reweighting starts. Auto: a tenth of
+            the epochs, at least 1.
+        beta: weight of the consistency term. Auto: 1 for up to 10 classes, 10/K beyond (the
+            paper finds smaller β better with more classes).
+    """
+
+    warmup: int | None = field(default=None, metadata={"min": 0})
+    beta: float | None = field(default=None, metadata={"min": 0.0})
+
+
+def pm_loss(probs: torch.Tensor, labels: torch.Tensor, complement: torch.Tensor) -> torch.Tensor:
+    """Returns the positive and multi-negative loss of each sample (B).
+
+    Args:
+        probs: class probabilities B×K.
+        labels: given labels (B).
+        complement: B×K boolean mask of the labels to push down (never the given label).
+    """
+    positive = -torch.log(probs.gather(1, labels[:, None]).squeeze(1).clamp_min(1e-7))
+    negative = -(torch.log((1 - probs).clamp_min(1e-7)) * complement).sum(dim=1)
+    return positive + negative
+
+
+def adaptive_weights(confidence: torch.Tensor) -> torch.Tensor:
+    """Returns w = confidence − min(confidence): 0 at the least-confident sample, ≥ 0 everywhere."""
+    return confidence - confidence.min()
+
+
+def consistency(target: torch.Tensor, log_probs_aug: torch.Tensor) -> torch.Tensor:
+    """Returns KL(target ‖ exp(log_probs_aug)) of each sample (B); `target` is treated as fixed."""
+    return F.kl_div(log_probs_aug, target, reduction="none").sum(dim=1)
+
+
+@register_method
+class PMNAR(Method):
+    name = "pmnar"
+    description = "two networks weighted by each other's confidence, positive + multi-negative loss (PMNAR)"
+    columns = {
+        "pmnar_weight": "weight w of the sample in network f's loss (peer f′ confidence − its minimum)",
+        "pmnar_weight_peer": "weight w′ of the sample in network f′'s loss",
+        "pmnar_complement_size": "labels left in the sample's complement set (pushed down by the loss)",
+    }
+    num_networks = 2
+    Hparams = PMNARHparams
+
+    def __init__(self, hparams, setup):
+        super().__init__(hparams, setup)
+        self.warmup, self.beta = self.resolve(hparams, setup)
+        n, k = setup.n_samples, setup.n_classes
+        given = setup.given_labels
+        complement = torch.ones(n, k, dtype=torch.bool, device=setup.device)
+        complement[torch.arange(n, device=setup.device), given] = False
+        self.complement = self.state.add("complement", complement)
+        self.confidence = self.state.add("confidence", torch.zeros(n, 2, device=setup.device))
+        self.weight = self.state.add("weight", torch.ones(n, 2, device=setup.device))
+
+    @staticmethod
+    def resolve(hparams: PMNARHparams, setup) -> tuple[int, float]:
+        """Returns (warmup epochs, β) with "auto" values filled in from the run."""
+        warmup = hparams.warmup if hparams.warmup is not None else max(1, round(setup.epochs / 10))
+        beta = hparams.beta if hparams.beta is not None else min(1.0, 10 / setup.n_classes)
+        return warmup, beta
+
+    def training_step(self, batch, epoch):
+        size = len(batch.label)
+        views = torch.cat([batch.weak, batch.strong])
+        logits = [net(views).float() for net in self.networks]
+        probs = [out[:size].softmax(dim=1) for out in logits]
+        target = ((probs[0] + probs[1]) / 2).detach()
+        complement = self.complement[batch.index]
+        loss = 0.0
+        for k, out in enumerate(logits):
+            weighted_pm = self.weight[batch.index, k] * pm_loss(probs[k], batch.label, complement)
+            loss = loss + weighted_pm.mean() + self.beta * consistency(target, out[size:].log_softmax(dim=1)).mean()
+        self._record(batch, [p.detach() for p in probs], epoch)
+        return loss
+
+    def _record(self, batch, probs: list[torch.Tensor], epoch: int) -> None:
+        rows = batch.index
+        for k, p in enumerate(probs):
+            self.confidence[rows, k] = p.gather(1, batch.label[:, None]).squeeze(1)
+            if epoch >= self.warmup:
+                self.complement[rows, p.argmax(dim=1)] = False
+
+    def end_epoch(self, epoch, evaluate):
+        f_min = self.confidence.min(dim=0).values
+        if epoch + 1 >= self.warmup:
+            # Network f is weighted by its peer f′ (column 1) and f′ by f (column 0).
+            self.weight[:, 0] = adaptive_weights(self.confidence[:, 1])
+            self.weight[:, 1] = adaptive_weights(self.confidence[:, 0])
+        return {
+            "f_min": float(f_min[0]), "f_min_peer": float(f_min[1]),
+            "mean_weight": float(self.weight.mean()),
+            "mean_complement_size": float(self.complement.sum(dim=1).float().mean()),
+        }
+
+    def audit(self, probs):
+        given = self.setup.given_labels.cpu().numpy()
+        weight = self.weight.cpu().numpy()
+        return {
+            "clean_prob": probs[np.arange(len(given)), given],
+            "suggested_label": probs.argmax(axis=1),
+            "pmnar_weight": weight[:, 0],
+            "pmnar_weight_peer": weight[:, 1],
+            "pmnar_complement_size": self.complement.sum(dim=1).cpu().numpy(),
+        }
+
+    def summary(self):
+        return {
+            "warmup": self.warmup, "beta": self.beta,
+            "f_min_per_epoch": {
+                "f": [h["f_min"] for h in self.history],
+                "f_peer": [h["f_min_peer"] for h in self.history],
+            },
+        }
