@@ -62,18 +62,19 @@ Images = Annotated[Path, typer.Argument(help="Folder holding the images (paths i
 LabelsCsv = Annotated[Optional[Path], typer.Argument(help="CSV with columns path,label (more columns are kept). Without it: IMAGES/<class>/<image>.", show_default=False)]
 
 # Training options shared by several commands: (annotation, default) by parameter name.
+DEFAULTS = RunConfig()
 SHARED_OPTIONS: dict[str, tuple[object, object]] = {
-    "method": (Annotated[str, typer.Option("--method", "-m", help="Method to train; see `lnlclean methods`.")], "ce"),
-    "backbone": (Annotated[str, typer.Option(help=f"Network: {', '.join(backbone_names())}, or tv:<torchvision model>.")], "small-cnn"),
-    "epochs": (Annotated[int, typer.Option(help="Training epochs.")], 40),
-    "batch_size": (Annotated[int, typer.Option(help="Mini-batch size.")], 128),
-    "lr": (Annotated[float, typer.Option(help="Peak learning rate (SGD with Nesterov momentum).")], 0.05),
-    "weight_decay": (Annotated[float, typer.Option(help="Weight decay.")], 5e-4),
-    "schedule": (Annotated[Schedule, typer.Option(help="Learning-rate schedule.")], Schedule.cosine),
-    "device": (Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")], "auto"),
-    "seed": (Annotated[int, typer.Option(help="Random seed; CPU runs are reproducible for a given seed.")], 0),
+    "method": (Annotated[str, typer.Option("--method", "-m", help="Method to train; see `lnlclean methods`.")], DEFAULTS.method),
+    "backbone": (Annotated[str, typer.Option(help=f"Network: {', '.join(backbone_names())}, or tv:<torchvision model>.")], DEFAULTS.backbone),
+    "epochs": (Annotated[int, typer.Option(help="Training epochs.")], DEFAULTS.epochs),
+    "batch_size": (Annotated[int, typer.Option(help="Mini-batch size.")], DEFAULTS.batch_size),
+    "lr": (Annotated[float, typer.Option(help="Peak learning rate (SGD with Nesterov momentum).")], DEFAULTS.lr),
+    "weight_decay": (Annotated[float, typer.Option(help="Weight decay.")], DEFAULTS.weight_decay),
+    "schedule": (Annotated[Schedule, typer.Option(help="Learning-rate schedule.")], Schedule(DEFAULTS.schedule)),
+    "device": (Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")], DEFAULTS.device),
+    "seed": (Annotated[int, typer.Option(help="Random seed; CPU runs are reproducible for a given seed.")], DEFAULTS.seed),
     "image_size": (Annotated[Optional[int], typer.Option(help="Side in pixels. Default: keep images ≤ 64 px of one size, else the backbone's size (64, or 224 for tv: models).", show_default=False)], None),
-    "threshold": (Annotated[float, typer.Option(help="Flag a label issue when clean_prob is below this.")], 0.5),
+    "threshold": (Annotated[float, typer.Option(help="Flag a label issue when clean_prob is below this.")], DEFAULTS.threshold),
     "weights": (Annotated[Optional[str], typer.Option(help="Initial weights: a local state-dict file, or 'imagenet' for tv: models (needs internet).", show_default=False)], None),
     "no_flip": (Annotated[bool, typer.Option("--no-flip", help="Do not mirror images when augmenting (for text, digits, ...).")], False),
     "cache_dir": (Annotated[Optional[Path], typer.Option(help="Where decoded images are cached. Default: $LNLCLEAN_CACHE or ~/.cache/lnlclean.", show_default=False)], None),
@@ -182,7 +183,7 @@ def audit(
 
     Examples:
 
-        lnlclean audit ./images labels.csv --method ce --out audit/
+        lnlclean audit ./images labels.csv --method pmnar --out audit/
 
         lnlclean audit ./images
 
@@ -246,7 +247,7 @@ def benchmark(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help=f"One of {', '.join(DATASETS)}.", show_default=False)],
     noise: Annotated[list[str], typer.Option("--noise", "-n", help="clean, symNN or asymNN (repeatable).")] = ["sym40"],
-    method: Annotated[list[str], typer.Option("--method", "-m", help="Method (repeatable), or 'all'.")] = ["ce"],
+    method: Annotated[list[str], typer.Option("--method", "-m", help="Method (repeatable), or 'all'.")] = [DEFAULTS.method],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for benchmark.json.")] = Path("lnlclean-bench"),
     data_dir: Annotated[Optional[Path], typer.Option(help="Local CIFAR: torchvision's files, or train/<class>/* and test/<class>/* folders.", show_default=False)] = None,
     train_size: Annotated[Optional[int], typer.Option(help="Use a stratified subset of this many training images.", show_default=False)] = None,

@@ -47,7 +47,7 @@ def cli(*args: str) -> int:
     return main([*map(str, args), "--quiet"]) if args[0] != "methods" else main(list(args))
 
 
-FAST = ("--epochs", "30", "--device", "cpu", "--no-flip", "--lr", "0.05")
+FAST = ("--method", "ce", "--epochs", "30", "--device", "cpu", "--no-flip", "--lr", "0.05")
 
 
 def test_audit_then_relabel_round_trip(noisy_folder, tmp_path):

@@ -46,7 +46,7 @@ def test_ce_learns_clean_digits_and_reports_history():
         images=digits.train_images, labels=digits.train_labels, n_classes=10,
         test_images=digits.test_images, test_labels=digits.test_labels, flip=False,
     )
-    result = fit(data, RunConfig(epochs=6, device="cpu"))
+    result = fit(data, RunConfig(method="ce", epochs=6, device="cpu"))
     assert result.test_accuracy > 0.9
     assert result.probs.shape == (len(digits.train_labels), 10)
     np.testing.assert_allclose(result.probs.sum(axis=1), 1.0, atol=1e-4)
@@ -59,4 +59,4 @@ def test_diverging_training_is_reported_as_a_learning_rate_problem():
     digits = load_digits()
     data = TrainData(images=digits.train_images[:256], labels=digits.train_labels[:256], n_classes=10, flip=False)
     with pytest.raises(UserError, match="--lr"):
-        fit(data, RunConfig(epochs=2, device="cpu", lr=1e12))
+        fit(data, RunConfig(method="ce", epochs=2, device="cpu", lr=1e12))

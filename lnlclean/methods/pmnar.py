@@ -97,7 +97,8 @@ class PMNAR(Method):
         complement = torch.ones(n, k, dtype=torch.bool, device=setup.device)
         complement[torch.arange(n, device=setup.device), given] = False
         self.complement = self.state.add("complement", complement)
-        self.confidence = self.state.add("confidence", torch.zeros(n, 2, device=setup.device))
+        # Chance level until a sample is first seen (an epoch may leave out one sample, see steps_in_epoch).
+        self.confidence = self.state.add("confidence", torch.full((n, 2), 1 / k, device=setup.device))
         self.weight = self.state.add("weight", torch.ones(n, 2, device=setup.device))
 
     @staticmethod
