@@ -97,8 +97,9 @@ def _coerce(raw: Any, annotation: Any, option: str) -> Any:
     """Converts command-line text to the field's type; ``auto`` is None for optional fields."""
     if not isinstance(raw, str):
         return raw
-    kinds = [kind for kind in typing.get_args(annotation) or (annotation,) if kind is not type(None)]
-    optional = len(kinds) < len(typing.get_args(annotation) or (annotation,))
+    members = typing.get_args(annotation) or (annotation,)
+    kinds = [kind for kind in members if kind is not type(None)]
+    optional = len(kinds) < len(members)
     if optional and raw.lower() == "auto":
         return None
     kind = kinds[0] if kinds else str

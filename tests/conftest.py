@@ -69,6 +69,10 @@ def cache_dir(tmp_path) -> Path:
     return tmp_path / "cache"
 
 
+BENCH_TRAIN_SIZE = 600  # a stratified digits subset: small enough for seconds per run
+BENCH_EPOCHS = 60  # long enough that plain cross-entropy memorises much of the noise
+
+
 @lru_cache(maxsize=None)
 def _digits_benchmark(method: str, noise: str, params: tuple) -> dict:
     from lnlclean.config import RunConfig
@@ -77,10 +81,6 @@ def _digits_benchmark(method: str, noise: str, params: tuple) -> dict:
 
     config = RunConfig(method=method, epochs=BENCH_EPOCHS, device="cpu", method_params=dict(params))
     return run_benchmark_one("digits", parse_noise_spec(noise), config, train_size=BENCH_TRAIN_SIZE)
-
-
-BENCH_TRAIN_SIZE = 600  # a stratified digits subset: small enough for seconds per run
-BENCH_EPOCHS = 60  # long enough that plain cross-entropy memorises much of the noise
 
 
 @pytest.fixture(scope="session")

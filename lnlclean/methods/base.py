@@ -106,8 +106,8 @@ class SampleState:
 class Method:
     """Base class of every learning-with-noisy-labels method.
 
-    Subclasses set the class attributes, define ``training_step`` and ``audit``, and may
-    override ``end_epoch``, ``predict`` and ``summary``.
+    Subclasses set the class attributes, define ``training_step``, and may override
+    ``end_epoch``, ``predict``, ``audit`` and ``summary``.
 
     Class attributes:
         name: the ``--method`` value.
@@ -146,11 +146,14 @@ class Method:
     def audit(self, probs: np.ndarray) -> dict[str, np.ndarray]:
         """Returns per-sample columns from the final probabilities `probs` (N×K).
 
-        Must hold ``clean_prob`` (float, N) and ``suggested_label`` (int class index, N); may
-        hold ``suggested_prob`` (default: the probability of the suggested label) and the
-        method's own columns listed in `columns`.
+        Holds ``clean_prob`` (float, N) and ``suggested_label`` (int class index, N); may hold
+        ``suggested_prob`` (default: the probability of the suggested label) and the method's
+        own columns listed in `columns`. The default trusts `probs`: ``clean_prob`` is the
+        probability of the given label and ``suggested_label`` the argmax. Methods with other
+        signals override it, usually extending ``super().audit(probs)``.
         """
-        raise NotImplementedError
+        given = self.setup.given_labels.cpu().numpy()
+        return {"clean_prob": probs[np.arange(len(given)), given], "suggested_label": probs.argmax(axis=1)}
 
     def summary(self) -> dict:
         """Returns method-specific entries for summary.json (default: none)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch.nn.functional as F
 
 from .base import Method, register_method
@@ -29,9 +28,3 @@ class CrossEntropy(Method):
         logits = self.networks[0](batch.weak)
         return F.cross_entropy(logits, batch.label)
 
-    def audit(self, probs):
-        given = self.setup.given_labels.cpu().numpy()
-        return {
-            "clean_prob": probs[np.arange(len(given)), given],
-            "suggested_label": probs.argmax(axis=1),
-        }

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -142,11 +141,9 @@ class PMNAR(Method):
         }
 
     def audit(self, probs):
-        given = self.setup.given_labels.cpu().numpy()
         weight = self.weight.cpu().numpy()
         return {
-            "clean_prob": probs[np.arange(len(given)), given],
-            "suggested_label": probs.argmax(axis=1),
+            **super().audit(probs),
             "pmnar_weight": weight[:, 0],
             "pmnar_weight_peer": weight[:, 1],
             "pmnar_complement_size": self.complement.sum(dim=1).cpu().numpy(),
