@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from lnlclean import __version__
 from lnlclean.data.augment import Augmenter
-from lnlclean.engine import describe_device, resolve_device
+from lnlclean.engine import describe_device, device_tag, resolve_device
 from lnlclean.models import backbone_names, build_backbone
 
 RESULTS = Path(__file__).parent / "results"
@@ -101,8 +101,7 @@ def main() -> None:
     device = resolve_device(args.device)
     names = backbone_names() if args.backbone == "all" else [args.backbone]
     rows = [measure(n, device, args.batch_size, args.image_size, args.warmup, args.steps) for n in names]
-    tag = "cpu" if device.type == "cpu" else "cuda-" + torch.cuda.get_device_name(device).lower().replace(" ", "-")
-    out = args.out or RESULTS / f"backbone-speed-{tag}.json"
+    out = args.out or RESULTS / f"backbone-speed-{device_tag(device)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "lnlclean_version": __version__, "device": describe_device(device), "torch": torch.__version__,

@@ -5,7 +5,7 @@ detection quality depends on where training stops; a noise-robust method should 
 quality as the budget grows. This runs `lnlclean benchmark` for every method × epoch budget
 with all other settings at their defaults.
 
-    python benchmarks/epoch_budget.py                                   # digits sym40, ce + pmnar, 40/100/200 epochs
+    python benchmarks/epoch_budget.py                                   # digits sym40, every method, 40/100/200 epochs
     python benchmarks/epoch_budget.py --method ce --method alr --epochs 100 --epochs 300
 
 Writes benchmarks/results/epoch-budget-<dataset>-<noise>-<device>.json and prints a table.
@@ -14,29 +14,23 @@ Writes benchmarks/results/epoch-budget-<dataset>-<noise>-<device>.json and print
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from common import RESULTS, add_data_arguments
 from lnlclean.config import RunConfig
 from lnlclean.data.noise import parse_noise_spec
-from lnlclean.engine import resolve_device
+from lnlclean.engine import device_tag, resolve_device
 from lnlclean.fileio import write_json
+from lnlclean.methods import METHODS
 from lnlclean.pipeline import run_benchmark_one
-
-RESULTS = Path(__file__).parent / "results"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--noise", default="sym40")
-    parser.add_argument("--method", action="append", help="repeatable (default: ce and pmnar)")
+    add_data_arguments(parser)
+    parser.add_argument("--method", action="append", help="repeatable (default: every method, ce first)")
     parser.add_argument("--epochs", type=int, action="append", help="repeatable (default: 40, 100, 200)")
-    parser.add_argument("--train-size", type=int, default=None)
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    methods, budgets = args.method or ["ce", "pmnar"], args.epochs or [40, 100, 200]
+    methods = args.method or ["ce", *sorted(name for name in METHODS if name != "ce")]
+    budgets = args.epochs or [40, 100, 200]
     noise = parse_noise_spec(args.noise)
     device = resolve_device(args.device)
     runs = []
@@ -47,8 +41,7 @@ def main() -> None:
             runs.append(run)
             print(f"{method:<8}{epochs:>5} epochs  F1 {run['f1']:.3f}  AUROC {run['auroc']:.3f}  "
                   f"test acc {run['test_accuracy']:.3f}  {run['seconds']:.0f} s", flush=True)
-    tag = "cpu" if device.type == "cpu" else "cuda"
-    out = args.out or RESULTS / f"epoch-budget-{args.dataset}-{noise}-{tag}.json"
+    out = args.out or RESULTS / f"epoch-budget-{args.dataset}-{noise}-{device_tag(device)}.json"
     write_json(out, {"dataset": args.dataset, "noise": str(noise), "train_size": args.train_size, "runs": runs})
     print(f"wrote {out}")
 

@@ -1,6 +1,6 @@
 """Write a small image folder with noisy labels, to try lnlclean on.
 
-Takes scikit-learn's bundled 8×8 digits (no download), saves each as a 32×32 PNG under
+Takes scikit-learn's bundled 8×8 digits (no download), saves each as a 16×16 PNG (``--size``) under
 ``OUT/images/``, and writes ``OUT/labels.csv`` (columns ``path,label,source``) in which a
 share of the labels is wrong, plus ``OUT/truth.csv`` with the true labels for checking.
 
@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("examples/digits-folder"))
     parser.add_argument("--noise", type=float, default=0.2, help="share of labels to make wrong")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=16, help="side of the written images in pixels")
     args = parser.parse_args()
 
     digits = load_digits()
@@ -38,7 +39,7 @@ def main() -> None:
     for i, pixels in enumerate(digits.images):
         path = f"{i:04d}.png"
         gray = Image.fromarray(np.round(pixels * 255 / 16).astype(np.uint8), mode="L")
-        gray.resize((32, 32), Image.BILINEAR).save(images / path)
+        gray.resize((args.size, args.size), Image.BILINEAR).save(images / path)
         rows.append({"path": path, "label": int(given[i]), "source": "batch-a" if i % 2 else "batch-b", "true_label": int(true_labels[i])})
     frame = pd.DataFrame(rows)
     frame[["path", "label", "source"]].to_csv(args.out / "labels.csv", index=False)

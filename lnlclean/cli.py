@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .config import RunConfig
+from .config import RunConfig, field_name, option_name
 from .data.datasets import DATASETS
 from .data.manifest import read_manifest
 from .data.noise import parse_noise_spec
@@ -80,11 +80,12 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
     "cache_dir": (Annotated[Optional[Path], typer.Option(help="Where decoded images are cached. Default: $LNLCLEAN_CACHE or ~/.cache/lnlclean.", show_default=False)], None),
     "on_bad_image": (Annotated[BadImage, typer.Option(help="What to do with an unreadable image: fail, or skip it and list it in summary.json.")], BadImage.fail),
     "resume": (Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in the output directory.")], False),
+    "noise_rate": (Annotated[Optional[float], typer.Option(help="Expected share of wrong labels, 0–1, for methods that use one (alim). Default: estimated from the data.", show_default=False)], None),
     "workers": (Annotated[Optional[int], typer.Option(help="Threads that decode images. Default: one per CPU core.", show_default=False)], None),
     "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")], False),
 }
-TRAINING = ("backbone", "epochs", "batch_size", "lr", "weight_decay", "schedule", "device", "seed", "threshold", "no_flip", "cache_dir", "quiet")
-FOLDER_TRAINING = ("method", *TRAINING[:8], "image_size", "threshold", "weights", "no_flip", "cache_dir", "on_bad_image", "resume", "workers", "quiet")
+TRAINING = ("backbone", "epochs", "batch_size", "lr", "weight_decay", "schedule", "device", "seed", "threshold", "noise_rate", "no_flip", "cache_dir", "quiet")
+FOLDER_TRAINING = ("method", *TRAINING[:8], "image_size", "threshold", "noise_rate", "weights", "no_flip", "cache_dir", "on_bad_image", "resume", "workers", "quiet")
 
 
 def with_options(names: tuple[str, ...]):
@@ -123,7 +124,7 @@ def run_config(opts: SimpleNamespace, ctx: typer.Context, method: str | None = N
         method=method, backbone=opts.backbone, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
         weight_decay=opts.weight_decay, schedule=opts.schedule.value, device=opts.device, seed=opts.seed,
         image_size=getattr(opts, "image_size", None), threshold=opts.threshold, weights=getattr(opts, "weights", None),
-        flip=not opts.no_flip, workers=getattr(opts, "workers", None), method_params=params.get(method, {}),
+        flip=not opts.no_flip, workers=getattr(opts, "workers", None), noise_rate=opts.noise_rate, method_params=params.get(method, {}),
     ).validate()
 
 
@@ -162,7 +163,7 @@ def parse_method_options(options: list[tuple[str, str]], methods: list[str]) -> 
         owner = next((m for m in methods if name.startswith(f"--{m}-")), None)
         if owner is None:
             raise UserError(f"{name}: applies to another method than {', '.join(methods)}; add --method or drop it")
-        params.setdefault(owner, {})[name[len(owner) + 3:].replace("-", "_")] = value
+        params.setdefault(owner, {})[field_name(name[len(owner) + 3:])] = value
     return params
 
 
@@ -224,11 +225,14 @@ def relabel(
     Method options: --<method>-<option> VALUE (see lnlclean methods).
     """
     out = check_output_file(out)
+    manifest = read_manifest(images, labels_csv)
+    if not manifest.has_label_column:
+        raise UserError(f"{labels_csv}: has candidates but no label column, so there is no label to correct; run lnlclean audit --method alim and read suggested_label")
     if from_audit is not None:
         if (ctx.obj or {}).get("method_options"):
             raise UserError(f"{ctx.obj['method_options'][0][0]}: method options have no effect with --from-audit")
         audit_frame = load_audit(from_audit, option="--from-audit")
-        rows = input_table(read_manifest(images, labels_csv))
+        rows = input_table(manifest)
     else:
         config = run_config(opts, ctx)
         result = run_audit(images, labels_csv, config, audit_dir, opts.cache_dir, opts.on_bad_image.value, opts.resume, Reporter(opts.quiet))
@@ -252,6 +256,7 @@ def benchmark(
     data_dir: Annotated[Optional[Path], typer.Option(help="Local CIFAR: torchvision's files, or train/<class>/* and test/<class>/* folders.", show_default=False)] = None,
     train_size: Annotated[Optional[int], typer.Option(help="Use a stratified subset of this many training images.", show_default=False)] = None,
     fail_under: Annotated[Optional[str], typer.Option(help="Exit 1 when a run falls short, e.g. f1=0.8,acc=0.9 (keys: f1 precision recall auroc acc relabel_acc).", show_default=False)] = None,
+    partial_rate: Annotated[Optional[float], typer.Option(help="Give candidate sets instead of labels: each wrong label joins with this probability; symNN then swaps the true label out with probability NN %.", show_default=False)] = None,
     opts: SimpleNamespace = None,
 ):
     """Inject known label noise into a standard dataset and score detection.
@@ -267,6 +272,8 @@ def benchmark(
         lnlclean benchmark cifar10 --noise asym40 --data-dir ./cifar10 --train-size 5000 --method all
 
         lnlclean benchmark digits --noise sym20 --fail-under f1=0.8,acc=0.9
+
+        lnlclean benchmark digits --noise sym20 --partial-rate 0.3 --method alim
     """
     if dataset not in DATASETS:
         raise UserError(f"dataset {dataset!r}: unknown; choose one of {', '.join(DATASETS)}")
@@ -282,7 +289,7 @@ def benchmark(
         for name in methods:
             config = run_config(opts, ctx, method=name, methods=methods)
             reporter.log(f"benchmark {dataset} {spec} {name}")
-            runs.append(run_benchmark_one(dataset, spec, config, data_dir, train_size, opts.cache_dir, reporter))
+            runs.append(run_benchmark_one(dataset, spec, config, data_dir, train_size, opts.cache_dir, reporter, partial_rate))
             write_json(out_dir / "benchmark.json", {"lnlclean_version": __version__, "runs": runs})
     print_benchmark_table(runs)
     stdout.print(f"wrote {out_dir / 'benchmark.json'}")
@@ -316,7 +323,7 @@ def check_fail_under(runs: list[dict], thresholds: dict[str, float]) -> list[str
         for key, minimum in thresholds.items():
             value = run.get(FAIL_KEYS[key])
             if value is None or value < minimum:
-                failures.append(f"{run['dataset']} {run['noise']} {run['method']}: {key} {value} < {minimum}")
+                failures.append(f"{run_name(run)}: {key} {value} < {minimum}")
     return failures
 
 
@@ -338,9 +345,15 @@ BENCHMARK_COLUMNS = (
 )
 
 
+def run_name(run: dict) -> str:
+    """Returns the label of a benchmark run: dataset, noise (with the partial rate, if any) and method."""
+    partial = f"+partial{run['partial_rate']:g}" if run.get("partial_rate") is not None else ""
+    return f"{run['dataset']} {run['noise']}{partial} {run['method']}"
+
+
 def print_benchmark_table(runs: list[dict]) -> None:
     """Prints the benchmark runs to stdout: one row per run, or one column per run on narrow terminals. Returns None."""
-    names = [f"{r['dataset']} {r['noise']} {r['method']}" for r in runs]
+    names = [run_name(r) for r in runs]
     table = Table(title="lnlclean benchmark")
     if stdout.width >= 130:
         table.add_column("run", no_wrap=True)
@@ -387,7 +400,7 @@ def list_methods():
     for name in sorted(METHODS):
         cls = METHODS[name]
         options = ", ".join(
-            f"--{name}-{f.name.replace('_', '-')} ({'auto' if f.default is None else f.default})" for f in dataclasses.fields(cls.Hparams)
+            f"{option_name(name, f.name)} ({'auto' if f.default is None else f.default})" for f in dataclasses.fields(cls.Hparams)
         )
         table.add_row(name, str(cls.num_networks), cls.description, ", ".join(cls.columns) or "–", options or "–")
     stdout.print(table)

@@ -7,6 +7,7 @@ method's ``Hparams`` dataclass by :func:`method_hparams`.
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ class RunConfig:
     weights: str | None = None
     flip: bool = True
     workers: int | None = None
+    noise_rate: float | None = None
     method_params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -51,16 +53,34 @@ class RunConfig:
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "--device", "must be auto, cpu or cuda"),
             (0 < self.threshold < 1, "--threshold", "must be between 0 and 1"),
             (self.image_size is None or 4 <= self.image_size <= 1024, "--image-size", "must be between 4 and 1024"),
+            (self.noise_rate is None or 0 <= self.noise_rate < 1, "--noise-rate", "must be in [0, 1)"),
         ]
         for ok, option, rule in checks:
             if not ok:
                 raise UserError(f"{option} {getattr(self, option[2:].replace('-', '_'))}: {rule}")
         from .methods import get_method
 
-        hparams = method_hparams(get_method(self.method), self.method_params)
+        method_cls = get_method(self.method)
+        hparams = method_hparams(method_cls, self.method_params)
+        method_cls.check_settings(hparams, self)
         # Keep typed values, so "3" from the command line and 3 from Python are the same run.
         self.method_params = {name: getattr(hparams, name) for name in self.method_params}
         return self
+
+
+def option_name(method: str, field_name: str) -> str:
+    """Returns the command-line option of hyperparameter `field_name` of `method`.
+
+    Underscores become dashes; a trailing underscore (fields named after Python keywords,
+    such as ``lambda_``) is dropped, so ``lambda_`` of ``alr`` is ``--alr-lambda``.
+    """
+    return f"--{method}-{field_name.rstrip('_').replace('_', '-')}"
+
+
+def field_name(option_suffix: str) -> str:
+    """Returns the hyperparameter field for the text after ``--<method>-`` (inverse of `option_name`)."""
+    name = option_suffix.replace("-", "_")
+    return f"{name}_" if keyword.iskeyword(name) else name
 
 
 def method_hparams(method_cls, params: dict[str, Any]):
@@ -74,9 +94,9 @@ def method_hparams(method_cls, params: dict[str, Any]):
     types = typing.get_type_hints(method_cls.Hparams)
     values = {}
     for name, raw in params.items():
-        option = f"--{method_cls.name}-{name.replace('_', '-')}"
+        option = option_name(method_cls.name, name)
         if name not in fields:
-            known = ", ".join(f"--{method_cls.name}-{n.replace('_', '-')}" for n in fields) or "none"
+            known = ", ".join(option_name(method_cls.name, n) for n in fields) or "none"
             raise UserError(f"{option}: unknown option for --method {method_cls.name} (its options: {known})")
         values[name] = _coerce(raw, types[name], option)
         _check_range(values[name], fields[name], option)
@@ -84,10 +104,13 @@ def method_hparams(method_cls, params: dict[str, Any]):
 
 
 def _check_range(value: Any, spec: dataclasses.Field, option: str) -> None:
-    """Raises UserError when `value` is outside the field's ``min``/``max`` metadata (None passes)."""
+    """Raises UserError when `value` is outside the field's ``min``/``max`` or ``choices`` metadata (None passes)."""
     low, high = spec.metadata.get("min"), spec.metadata.get("max")
+    choices = spec.metadata.get("choices")
     if value is None:
         return
+    if choices is not None and value not in choices:
+        raise UserError(f"{option} {value!r}: choose {' or '.join(choices)}")
     if low is not None and value < low or high is not None and value > high:
         bounds = f"between {low} and {high}" if low is not None and high is not None else (f"at least {low}" if low is not None else f"at most {high}")
         raise UserError(f"{option} {value}: must be {bounds}")

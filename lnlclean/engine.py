@@ -92,6 +92,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def device_tag(device: torch.device) -> str:
+    """Returns a short file-name tag for `device`: ``cpu`` or ``cuda-<gpu name>``, e.g. ``cuda-nvidia-h100-80gb-hbm3``."""
+    if device.type == "cuda":
+        return "cuda-" + torch.cuda.get_device_name(device).lower().replace(" ", "-")
+    return "cpu"
+
+
 def describe_device(device: torch.device) -> str:
     """Returns a human-readable device name, e.g. ``cuda (NVIDIA H100 80GB HBM3)`` or ``cpu (2 threads)``."""
     if device.type == "cuda":
@@ -147,6 +154,7 @@ def build_method(config: RunConfig, data: TrainData, device: torch.device) -> Me
         epochs=config.epochs,
         device=device,
         build_network=build_network,
+        noise_rate=config.noise_rate,
     )
     return method_cls(hparams, setup)
 

@@ -59,12 +59,17 @@ def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
 
 @register_backbone("small-cnn", "4 conv blocks, ~0.3M parameters; the fast CPU default")
 def small_cnn(n_classes: int, in_channels: int) -> nn.Module:
-    """Returns a four-block CNN (widths 32-64-128-256) with global pooling and a linear head."""
+    """Returns a four-block CNN (widths 32-64-128-192) with global average pooling and a linear head.
+
+    Average, not max, pooling: at 32 px the max over a 4×4 map of fresh BN-ReLU features made
+    the first few steps produce logits in the hundreds, which two-network methods (PMNAR) did
+    not recover from; the average keeps the head's input at unit scale.
+    """
     widths = (32, 64, 128, 192)
     layers: list[nn.Module] = [conv_bn(in_channels, widths[0])]
     for c_in, c_out in zip(widths[:-1], widths[1:]):
         layers += [nn.MaxPool2d(2, ceil_mode=True), conv_bn(c_in, c_out)]
-    layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(widths[-1], n_classes)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], n_classes)]
     return nn.Sequential(*layers)
 
 

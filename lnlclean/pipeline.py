@@ -19,11 +19,11 @@ from .config import RunConfig
 from .data import cache as image_cache
 from .data.datasets import load_benchmark
 from .data.manifest import Manifest, read_manifest
-from .data.noise import NoiseSpec, inject_noise
+from .data.noise import NoiseSpec, inject_noise, partial_candidates
 from .engine import FitResult, TrainData, fit
 from .errors import UserError
 from .fileio import check_output_dir, prepare_output_dir, write_json
-from .methods import get_method
+from .methods import METHODS, get_method
 from .models import default_image_size
 from .progress import Reporter
 from .report import metrics
@@ -80,9 +80,26 @@ def load_dataset(
         raise UserError(f"{manifest.source or manifest.root}: fewer than two classes left after skipping unreadable images")
     data = TrainData(
         images=images_array, labels=manifest.labels, n_classes=manifest.n_classes,
+        candidates=training_candidates(manifest, config, reporter),
         flip=config.flip, fingerprint=f"{cache.path.stem}:{_labels_digest(manifest)}",
     )
     return manifest, data, skipped, input_rows
+
+
+def training_candidates(manifest: Manifest, config: RunConfig, reporter: Reporter) -> np.ndarray | None:
+    """Returns the candidate sets `config.method` trains on: the manifest's, or None when it has none or the method reads labels only.
+
+    Raises UserError when the CSV gives candidate sets only and the method needs labels.
+    """
+    if manifest.candidates is None:
+        return None
+    if get_method(config.method).reads_candidates:
+        return manifest.candidates
+    readers = ", ".join(name for name, cls in sorted(METHODS.items()) if cls.reads_candidates)
+    if not manifest.has_label_column:
+        raise UserError(f"{manifest.source}: has candidates but no label column; --method {config.method} needs labels (candidate sets: --method {readers})")
+    reporter.log(f"--method {config.method} trains on the label column and ignores the candidates column (candidate sets: --method {readers})")
+    return None
 
 
 def input_table(manifest: Manifest) -> pd.DataFrame:
@@ -96,6 +113,8 @@ def input_table(manifest: Manifest) -> pd.DataFrame:
 def _labels_digest(manifest: Manifest) -> str:
     digest = hashlib.sha256("|".join(manifest.class_names).encode())
     digest.update(np.ascontiguousarray(manifest.labels).tobytes())
+    if manifest.candidates is not None:
+        digest.update(np.packbits(manifest.candidates).tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -173,40 +192,73 @@ def run_relabel(input_rows: pd.DataFrame, audit: pd.DataFrame, out_file: Path, p
 def run_benchmark_one(
     dataset: str, noise: NoiseSpec, config: RunConfig, data_dir: Path | None = None,
     train_size: int | None = None, cache_dir: Path | None = None, reporter: Reporter | None = None,
+    partial_rate: float | None = None,
 ) -> dict:
     """Injects `noise` into `dataset`, trains `config.method`, and returns the scored run as a dict.
 
     The dict holds dataset, noise, method, seed, epochs, true and estimated noise rate,
     detection precision/recall/F1/AUROC, test accuracy, relabel accuracy on flagged noisy
     samples, label accuracy before and after the relabel manifest, seconds and device.
+
+    With `partial_rate` the run gets candidate sets instead of single labels (see
+    :func:`~lnlclean.data.noise.partial_candidates`; `noise` gives η): a sample is noisy when its
+    true label is outside its set, "label accuracy before" is the expected accuracy of picking a
+    candidate at random, and "after" that of the method's suggested label for every sample.
+    Raises UserError for a method that does not read candidate sets or a non-symmetric `noise`.
     """
     reporter = reporter or Reporter(quiet=True)
     config.validate()
-    get_method(config.method)
+    method_cls = get_method(config.method)
+    if partial_rate is not None:
+        check_partial_benchmark(noise, method_cls, partial_rate)
     reporter.log(f"loading {dataset}")
     bench = load_benchmark(dataset, data_dir, train_size, cache_dir)
-    given = inject_noise(bench.train_labels, noise, bench.class_names, dataset, seed=config.seed)
+    true_labels = bench.train_labels
+    candidates = None
+    if partial_rate is None:
+        given = inject_noise(true_labels, noise, bench.class_names, dataset, seed=config.seed)
+    else:
+        candidates = partial_candidates(true_labels, partial_rate, noise.rate, len(bench.class_names), seed=config.seed)
+        given = candidates.argmax(axis=1)
     data = TrainData(
-        images=bench.train_images, labels=given, n_classes=len(bench.class_names),
+        images=bench.train_images, labels=given, n_classes=len(bench.class_names), candidates=candidates,
         test_images=bench.test_images, test_labels=bench.test_labels, flip=bench.flip and config.flip,
-        fingerprint=f"{dataset}:{noise}:{train_size}",
+        fingerprint=f"{dataset}:{noise}:{partial_rate}:{train_size}",
     )
     result = fit(data, config, reporter)
     columns = result.method.audit(result.probs)
     clean_prob = np.asarray(columns["clean_prob"], dtype=np.float64)
     suggested = np.asarray(columns["suggested_label"])
     flagged = clean_prob < config.threshold
-    is_noisy = given != bench.train_labels
-    after = metrics.corrected_labels(given, suggested, flagged)
+    rows = np.arange(len(given))
+    if candidates is None:
+        is_noisy = given != true_labels
+        before = metrics.label_accuracy(given, true_labels)
+        after = metrics.corrected_labels(given, suggested, flagged)
+    else:
+        is_noisy = ~candidates[rows, true_labels]
+        before = float(np.mean(candidates[rows, true_labels] / candidates.sum(axis=1)))
+        after = suggested
     return {
-        "dataset": dataset, "noise": str(noise), "method": config.method, "seed": config.seed,
+        "dataset": dataset, "noise": str(noise), "partial_rate": partial_rate, "method": config.method, "seed": config.seed,
         "epochs": config.epochs, "backbone": config.backbone, "n_train": int(len(given)),
         "true_noise_rate": float(is_noisy.mean()), "estimated_noise_rate": float(flagged.mean()),
         **metrics.detection_metrics(is_noisy, clean_prob, config.threshold),
         "test_accuracy": result.test_accuracy,
-        "relabel_accuracy": metrics.relabel_accuracy(bench.train_labels, given, suggested, flagged),
-        "label_accuracy_before": metrics.label_accuracy(given, bench.train_labels),
-        "label_accuracy_after": metrics.label_accuracy(after, bench.train_labels),
+        "relabel_accuracy": metrics.relabel_accuracy(true_labels, given, suggested, flagged, is_noisy),
+        "label_accuracy_before": before,
+        "label_accuracy_after": metrics.label_accuracy(after, true_labels),
         "seconds": result.seconds, "seconds_per_epoch": float(np.mean([h["seconds"] for h in result.history])) if result.history else None,
         "device": result.device, "settings": config.to_dict(), "lnlclean_version": __version__,
     }
+
+
+def check_partial_benchmark(noise: NoiseSpec, method_cls, partial_rate: float) -> None:
+    """Raises UserError naming the option when a partial-label benchmark cannot run as asked. Returns None."""
+    if not 0 < partial_rate < 1:
+        raise UserError(f"--partial-rate {partial_rate}: must be between 0 and 1")
+    if noise.kind == "asym":
+        raise UserError(f"--noise {noise}: partial labels take clean or symNN noise (η = NN %), not asymNN")
+    if not method_cls.reads_candidates:
+        readers = ", ".join(name for name, cls in sorted(METHODS.items()) if cls.reads_candidates)
+        raise UserError(f"--partial-rate: --method {method_cls.name} does not read candidate sets; use --method {readers}")

@@ -74,23 +74,65 @@ BENCH_EPOCHS = 60  # long enough that plain cross-entropy memorises much of the 
 
 
 @lru_cache(maxsize=None)
-def _digits_benchmark(method: str, noise: str, params: tuple) -> dict:
+def _digits_benchmark(method: str, noise: str, partial_rate: float | None, params: tuple) -> dict:
     from lnlclean.config import RunConfig
     from lnlclean.data.noise import parse_noise_spec
     from lnlclean.pipeline import run_benchmark_one
 
     config = RunConfig(method=method, epochs=BENCH_EPOCHS, device="cpu", method_params=dict(params))
-    return run_benchmark_one("digits", parse_noise_spec(noise), config, train_size=BENCH_TRAIN_SIZE)
+    return run_benchmark_one("digits", parse_noise_spec(noise), config, train_size=BENCH_TRAIN_SIZE, partial_rate=partial_rate)
 
 
 @pytest.fixture(scope="session")
 def digits_benchmark():
-    """Returns run(method, noise="sym40", **params) → the benchmark dict of that run on a 600-digit subset.
+    """Returns run(method, noise="sym40", partial_rate=None, **params) → the benchmark dict of that run on a 600-digit subset.
 
     Runs are cached for the session, so every method's test compares with the same CE run.
     """
 
-    def run(method: str, noise: str = "sym40", **params) -> dict:
-        return _digits_benchmark(method, noise, tuple(sorted(params.items())))
+    def run(method: str, noise: str = "sym40", partial_rate: float | None = None, **params) -> dict:
+        return _digits_benchmark(method, noise, partial_rate, tuple(sorted(params.items())))
 
     return run
+
+
+def make_method(
+    method_cls, given: list[int], n_classes: int = 3, epochs: int = 10, candidates=None, noise_rate=None, **params
+):
+    """Returns `method_cls` set up on a tiny CPU run: given labels `given`, 1-channel small-cnn networks.
+
+    `candidates` (nested lists, N×K of 0/1) and `noise_rate` are passed to the method's Setup.
+    """
+    import torch
+
+    from lnlclean.config import method_hparams
+    from lnlclean.methods.base import Setup
+    from lnlclean.models import build_backbone
+
+    setup = Setup(
+        n_samples=len(given), n_classes=n_classes, given_labels=torch.tensor(given),
+        candidates=None if candidates is None else torch.tensor(candidates, dtype=torch.bool),
+        epochs=epochs, device=torch.device("cpu"),
+        build_network=lambda: build_backbone("small-cnn", n_classes, 1), noise_rate=noise_rate,
+    )
+    return method_cls(method_hparams(method_cls, params), setup)
+
+
+class FixedAugmenter:
+    """Views that are the raw images as floats (no randomness, no normalisation)."""
+
+    def weak(self, raw, generator):
+        return raw.permute(0, 3, 1, 2).float()
+
+    strong = weak
+
+
+def batch_of(method, index: list[int]):
+    """Returns a Batch of the samples `index` of `method`'s setup, with fixed 8×8 one-channel images."""
+    import torch
+
+    from lnlclean.methods.base import Batch
+
+    rows = torch.tensor(index)
+    raw = torch.arange(len(index) * 64, dtype=torch.uint8).reshape(len(index), 8, 8, 1)
+    return Batch(rows, method.setup.given_labels[rows], raw, FixedAugmenter(), torch.Generator())

@@ -102,7 +102,7 @@ def test_image_folder_layout_without_csv(tmp_path):
     assert set(frame["given_label"]) == {"even", "odd"} and frame["path"].str.contains("/").all()
 
 
-@pytest.mark.parametrize("method, params", [("ce", {}), ("pmnar", {"warmup": 1})])
+@pytest.mark.parametrize("method, params", [("ce", {}), ("pmnar", {"warmup": 1}), ("alr", {"warmup": 1}), ("alim", {"warmup": 1})])
 def test_resume_after_interruption_gives_the_same_audit(noisy_folder, tmp_path, monkeypatch, method, params):
     config = dict(method=method, method_params=params, epochs=5, device="cpu", flip=False, seed=3)
     reference = run_audit(noisy_folder["images"], noisy_folder["csv"], RunConfig(**config), tmp_path / "a", tmp_path / "cache")
@@ -166,6 +166,10 @@ def test_benchmark_fail_under_exits_1(tmp_path):
     (("benchmark", "mnist"), "dataset 'mnist'"),
     (("benchmark", "digits", "--noise", "sym100"), "--noise 'sym100'"),
     (("benchmark", "digits", "--fail-under", "f1"), "--fail-under"),
+    (("benchmark", "digits", "--partial-rate", "0.3"), "--method ce does not read candidate sets"),
+    (("benchmark", "digits", "--partial-rate", "0.3", "--method", "alim", "--noise", "asym40"), "not asymNN"),
+    (("audit", "{images}", "{csv}", "--noise-rate", "1"), "--noise-rate 1.0"),
+    (("audit", "{images}", "{csv}", "--method", "alim", "--alim-normalize", "soft"), "--alim-normalize 'soft'"),
     (("relabel", "{images}", "{csv}", "--from-audit", "{csv}"), "--from-audit"),
     (("relabel", "{images}", "{csv}", "--policy", "burn"), "--policy"),
 ])
@@ -218,3 +222,64 @@ def test_pmnar_audit_writes_its_columns_and_f_min_per_epoch(noisy_folder, tmp_pa
     summary = json.loads((out / "summary.json").read_text())["method_summary"]
     assert summary["warmup"] == 3 and summary["beta"] == 1.0
     assert len(summary["f_min_per_epoch"]["f"]) == len(summary["f_min_per_epoch"]["f_peer"]) == 10
+
+
+def test_alr_audit_takes_lambda_by_its_option_name_and_writes_its_columns(noisy_folder, tmp_path):
+    out = tmp_path / "audit"
+    code = cli("audit", noisy_folder["images"], noisy_folder["csv"], "--method", "alr", "--alr-lambda", "0.1", "--alr-warmup", "3",
+               "--out", out, "--cache-dir", tmp_path / "cache", "--epochs", "6", "--device", "cpu", "--no-flip")
+    assert code == 0
+    frame, meta = read_audit(out / "audit.parquet")
+    assert meta["settings"]["method_params"] == {"lambda_": 0.1, "warmup": 3}
+    assert frame["alr_target_max"].between(1 / 10, 1).all() and (frame["alr_target_entropy"] > 0).all()
+    assert frame["clean_prob"].lt(1).all() and frame["clean_prob"].gt(0.9**3 - 1e-6).all()
+    summary = json.loads((out / "summary.json").read_text())["method_summary"]
+    assert summary["lambda"] == 0.1 and summary["warmup"] == 3
+    entropies = summary["mean_target_entropy_per_epoch"]
+    assert entropies[:3] == [0.0, 0.0, 0.0] and entropies[3] > 0
+
+
+def test_alim_audit_writes_its_columns_and_lambda_per_epoch(noisy_folder, tmp_path):
+    out = tmp_path / "audit"
+    code = cli("audit", noisy_folder["images"], noisy_folder["csv"], "--method", "alim", "--alim-warmup", "2",
+               "--noise-rate", "0.125", "--out", out, "--cache-dir", tmp_path / "cache", "--epochs", "6", "--device", "cpu", "--no-flip")
+    assert code == 0
+    frame, meta = read_audit(out / "audit.parquet")
+    assert meta["settings"]["noise_rate"] == 0.125
+    summary = json.loads((out / "summary.json").read_text())["method_summary"]
+    assert summary["eta"] == 0.125 and summary["eta_source"] == "--noise-rate"
+    lambdas = summary["lambda_per_epoch"]
+    assert len(lambdas) == 6 and lambdas[0] == 0.0 and 0 < lambdas[-1] <= 1
+    assert (frame["alim_lambda"] == lambdas[-1]).all()
+    assert frame["alim_margin_quantile"].between(0, 1).all() and frame["alim_margin"].gt(0).all()
+    assert (frame["clean_prob"] < 0.5).equals(frame["alim_margin"] < lambdas[-1])
+
+
+def write_candidates_csv(noisy_folder, path, with_label: bool) -> list[str]:
+    """Writes a candidates CSV for the noisy folder: each row's true digit and the next one. Returns the sets."""
+    true = noisy_folder["true"]
+    sets = [f"{t}|{(t + 1) % 10}" for t in true]
+    frame = pd.read_csv(noisy_folder["csv"], dtype=str)
+    frame["candidates"] = sets
+    if with_label:
+        frame["label"] = [str(t) for t in true]
+    else:
+        frame = frame.drop(columns=["label"])
+    frame.to_csv(path, index=False)
+    return sets
+
+
+def test_alim_audits_a_candidates_only_csv_and_other_methods_refuse_it(noisy_folder, tmp_path, capsys):
+    csv = tmp_path / "candidates.csv"
+    sets = write_candidates_csv(noisy_folder, csv, with_label=False)
+    common = (noisy_folder["images"], csv, "--cache-dir", tmp_path / "cache", "--epochs", "4", "--device", "cpu", "--no-flip")
+    assert cli("audit", *common, "--method", "alim", "--out", tmp_path / "a") == 0
+    frame, _ = read_audit(tmp_path / "a" / "audit.parquet")
+    assert frame["candidates"].tolist() == sets
+    inside = [label in s.split("|") for label, s in zip(frame["suggested_label"], frame["candidates"])]
+    assert np.array_equal(inside, ~frame["alim_outside_candidates"].to_numpy())
+    assert cli("audit", *common, "--method", "ce", "--out", tmp_path / "b") == 2
+    assert cli("relabel", *common, "--method", "alim", "--out", tmp_path / "fixed.csv") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--method ce needs labels" in err[0] and "no label column" in err[1]
+    assert not (tmp_path / "b").exists() and not (tmp_path / "fixed.csv").exists()

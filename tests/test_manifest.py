@@ -340,3 +340,27 @@ def test_rows_after_blank_lines_are_reported_by_their_real_line(tmp_path):
         read_manifest(root, csv)
     csv.write_text("path,label\na.png,x\n\nb.png,y\n")
     assert read_manifest(root, csv).paths == ["a.png", "b.png"]
+
+
+def test_candidates_column_gives_candidate_sets_and_label_is_optional(small):
+    root, csv = small
+    both = read_manifest(root, csv("path,label,candidates\na.png,cat,cat|dog\nb.png,dog,\nc.png,bird,bird | cat\n"))
+    assert both.class_names == ["bird", "cat", "dog"] and both.has_label_column
+    assert both.candidates.tolist() == [[False, True, True], [False, False, True], [True, True, False]]
+    assert both.extra["candidates"].tolist() == ["cat|dog", "", "bird | cat"]
+    only = read_manifest(root, csv("path,candidates\na.png,dog|cat\nb.png,cat\nc.png,bird|dog\n", name="c.csv"))
+    assert not only.has_label_column and only.class_names == ["bird", "cat", "dog"]
+    assert [only.class_names[i] for i in only.labels] == ["dog", "cat", "bird"]  # the first candidate stands in
+    assert only.subset(np.array([False, True, True])).candidates.tolist() == only.candidates[1:].tolist()
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("path,label,candidates\na.png,cat,cat|dgo\nb.png,dog,dog\n", ("row 2", "unknown class 'dgo'")),
+    ("path,label,candidates\na.png,cat,dog|bird\nb.png,dog,dog\nc.png,bird,bird\n", ("row 2", "label 'cat' is not among its candidates")),
+    ("path,candidates\na.png,cat||dog\nb.png,dog\n", ("row 2", "empty name in candidates")),
+    ("path,candidates\na.png,cat|dog\nb.png,\n", ("row 3", "no label and no candidates")),
+    ("path,candidate\na.png,cat\n", ("missing column(s) label", "path,candidates")),
+])
+def test_bad_candidates_name_the_row(small, text, fragments):
+    root, csv = small
+    expect_user_error(root, csv(text), *fragments)

@@ -4,6 +4,13 @@ A :class:`Manifest` is the one description of a dataset that everything downstre
 sample ``i`` is row ``i`` of the manifest, its image is ``root / paths[i]`` and its given
 label is ``class_names[labels[i]]``. Every problem a user can fix raises
 :class:`~lnlclean.errors.UserError` naming the file and row.
+
+Partial labels: a ``candidates`` column lists each image's candidate labels joined by ``|``
+(``cat|dog``). With a ``label`` column too, the label must be one of the row's candidates (an
+empty cell means just the label) and candidates must be classes that occur as labels. Without
+a ``label`` column the classes are those the candidates name, and the first candidate of each
+row stands in as its label wherever one label is needed (for methods that read candidate sets,
+only the set matters).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from ..errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 REQUIRED_COLUMNS = ("path", "label")
+CANDIDATES_COLUMN = "candidates"
+CANDIDATE_SEPARATOR = "|"
 
 
 @dataclass
@@ -32,6 +41,9 @@ class Manifest:
         class_names: the classes, sorted (numerically when every label is an integer).
         extra: the input's other columns, one row per sample, carried to the outputs.
         source: the labels CSV, or None for an ImageFolder layout.
+        candidates: candidate-label sets, bool N×K, when the CSV has a ``candidates`` column.
+        has_label_column: False when the CSV gives candidate sets only (`labels` then holds
+            each row's first candidate).
     """
 
     root: Path
@@ -40,6 +52,8 @@ class Manifest:
     class_names: list[str]
     extra: pd.DataFrame = field(default_factory=pd.DataFrame)
     source: Path | None = None
+    candidates: np.ndarray | None = None
+    has_label_column: bool = True
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -59,6 +73,8 @@ class Manifest:
             class_names=self.class_names,
             extra=self.extra.iloc[rows].reset_index(drop=True),
             source=self.source,
+            candidates=None if self.candidates is None else self.candidates[rows],
+            has_label_column=self.has_label_column,
         )
 
 
@@ -95,10 +111,11 @@ def _from_image_folder(root: Path) -> Manifest:
 
 def _from_csv(root: Path, csv_path: Path) -> Manifest:
     frame = _read_csv(csv_path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    required = ("path",) if CANDIDATES_COLUMN in frame.columns else REQUIRED_COLUMNS
+    missing = [c for c in required if c not in frame.columns]
     if missing:
         found = ", ".join(map(str, frame.columns)) or "none"
-        raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)} (found: {found}); the header must name path,label")
+        raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)} (found: {found}); the header must name path,label (or path,candidates)")
     if frame.empty:
         raise UserError(f"{csv_path}: no rows under the header; add one row per image")
     return _build(root, frame, source=csv_path)
@@ -130,16 +147,59 @@ def _build(root: Path, frame: pd.DataFrame, source: Path | None) -> Manifest:
     frame = frame.reset_index(drop=True)
     paths = [_checked_path(root, raw, where, line) for raw, line in zip(frame["path"], lines)]
     _reject_duplicates(paths, where, lines)
-    for raw, line in zip(frame["label"], lines):
-        if raw == "":
-            raise UserError(f"{where}: row {line}: empty label; give every image a label")
-    class_names = _sorted_classes(frame["label"].unique())
+    has_label_column = "label" in frame.columns
+    sets = _candidate_sets(frame, where, lines) if CANDIDATES_COLUMN in frame.columns else None
+    label_texts = list(frame["label"]) if has_label_column else [""] * len(frame)
+    if sets is None:
+        for raw, line in zip(label_texts, lines):
+            if raw == "":
+                raise UserError(f"{where}: row {line}: empty label; give every image a label")
+    named = [t for t in label_texts if t] if has_label_column else [n for names in sets for n in names]
+    class_names = _sorted_classes(pd.unique(pd.Series(named, dtype=object)))
     if len(class_names) < 2:
         raise UserError(f"{where}: every label is {class_names[0]!r}; label noise needs at least two classes")
     index_of = {name: i for i, name in enumerate(class_names)}
-    labels = frame["label"].map(index_of).to_numpy(dtype=np.int64)
-    extra = frame.drop(columns=list(REQUIRED_COLUMNS)).reset_index(drop=True)
-    return Manifest(root=root, paths=paths, labels=labels, class_names=class_names, extra=extra, source=source)
+    candidates = None if sets is None else _candidate_matrix(sets, label_texts, index_of, where, lines)
+    given = [text or names[0] for text, names in zip(label_texts, sets)] if sets is not None else label_texts
+    labels = np.array([index_of[name] for name in given], dtype=np.int64)
+    extra = frame.drop(columns=[c for c in REQUIRED_COLUMNS if c in frame.columns]).reset_index(drop=True)
+    return Manifest(
+        root=root, paths=paths, labels=labels, class_names=class_names, extra=extra, source=source,
+        candidates=candidates, has_label_column=has_label_column,
+    )
+
+
+def _candidate_sets(frame: pd.DataFrame, where: Path, lines: list[int]) -> list[list[str]]:
+    """Returns each row's candidate names in the order given; an empty cell gives the row's label alone."""
+    sets = []
+    has_label = "label" in frame.columns
+    for row, (raw, line) in enumerate(zip(frame[CANDIDATES_COLUMN], lines)):
+        label = frame["label"].iat[row] if has_label else ""
+        if raw == "":
+            if label == "":
+                raise UserError(f"{where}: row {line}: no label and no candidates; give at least one")
+            sets.append([label])
+            continue
+        names = [name.strip() for name in raw.split(CANDIDATE_SEPARATOR)]
+        if "" in names:
+            raise UserError(f"{where}: row {line}: empty name in candidates {raw!r}; join class names with '|', e.g. cat|dog")
+        sets.append(list(dict.fromkeys(names)))
+    return sets
+
+
+def _candidate_matrix(sets: list[list[str]], given: list[str], index_of: dict[str, int], where: Path, lines: list[int]) -> np.ndarray:
+    """Returns the bool N×K candidate matrix; raises UserError for an unknown class or a label outside its set."""
+    matrix = np.zeros((len(sets), len(index_of)), dtype=bool)
+    for row, (names, label, line) in enumerate(zip(sets, given, lines)):
+        unknown = [name for name in names if name not in index_of]
+        if unknown:
+            raise UserError(
+                f"{where}: row {line}: unknown class {unknown[0]!r} in candidates; no row has it as its label"
+            )
+        if label != "" and label not in names:
+            raise UserError(f"{where}: row {line}: label {label!r} is not among its candidates {'|'.join(names)}")
+        matrix[row, [index_of[name] for name in names]] = True
+    return matrix
 
 
 def _line_numbers(frame: pd.DataFrame, source: Path | None) -> list[int]:

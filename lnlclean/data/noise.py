@@ -13,6 +13,12 @@ Noise specs:
   - cifar10: truck→automobile, bird→airplane, deer→horse, cat↔dog
   - cifar100: each class → the next class within its superclass (cyclic)
 
+Partial labels (``--partial-rate q``, the ALIM paper's protocol): every wrong label joins a
+sample's candidate set independently with probability q; then, with probability η (the rate of
+a ``symNN`` spec, 0 for ``clean``), the true label is swapped for a uniformly drawn label from
+outside the set — unless the set already holds every label. A sample is noisy when its true
+label is not among its candidates.
+
 Every generator is deterministic given its seed.
 """
 
@@ -130,3 +136,25 @@ def class_transition_map(name_map: dict[str, str], class_names: list[str]) -> di
     if missing:
         raise UserError(f"asymmetric noise map names classes the dataset lacks: {', '.join(missing)}")
     return {index_of[src]: index_of[dst] for src, dst in name_map.items()}
+
+
+def partial_candidates(
+    true_labels: np.ndarray, partial_rate: float, noise_rate: float, n_classes: int, seed: int
+) -> np.ndarray:
+    """Returns candidate sets (bool N×K) drawn by the partial-label protocol of the module docs.
+
+    Each wrong label joins with probability `partial_rate`; with probability `noise_rate` the
+    true label is then replaced by a random non-candidate. Deterministic in `seed`.
+    """
+    rng = np.random.default_rng(seed)
+    true_labels = np.asarray(true_labels, dtype=np.int64)
+    rows = np.arange(len(true_labels))
+    candidates = rng.random((len(true_labels), n_classes)) < partial_rate
+    candidates[rows, true_labels] = True
+    swap = rng.random(len(true_labels)) < noise_rate
+    for row in np.flatnonzero(swap):
+        outside = np.flatnonzero(~candidates[row])
+        if len(outside):
+            candidates[row, true_labels[row]] = False
+            candidates[row, rng.choice(outside)] = True
+    return candidates

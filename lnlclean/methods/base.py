@@ -66,6 +66,7 @@ class Setup:
         given_labels: the given label of every sample (int64, N, on `device`).
         candidates: candidate-label sets as an N×K {0,1} tensor, or None.
         epochs: the total number of training epochs.
+        noise_rate: the share of wrong labels the user expects (``--noise-rate``), or None.
         device: the training device.
         build_network: returns a fresh backbone on `device` with `n_classes` outputs.
     """
@@ -77,6 +78,7 @@ class Setup:
     epochs: int
     device: torch.device
     build_network: Callable[[], nn.Module]
+    noise_rate: float | None = None
 
 
 class SampleState:
@@ -114,6 +116,8 @@ class Method:
         description: one line for ``lnlclean methods``.
         columns: the method's own audit columns, name → meaning.
         num_networks: how many backbones the method trains (1 or 2).
+        reads_candidates: whether the method learns from candidate-label sets (a ``candidates``
+            column); other methods train on the ``label`` column only.
         Hparams: a dataclass of hyperparameters with the paper's defaults; every field is
             settable from the command line as ``--<name>-<field>``.
     """
@@ -122,6 +126,7 @@ class Method:
     description: ClassVar[str]
     columns: ClassVar[dict[str, str]] = {}
     num_networks: ClassVar[int] = 1
+    reads_candidates: ClassVar[bool] = False
     Hparams: ClassVar[type]
 
     def __init__(self, hparams, setup: Setup):
@@ -130,6 +135,14 @@ class Method:
         self.state = SampleState()
         self.networks = nn.ModuleList(setup.build_network() for _ in range(self.num_networks))
         self.history: list[dict] = []
+
+    @classmethod
+    def check_settings(cls, hparams, config) -> None:
+        """Raises UserError naming the option when `hparams` cannot work with the run settings `config`.
+
+        Called when the run settings are validated, before anything is read or written.
+        Returns None; the default accepts every setting.
+        """
 
     def training_step(self, batch: Batch, epoch: int) -> torch.Tensor:
         """Returns the scalar loss of `batch` at `epoch` (0-based)."""

@@ -28,9 +28,18 @@ def detection_metrics(is_noisy: np.ndarray, clean_prob: np.ndarray, threshold: f
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "auroc": auroc}
 
 
-def relabel_accuracy(true_labels: np.ndarray, given_labels: np.ndarray, suggested: np.ndarray, flagged: np.ndarray) -> float | None:
-    """Returns the share of flagged, truly noisy samples whose suggested label is the true one (None if there are none)."""
-    target = np.asarray(flagged, dtype=bool) & (np.asarray(given_labels) != np.asarray(true_labels))
+def relabel_accuracy(
+    true_labels: np.ndarray, given_labels: np.ndarray, suggested: np.ndarray, flagged: np.ndarray,
+    is_noisy: np.ndarray | None = None,
+) -> float | None:
+    """Returns the share of flagged, truly noisy samples whose suggested label is the true one (None if there are none).
+
+    A sample is noisy when its given label differs from the true one, or where `is_noisy` says
+    so when given (candidate sets: the true label is outside the set).
+    """
+    if is_noisy is None:
+        is_noisy = np.asarray(given_labels) != np.asarray(true_labels)
+    target = np.asarray(flagged, dtype=bool) & np.asarray(is_noisy, dtype=bool)
     if not target.any():
         return None
     return float(np.mean(np.asarray(suggested)[target] == np.asarray(true_labels)[target]))
