@@ -44,6 +44,7 @@ class TrainData:
         candidates: optional N×K {0,1} candidate sets (partial labels).
         test_images, test_labels: optional held-out split for test accuracy.
         flip: whether horizontal flips are label-preserving for this data.
+        true_labels: the true labels in benchmarks (for the methods' logs only), else None.
         fingerprint: identifies the data, so a checkpoint is only resumed on the same data.
     """
 
@@ -55,6 +56,7 @@ class TrainData:
     test_labels: np.ndarray | None = None
     flip: bool = True
     fingerprint: str = ""
+    true_labels: np.ndarray | None = None
 
 
 @dataclass
@@ -155,6 +157,7 @@ def build_method(config: RunConfig, data: TrainData, device: torch.device) -> Me
         device=device,
         build_network=build_network,
         noise_rate=config.noise_rate,
+        true_labels=None if data.true_labels is None else torch.as_tensor(np.asarray(data.true_labels), dtype=torch.int64, device=device),
     )
     return method_cls(hparams, setup)
 

@@ -152,6 +152,46 @@ def resnet34(n_classes: int, in_channels: int) -> nn.Module:
     return CifarResNet(BasicBlock, (3, 4, 6, 3), n_classes, in_channels)
 
 
+class TwoHeadNetwork(nn.Module):
+    """A backbone with a second, auxiliary linear head on the features its own head reads.
+
+    Calling it returns the main head's logits, so it stands wherever the backbone does;
+    :meth:`both` returns (main, auxiliary) logits from one forward pass. The features are
+    taken from the input of the backbone's last ``nn.Linear``, which every registered backbone
+    and torchvision classifier ends in.
+    """
+
+    def __init__(self, backbone: nn.Module, n_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        head = last_linear(backbone)
+        self.aux_head = nn.Linear(head.in_features, n_classes).to(head.weight.device)
+        self._features: torch.Tensor | None = None
+        head.register_forward_pre_hook(self._keep_features)
+
+    def _keep_features(self, module: nn.Module, inputs: tuple) -> None:
+        self._features = inputs[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the main and auxiliary logits of `x` (each B×K) from one forward pass."""
+        main = self.backbone(x)
+        return main, self.aux_head(self._features)
+
+
+def last_linear(net: nn.Module) -> nn.Linear:
+    """Returns the last ``nn.Linear`` registered in `net` (its classification head).
+
+    Raises ValueError when `net` has none.
+    """
+    linears = [module for module in net.modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(net).__name__} has no linear head")
+    return linears[-1]
+
+
 def backbone_names() -> list[str]:
     """Returns the registered backbone names (torchvision models are `tv:<name>` on top)."""
     return sorted(BACKBONES)

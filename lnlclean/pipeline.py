@@ -223,7 +223,7 @@ def run_benchmark_one(
     data = TrainData(
         images=bench.train_images, labels=given, n_classes=len(bench.class_names), candidates=candidates,
         test_images=bench.test_images, test_labels=bench.test_labels, flip=bench.flip and config.flip,
-        fingerprint=f"{dataset}:{noise}:{partial_rate}:{train_size}",
+        fingerprint=f"{dataset}:{noise}:{partial_rate}:{train_size}", true_labels=true_labels,
     )
     result = fit(data, config, reporter)
     columns = result.method.audit(result.probs)

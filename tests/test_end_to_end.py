@@ -102,7 +102,7 @@ def test_image_folder_layout_without_csv(tmp_path):
     assert set(frame["given_label"]) == {"even", "odd"} and frame["path"].str.contains("/").all()
 
 
-@pytest.mark.parametrize("method, params", [("ce", {}), ("pmnar", {"warmup": 1}), ("alr", {"warmup": 1}), ("alim", {"warmup": 1})])
+@pytest.mark.parametrize("method, params", [("ce", {}), ("pmnar", {"warmup": 1}), ("alr", {"warmup": 1}), ("alim", {"warmup": 1}), ("promix", {"warmup": 1})])
 def test_resume_after_interruption_gives_the_same_audit(noisy_folder, tmp_path, monkeypatch, method, params):
     config = dict(method=method, method_params=params, epochs=5, device="cpu", flip=False, seed=3)
     reference = run_audit(noisy_folder["images"], noisy_folder["csv"], RunConfig(**config), tmp_path / "a", tmp_path / "cache")
@@ -283,3 +283,19 @@ def test_alim_audits_a_candidates_only_csv_and_other_methods_refuse_it(noisy_fol
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "--method ce needs labels" in err[0] and "no label column" in err[1]
     assert not (tmp_path / "b").exists() and not (tmp_path / "fixed.csv").exists()
+
+
+def test_promix_audit_writes_its_columns_and_selection_per_epoch(noisy_folder, tmp_path):
+    out = tmp_path / "audit"
+    code = cli("audit", noisy_folder["images"], noisy_folder["csv"], "--method", "promix", "--promix-warmup", "2",
+               "--out", out, "--cache-dir", tmp_path / "cache", "--epochs", "6", "--device", "cpu", "--no-flip")
+    assert code == 0
+    frame, _ = read_audit(out / "audit.parquet")
+    flags = ["promix_selected", "promix_css", "promix_mhcs", "promix_lga", "promix_agree"]
+    assert frame[flags].dtypes.eq(bool).all()
+    assert (frame["promix_selected"] >= frame["promix_css"]).all() and frame["promix_css"].any()
+    assert frame["clean_prob"].between(0, 1).all() and frame["promix_selection_frequency"].between(0, 1).all()
+    summary = json.loads((out / "summary.json").read_text())["method_summary"]
+    fractions = summary["selected_fraction_per_epoch"]
+    assert summary["warmup"] == 2 and fractions[:2] == [None, None] and all(0 < f <= 1 for f in fractions[2:])
+    assert summary["selected_precision_per_epoch"] == [None] * 6  # no truth outside benchmarks

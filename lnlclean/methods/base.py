@@ -67,6 +67,8 @@ class Setup:
         candidates: candidate-label sets as an N×K {0,1} tensor, or None.
         epochs: the total number of training epochs.
         noise_rate: the share of wrong labels the user expects (``--noise-rate``), or None.
+        true_labels: the true labels (int64, N) in benchmarks, else None. Methods may log
+            figures computed from them (for example the precision of a selection), never train on them.
         device: the training device.
         build_network: returns a fresh backbone on `device` with `n_classes` outputs.
     """
@@ -79,6 +81,7 @@ class Setup:
     device: torch.device
     build_network: Callable[[], nn.Module]
     noise_rate: float | None = None
+    true_labels: torch.Tensor | None = None
 
 
 class SampleState:
