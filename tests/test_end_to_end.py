@@ -209,44 +209,39 @@ def test_unreadable_image_fails_by_default_and_is_skipped_on_request(noisy_folde
     assert corrected.loc[corrected["path"] == "d0001.png", "action"].item() == "review"
 
 
-def test_pmnar_audit_writes_its_columns_and_f_min_per_epoch(noisy_folder, tmp_path):
+def method_audit(noisy_folder, tmp_path, epochs: int, *options: str):
+    """Audits the noisy folder on CPU with `options` for `epochs` epochs. Returns (audit frame, metadata, method_summary)."""
     out = tmp_path / "audit"
-    code = cli("audit", noisy_folder["images"], noisy_folder["csv"], "--method", "pmnar", "--pmnar-warmup", "3",
-               "--out", out, "--cache-dir", tmp_path / "cache", "--epochs", "10", "--device", "cpu", "--no-flip")
+    code = cli("audit", noisy_folder["images"], noisy_folder["csv"], *options,
+               "--out", out, "--cache-dir", tmp_path / "cache", "--epochs", str(epochs), "--device", "cpu", "--no-flip")
     assert code == 0
     frame, meta = read_audit(out / "audit.parquet")
+    return frame, meta, json.loads((out / "summary.json").read_text())["method_summary"]
+
+
+def test_pmnar_audit_writes_its_columns_and_f_min_per_epoch(noisy_folder, tmp_path):
+    frame, meta, summary = method_audit(noisy_folder, tmp_path, 10, "--method", "pmnar", "--pmnar-warmup", "3")
     assert meta["settings"]["method_params"] == {"warmup": 3}
     assert {"pmnar_weight", "pmnar_weight_peer", "pmnar_complement_size"} <= set(frame.columns)
     assert frame["pmnar_weight"].min() == 0.0 and frame["pmnar_weight_peer"].min() == 0.0
     assert frame["pmnar_complement_size"].between(0, 9).all() and frame["pmnar_complement_size"].max() == 9
-    summary = json.loads((out / "summary.json").read_text())["method_summary"]
     assert summary["warmup"] == 3 and summary["beta"] == 1.0
     assert len(summary["f_min_per_epoch"]["f"]) == len(summary["f_min_per_epoch"]["f_peer"]) == 10
 
 
 def test_alr_audit_takes_lambda_by_its_option_name_and_writes_its_columns(noisy_folder, tmp_path):
-    out = tmp_path / "audit"
-    code = cli("audit", noisy_folder["images"], noisy_folder["csv"], "--method", "alr", "--alr-lambda", "0.1", "--alr-warmup", "3",
-               "--out", out, "--cache-dir", tmp_path / "cache", "--epochs", "6", "--device", "cpu", "--no-flip")
-    assert code == 0
-    frame, meta = read_audit(out / "audit.parquet")
+    frame, meta, summary = method_audit(noisy_folder, tmp_path, 6, "--method", "alr", "--alr-lambda", "0.1", "--alr-warmup", "3")
     assert meta["settings"]["method_params"] == {"lambda_": 0.1, "warmup": 3}
     assert frame["alr_target_max"].between(1 / 10, 1).all() and (frame["alr_target_entropy"] > 0).all()
     assert frame["clean_prob"].lt(1).all() and frame["clean_prob"].gt(0.9**3 - 1e-6).all()
-    summary = json.loads((out / "summary.json").read_text())["method_summary"]
     assert summary["lambda"] == 0.1 and summary["warmup"] == 3
     entropies = summary["mean_target_entropy_per_epoch"]
     assert entropies[:3] == [0.0, 0.0, 0.0] and entropies[3] > 0
 
 
 def test_alim_audit_writes_its_columns_and_lambda_per_epoch(noisy_folder, tmp_path):
-    out = tmp_path / "audit"
-    code = cli("audit", noisy_folder["images"], noisy_folder["csv"], "--method", "alim", "--alim-warmup", "2",
-               "--noise-rate", "0.125", "--out", out, "--cache-dir", tmp_path / "cache", "--epochs", "6", "--device", "cpu", "--no-flip")
-    assert code == 0
-    frame, meta = read_audit(out / "audit.parquet")
+    frame, meta, summary = method_audit(noisy_folder, tmp_path, 6, "--method", "alim", "--alim-warmup", "2", "--noise-rate", "0.125")
     assert meta["settings"]["noise_rate"] == 0.125
-    summary = json.loads((out / "summary.json").read_text())["method_summary"]
     assert summary["eta"] == 0.125 and summary["eta_source"] == "--noise-rate"
     lambdas = summary["lambda_per_epoch"]
     assert len(lambdas) == 6 and lambdas[0] == 0.0 and 0 < lambdas[-1] <= 1
@@ -286,16 +281,11 @@ def test_alim_audits_a_candidates_only_csv_and_other_methods_refuse_it(noisy_fol
 
 
 def test_promix_audit_writes_its_columns_and_selection_per_epoch(noisy_folder, tmp_path):
-    out = tmp_path / "audit"
-    code = cli("audit", noisy_folder["images"], noisy_folder["csv"], "--method", "promix", "--promix-warmup", "2",
-               "--out", out, "--cache-dir", tmp_path / "cache", "--epochs", "6", "--device", "cpu", "--no-flip")
-    assert code == 0
-    frame, _ = read_audit(out / "audit.parquet")
+    frame, _, summary = method_audit(noisy_folder, tmp_path, 6, "--method", "promix", "--promix-warmup", "2")
     flags = ["promix_selected", "promix_css", "promix_mhcs", "promix_lga", "promix_agree"]
     assert frame[flags].dtypes.eq(bool).all()
     assert (frame["promix_selected"] >= frame["promix_css"]).all() and frame["promix_css"].any()
     assert frame["clean_prob"].between(0, 1).all() and frame["promix_selection_frequency"].between(0, 1).all()
-    summary = json.loads((out / "summary.json").read_text())["method_summary"]
     fractions = summary["selected_fraction_per_epoch"]
     assert summary["warmup"] == 2 and fractions[:2] == [None, None] and all(0 < f <= 1 for f in fractions[2:])
     assert summary["selected_precision_per_epoch"] == [None] * 6  # no truth outside benchmarks
