@@ -25,7 +25,7 @@ from .errors import UserError
 from .fileio import check_output_file, prepare_output_dir, write_json
 from .methods import METHODS, get_method
 from .models import backbone_names
-from .pipeline import input_table, run_audit, run_benchmark_one, run_relabel
+from .pipeline import check_relabel_input, input_table, run_audit, run_benchmark_one, run_relabel
 from .progress import Reporter
 from .report.audit import load_audit
 
@@ -225,17 +225,19 @@ def relabel(
     Method options: --<method>-<option> VALUE (see lnlclean methods).
     """
     out = check_output_file(out)
-    manifest = read_manifest(images, labels_csv)
-    if not manifest.has_label_column:
-        raise UserError(f"{labels_csv}: has candidates but no label column, so there is no label to correct; run lnlclean audit --method alim and read suggested_label")
     if from_audit is not None:
         if (ctx.obj or {}).get("method_options"):
             raise UserError(f"{ctx.obj['method_options'][0][0]}: method options have no effect with --from-audit")
         audit_frame = load_audit(from_audit, option="--from-audit")
+        manifest = read_manifest(images, labels_csv)
+        check_relabel_input(manifest)
         rows = input_table(manifest)
     else:
         config = run_config(opts, ctx)
-        result = run_audit(images, labels_csv, config, audit_dir, opts.cache_dir, opts.on_bad_image.value, opts.resume, Reporter(opts.quiet))
+        result = run_audit(
+            images, labels_csv, config, audit_dir, opts.cache_dir, opts.on_bad_image.value, opts.resume,
+            Reporter(opts.quiet), require_labels=True,
+        )
         audit_frame, rows = result.audit, result.input_rows
         stdout.print(f"wrote {result.audit_path} and {result.summary_path}")
     corrected = run_relabel(rows, audit_frame, out, policy.value)

@@ -23,7 +23,7 @@ from .data.noise import NoiseSpec, inject_noise, partial_candidates
 from .engine import FitResult, TrainData, fit
 from .errors import UserError
 from .fileio import check_output_dir, prepare_output_dir, write_json
-from .methods import METHODS, get_method
+from .methods import candidate_readers, get_method
 from .models import default_image_size
 from .progress import Reporter
 from .report import metrics
@@ -48,15 +48,19 @@ class AuditResult:
 
 def load_dataset(
     images: Path, labels_csv: Path | None, config: RunConfig, cache_dir: Path | None,
-    on_bad_image: str, reporter: Reporter,
+    on_bad_image: str, reporter: Reporter, require_labels: bool = False,
 ) -> tuple[Manifest, TrainData, dict[str, str], pd.DataFrame]:
     """Returns the manifest (bad images removed), the training data, skipped path → reason, and the input rows.
 
-    Raises UserError for invalid input, and for unreadable images when `on_bad_image` is ``fail``.
+    Raises UserError for invalid input, for unreadable images when `on_bad_image` is ``fail``,
+    and for a candidates-only CSV when `require_labels`.
     """
     if on_bad_image not in ("skip", "fail"):
         raise UserError(f"--on-bad-image {on_bad_image!r}: choose skip or fail")
     manifest = read_manifest(images, labels_csv)
+    if require_labels:
+        check_relabel_input(manifest)
+    uses_candidates = training_candidates(manifest, config, reporter) is not None
     input_rows = input_table(manifest)
     cache_dir = cache_dir or image_cache.default_cache_dir()
     with reporter.task(f"decoding {len(manifest)} images", total=len(manifest)) as advance:
@@ -80,10 +84,19 @@ def load_dataset(
         raise UserError(f"{manifest.source or manifest.root}: fewer than two classes left after skipping unreadable images")
     data = TrainData(
         images=images_array, labels=manifest.labels, n_classes=manifest.n_classes,
-        candidates=training_candidates(manifest, config, reporter),
+        candidates=manifest.candidates if uses_candidates else None,
         flip=config.flip, fingerprint=f"{cache.path.stem}:{_labels_digest(manifest)}",
     )
     return manifest, data, skipped, input_rows
+
+
+def check_relabel_input(manifest: Manifest) -> None:
+    """Raises UserError when `manifest` has no label column to correct (candidate sets only). Returns None."""
+    if not manifest.has_label_column:
+        raise UserError(
+            f"{manifest.source}: has candidates but no label column, so there is no label to correct; "
+            "run lnlclean audit --method alim and read suggested_label"
+        )
 
 
 def training_candidates(manifest: Manifest, config: RunConfig, reporter: Reporter) -> np.ndarray | None:
@@ -95,10 +108,9 @@ def training_candidates(manifest: Manifest, config: RunConfig, reporter: Reporte
         return None
     if get_method(config.method).reads_candidates:
         return manifest.candidates
-    readers = ", ".join(name for name, cls in sorted(METHODS.items()) if cls.reads_candidates)
     if not manifest.has_label_column:
-        raise UserError(f"{manifest.source}: has candidates but no label column; --method {config.method} needs labels (candidate sets: --method {readers})")
-    reporter.log(f"--method {config.method} trains on the label column and ignores the candidates column (candidate sets: --method {readers})")
+        raise UserError(f"{manifest.source}: has candidates but no label column; --method {config.method} needs labels (candidate sets: --method {candidate_readers()})")
+    reporter.log(f"--method {config.method} trains on the label column and ignores the candidates column (candidate sets: --method {candidate_readers()})")
     return None
 
 
@@ -121,18 +133,19 @@ def _labels_digest(manifest: Manifest) -> str:
 def run_audit(
     images: Path, labels_csv: Path | None, config: RunConfig, out_dir: Path,
     cache_dir: Path | None = None, on_bad_image: str = "fail", resume: bool = False,
-    reporter: Reporter | None = None,
+    reporter: Reporter | None = None, require_labels: bool = False,
 ) -> AuditResult:
     """Trains `config.method` on the folder and writes ``audit.parquet`` and ``summary.json`` to `out_dir`.
 
-    Returns the audit table, the summary and the paths written. Raises UserError for bad input.
+    Returns the audit table, the summary and the paths written. Raises UserError for bad input,
+    including a candidates-only CSV when `require_labels` (a relabel needs labels to correct).
     """
     reporter = reporter or Reporter(quiet=True)
     started = time.perf_counter()
     config.validate()
     get_method(config.method)
     check_output_dir(out_dir)
-    manifest, data, skipped, input_rows = load_dataset(images, labels_csv, config, cache_dir, on_bad_image, reporter)
+    manifest, data, skipped, input_rows = load_dataset(images, labels_csv, config, cache_dir, on_bad_image, reporter, require_labels)
     cache_seconds = time.perf_counter() - started
     out_dir = prepare_output_dir(out_dir)
     result = fit(data, config, reporter, checkpoint_path=out_dir / CHECKPOINT_FILE, resume=resume)
@@ -260,5 +273,4 @@ def check_partial_benchmark(noise: NoiseSpec, method_cls, partial_rate: float) -
     if noise.kind == "asym":
         raise UserError(f"--noise {noise}: partial labels take clean or symNN noise (η = NN %), not asymNN")
     if not method_cls.reads_candidates:
-        readers = ", ".join(name for name, cls in sorted(METHODS.items()) if cls.reads_candidates)
-        raise UserError(f"--partial-rate: --method {method_cls.name} does not read candidate sets; use --method {readers}")
+        raise UserError(f"--partial-rate: --method {method_cls.name} does not read candidate sets; use --method {candidate_readers()}")

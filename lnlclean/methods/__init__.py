@@ -10,7 +10,7 @@ import pkgutil
 from ..errors import UserError
 from .base import METHODS, Method, register_method
 
-__all__ = ["METHODS", "Method", "register_method", "get_method"]
+__all__ = ["METHODS", "Method", "register_method", "get_method", "candidate_readers"]
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
@@ -25,3 +25,8 @@ def get_method(name: str) -> type[Method]:
     if name not in METHODS:
         raise UserError(f"--method {name!r}: unknown; choose one of {', '.join(sorted(METHODS))}")
     return METHODS[name]
+
+
+def candidate_readers() -> str:
+    """Returns the names of the methods that learn from candidate-label sets, comma-separated."""
+    return ", ".join(name for name, cls in sorted(METHODS.items()) if cls.reads_candidates)

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .base import Method, register_method
+from .base import Method, check_warmup, register_method
 
 MOMENTUM_START, MOMENTUM_END = 0.95, 0.8
 
@@ -148,13 +148,10 @@ class ALIM(Method):
 
     @classmethod
     def check_settings(cls, hparams, config):
-        if hparams.normalize not in ("onehot", "scale"):
-            raise UserError(f"--alim-normalize {hparams.normalize!r}: choose onehot or scale")
         if hparams.k <= 0:
             raise UserError(f"--alim-k {hparams.k}: must be positive")
         warmup = warmup_epochs(hparams, config.epochs)
-        if warmup >= config.epochs:
-            raise UserError(f"--alim-warmup {warmup}: must be below --epochs {config.epochs}, or λ never moves")
+        check_warmup("alim", hparams.warmup, warmup, config.epochs, then="adaptive λ", otherwise="λ never moves")
         if warmup == 0 and hparams.lambda_ is None and config.noise_rate is None:
             raise UserError("--alim-warmup 0: give --noise-rate too; without a warm-up the noise rate cannot be estimated")
 

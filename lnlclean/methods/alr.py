@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
-from .base import Method, register_method
+from .base import Method, check_warmup, register_method
 
 
 @dataclass
@@ -55,10 +54,7 @@ def warmup_epochs(hparams: ALRHparams, epochs: int) -> int:
     Raises UserError when the warm-up would leave no epoch of refinement.
     """
     warmup = hparams.warmup if hparams.warmup is not None else max(1, round(0.15 * epochs))
-    if warmup >= epochs and hparams.warmup is None:
-        raise UserError(f"--epochs {epochs}: --method alr needs at least 2 (warm-up, then refinement)")
-    if warmup >= epochs:
-        raise UserError(f"--alr-warmup {warmup}: must be below --epochs {epochs}, or no label is refined")
+    check_warmup("alr", hparams.warmup, warmup, epochs, then="refinement", otherwise="no label is refined")
     return warmup
 
 

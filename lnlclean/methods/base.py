@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..data.augment import Augmenter
+from ..errors import UserError
 
 
 @dataclass
@@ -184,6 +185,19 @@ class Method:
         self.networks.load_state_dict(state["networks"])
         self.state.load_state_dict(state["samples"])
         self.history = list(state["history"])
+
+
+def check_warmup(method: str, given: int | None, warmup: int, epochs: int, then: str, otherwise: str) -> None:
+    """Raises UserError when a warm-up of `warmup` epochs leaves none of the `epochs` for the method's main phase.
+
+    `given` is the ``--<method>-warmup`` value (None when auto); `then` names the main phase
+    (for an auto warm-up), `otherwise` what goes wrong without it (for a given one). Returns None.
+    """
+    if warmup < epochs:
+        return
+    if given is None:
+        raise UserError(f"--epochs {epochs}: --method {method} needs at least 2 (warm-up, then {then})")
+    raise UserError(f"--{method}-warmup {warmup}: must be below --epochs {epochs}, or {otherwise}")
 
 
 METHODS: dict[str, type[Method]] = {}

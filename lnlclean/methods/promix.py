@@ -51,8 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import TwoHeadNetwork
-from ..errors import UserError
-from .base import Method, register_method
+from .base import Method, check_warmup, register_method
 
 PRIOR_MOMENTUM = 0.99
 SHARPEN_T = 0.5
@@ -217,6 +216,9 @@ class ProMix(Method):
             agree = predicted[0] == predicted[1]
             lga = agree & (confidence[0] >= self.tau) & (confidence[1] >= self.tau) & (epoch >= self.lga_from)
             targets = torch.where(lga, predicted[0], given)
+            self.flags["lga_last"][index], self.flags["agree_last"][index] = lga, agree
+            self.lga_label[index] = predicted[0]
+            right = None if self.setup.true_labels is None else self.setup.true_labels[index] == targets
         loss = mains[0].new_zeros(())
         gamma = self.gamma(epoch)
         for k in range(2):
@@ -226,7 +228,7 @@ class ProMix(Method):
                 labelled = css | mhcs | lga
                 self.log_prior[k] = (PRIOR_MOMENTUM * self.log_prior[k].exp() + (1 - PRIOR_MOMENTUM) * probs[k].mean(dim=0)).log()
                 pseudo = debiased_pseudo_labels(mains[k], self.log_prior[k], self.hparams.alpha)
-                self.record(k, index, css, mhcs, lga, agree, predicted[0], labelled, given, epoch)
+                self.record_selection(k, index, css, mhcs, labelled, right, epoch)
             log_prior = self.log_prior[k]
             classify = debiased_margin_loss(mains[k][labelled], targets[labelled], log_prior, self.hparams.alpha)
             aux = (F.cross_entropy(auxes[k][labelled], targets[labelled]) if labelled.any() else auxes[k].sum() * 0) \
@@ -251,19 +253,18 @@ class ProMix(Method):
         mixed_targets = weight * one_hot + (1 - weight) * one_hot[order]
         return debiased_margin_loss(self.networks[k](mixed).float(), mixed_targets, log_prior, self.hparams.alpha)
 
-    def record(self, k, index, css, mhcs, lga, agree, agreed_label, labelled, given, epoch):
-        """Keeps the batch's selection flags for the audit and the epoch's selection statistics."""
-        flags = {"css_last": css, "mhcs_last": mhcs, "lga_last": lga, "agree_last": agree}
-        for name, value in flags.items():
+    def record_selection(self, k, index, css, mhcs, labelled, right, epoch):
+        """Keeps network `k`'s selection flags for the audit and adds to the epoch's selection statistics.
+
+        `right` marks the batch rows whose target is the true label (None outside benchmarks).
+        """
+        for name, value in (("css_last", css), ("mhcs_last", mhcs)):
             previous = self.flags[name][index] if k == 1 else torch.zeros_like(value)
             self.flags[name][index] = previous | value
-        self.lga_label[index] = agreed_label
         if epoch >= self.window_start:
             self.hits[index] += 0.5 * (css | mhcs).float()
-        right = labelled
-        if self.setup.true_labels is not None:
-            right = labelled & (self.setup.true_labels[index] == torch.where(lga, agreed_label, given))
-        self.epoch_counts += torch.stack([labelled.sum(), right.sum(), torch.tensor(len(index), device=labelled.device)]).float()
+        correct = labelled if right is None else labelled & right
+        self.epoch_counts += torch.stack([labelled.sum(), correct.sum(), torch.tensor(len(index), device=labelled.device)]).float()
 
     def end_epoch(self, epoch, evaluate):
         logged = {}
@@ -299,11 +300,9 @@ class ProMix(Method):
 
     @classmethod
     def check_settings(cls, hparams, config):
+        # The auto warm-up depends on the class count, unknown here; it is below the epochs for any count once there are 2.
         _, warmup = resolve(hparams, 2, config.epochs)
-        if hparams.warmup is not None and warmup >= config.epochs:
-            raise UserError(f"--promix-warmup {warmup}: must be below --epochs {config.epochs}, or nothing is selected")
-        if warmup >= config.epochs:
-            raise UserError(f"--epochs {config.epochs}: --method promix needs at least 2 (warm-up, then selection)")
+        check_warmup("promix", hparams.warmup, warmup, config.epochs, then="selection", otherwise="nothing is selected")
 
     def state_dict(self):
         return {**super().state_dict(), "log_prior": self.log_prior.cpu()}
