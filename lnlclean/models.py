@@ -156,16 +156,17 @@ class TwoHeadNetwork(nn.Module):
     """A backbone with a second, auxiliary linear head on the features its own head reads.
 
     Calling it returns the main head's logits, so it stands wherever the backbone does;
-    :meth:`both` returns (main, auxiliary) logits from one forward pass. The features are
+    :meth:`both` returns (main, auxiliary) outputs from one forward pass; the auxiliary head
+    has `aux_outputs` outputs (class logits, or a projection for a contrastive loss). The features are
     taken from the input of the backbone's last ``nn.Linear``, which every registered backbone
     and torchvision classifier ends in.
     """
 
-    def __init__(self, backbone: nn.Module, n_classes: int):
+    def __init__(self, backbone: nn.Module, aux_outputs: int):
         super().__init__()
         self.backbone = backbone
         head = last_linear(backbone)
-        self.aux_head = nn.Linear(head.in_features, n_classes).to(head.weight.device)
+        self.aux_head = nn.Linear(head.in_features, aux_outputs).to(head.weight.device)
         self._features: torch.Tensor | None = None
         head.register_forward_pre_hook(self._keep_features)
 
@@ -176,7 +177,7 @@ class TwoHeadNetwork(nn.Module):
         return self.backbone(x)
 
     def both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the main and auxiliary logits of `x` (each B×K) from one forward pass."""
+        """Returns the main logits (B×K) and the auxiliary outputs (B×aux_outputs) of `x` from one forward pass."""
         main = self.backbone(x)
         return main, self.aux_head(self._features)
 

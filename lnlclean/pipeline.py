@@ -263,6 +263,7 @@ def run_benchmark_one(
         "label_accuracy_after": metrics.label_accuracy(after, true_labels),
         "seconds": result.seconds, "seconds_per_epoch": float(np.mean([h["seconds"] for h in result.history])) if result.history else None,
         "device": result.device, "settings": config.to_dict(), "lnlclean_version": __version__,
+        "method_summary": result.method.summary(),
     }
 
 
