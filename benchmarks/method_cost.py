@@ -7,6 +7,7 @@ epoch divided by those of the ce run beside it.
 
     python benchmarks/method_cost.py                                   # digits sym40, every method
     python benchmarks/method_cost.py --dataset cifar10 --data-dir ./cifar10 --train-size 2000
+    python benchmarks/method_cost.py --method flywheel --param contrastive=true   # method settings
 
 Writes benchmarks/results/method-cost-<dataset>-<device>.json and prints a table.
 """
@@ -24,13 +25,30 @@ from lnlclean.fileio import write_json
 from lnlclean.methods import METHODS
 from lnlclean.pipeline import run_benchmark_one
 
+
+def parse_param(text: str) -> tuple[str, object]:
+    """Returns (name, value) for ``NAME=VALUE``; VALUE becomes a bool, int or float where it reads as one."""
+    name, _, value = text.partition("=")
+    if value.lower() in ("true", "false"):
+        return name, value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return name, kind(value)
+        except ValueError:
+            pass
+    return name, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_arguments(parser)
     parser.add_argument("--method", action="append", help="repeatable (default: every method but ce)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a hyperparameter of the measured methods, e.g. contrastive=true (repeatable)")
     args = parser.parse_args()
+    params = dict(parse_param(text) for text in args.param)
     methods = args.method or sorted(name for name in METHODS if name != "ce")
     noise = parse_noise_spec(args.noise)
     device = resolve_device(args.device)
@@ -38,7 +56,7 @@ def main() -> None:
     ratios: dict[str, list[float]] = {name: [] for name in methods}
     for repeat in range(args.repeats):
         for name in ["ce", *methods]:
-            config = RunConfig(method=name, epochs=args.epochs, device=args.device)
+            config = RunConfig(method=name, epochs=args.epochs, device=args.device, method_params=params if name != "ce" else {})
             run = run_benchmark_one(args.dataset, noise, config, data_dir=args.data_dir, train_size=args.train_size)
             seconds[name].append(run["seconds_per_epoch"])
             if name != "ce":
@@ -57,7 +75,7 @@ def main() -> None:
     out = args.out or RESULTS / f"method-cost-{args.dataset}-{device_tag(device)}.json"
     write_json(out, {
         "dataset": args.dataset, "noise": str(noise), "train_size": args.train_size, "epochs": args.epochs,
-        "repeats": args.repeats, "device": device_tag(device), "methods": summary,
+        "repeats": args.repeats, "device": device_tag(device), "params": params, "methods": summary,
     })
     print(f"wrote {out}")
 

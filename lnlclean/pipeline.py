@@ -211,7 +211,8 @@ def run_benchmark_one(
 
     The dict holds dataset, noise, method, seed, epochs, true and estimated noise rate,
     detection precision/recall/F1/AUROC, test accuracy, relabel accuracy on flagged noisy
-    samples, label accuracy before and after the relabel manifest, seconds and device.
+    samples, label accuracy before and after the relabel manifest, seconds, device, and the
+    method's own summary (``method_summary``).
 
     With `partial_rate` the run gets candidate sets instead of single labels (see
     :func:`~lnlclean.data.noise.partial_candidates`; `noise` gives η): a sample is noisy when its

@@ -102,7 +102,7 @@ def test_image_folder_layout_without_csv(tmp_path):
     assert set(frame["given_label"]) == {"even", "odd"} and frame["path"].str.contains("/").all()
 
 
-@pytest.mark.parametrize("method, params", [("ce", {}), ("pmnar", {"warmup": 1}), ("alr", {"warmup": 1}), ("alim", {"warmup": 1}), ("promix", {"warmup": 1})])
+@pytest.mark.parametrize("method, params", [("ce", {}), ("pmnar", {"warmup": 1}), ("alr", {"warmup": 1}), ("alim", {"warmup": 1}), ("promix", {"warmup": 1}), ("flywheel", {"warmup": 1})])
 def test_resume_after_interruption_gives_the_same_audit(noisy_folder, tmp_path, monkeypatch, method, params):
     config = dict(method=method, method_params=params, epochs=5, device="cpu", flip=False, seed=3)
     reference = run_audit(noisy_folder["images"], noisy_folder["csv"], RunConfig(**config), tmp_path / "a", tmp_path / "cache")
@@ -289,3 +289,25 @@ def test_promix_audit_writes_its_columns_and_selection_per_epoch(noisy_folder, t
     fractions = summary["selected_fraction_per_epoch"]
     assert summary["warmup"] == 2 and fractions[:2] == [None, None] and all(0 < f <= 1 for f in fractions[2:])
     assert summary["selected_precision_per_epoch"] == [None] * 6  # no truth outside benchmarks
+
+
+def test_flywheel_audit_writes_its_columns_gamma_and_corruption_matrix(noisy_folder, tmp_path):
+    frame, _, summary = method_audit(noisy_folder, tmp_path, 6, "--method", "flywheel", "--flywheel-warmup", "2")
+    assert frame["flywheel_corruption_prob"].between(0, 1).all() and frame["flywheel_corruption_prob"].gt(0).any()
+    assert frame["flywheel_refurbished_prob"].between(0.1, 1).all()
+    assert (frame["suggested_prob"] == frame["flywheel_refurbished_prob"]).all()
+    gammas = summary["gamma_per_epoch"]
+    assert gammas[0] is None and all(0.01 <= g <= 0.99 for g in gammas[1:]) and summary["gamma"] == gammas[-1]
+    matrix = np.array(summary["corruption_matrix"])
+    assert matrix.shape == (10, 10) and (np.diag(matrix) == 0).all() and np.allclose(matrix.sum(axis=1), 1, atol=1e-4)
+
+
+def test_relabel_with_flywheel_writes_a_corrected_manifest(noisy_folder, tmp_path):
+    fixed = tmp_path / "fixed.csv"
+    code = cli("relabel", noisy_folder["images"], noisy_folder["csv"], "--method", "flywheel", "--out", fixed,
+               "--cache-dir", tmp_path / "cache", "--epochs", "4", "--device", "cpu")
+    assert code == 0
+    corrected = pd.read_csv(fixed, dtype=str)
+    original = pd.read_csv(noisy_folder["csv"], dtype=str)
+    assert len(corrected) == len(original) and (corrected["original_label"] == original["label"]).all()
+    assert set(corrected["action"]) <= {"keep", "relabel", "drop", "review"}

@@ -73,6 +73,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..losses import soft_cross_entropy
 from ..models import TwoHeadNetwork
 from .base import Method, check_warmup, register_method
 
@@ -244,12 +245,11 @@ class Flywheel(Method):
     def aux_loss(self, batch, targets):
         """Returns the auxiliary M-step loss: soft CE of q on the strong view, plus the contrastive term when enabled."""
         if not self.hparams.contrastive:
-            logits = self.aux(batch.strong).float()
-            return -(targets * logits.log_softmax(dim=1)).sum(dim=1).mean()
+            return soft_cross_entropy(self.aux(batch.strong).float(), targets)
         logits, projection = self.aux.both(batch.strong)
         _, second_projection = self.aux.both(batch.augmenter.strong(batch.raw, batch.generator))
-        soft_ce = -(targets * logits.float().log_softmax(dim=1)).sum(dim=1).mean()
-        return soft_ce + supervised_contrastive(projection.float(), second_projection.float(), targets.argmax(dim=1))
+        contrastive = supervised_contrastive(projection.float(), second_projection.float(), targets.argmax(dim=1))
+        return soft_cross_entropy(logits.float(), targets) + contrastive
 
     def record(self, index, clean, corruption_prob, refurbished, refurbished_prob, targets, given):
         """Stores the batch's E-step results per sample and adds its expected (true class, ỹ) counts of corrupted labels.

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..losses import soft_cross_entropy
 from ..models import TwoHeadNetwork
 from .base import Method, check_warmup, register_method
 
@@ -113,13 +114,6 @@ def debiased_margin_loss(logits: torch.Tensor, targets: torch.Tensor, log_prior:
 def debiased_pseudo_labels(logits: torch.Tensor, log_prior: torch.Tensor, alpha: float, temperature: float = SHARPEN_T) -> torch.Tensor:
     """Returns softmax((logits − α·log π) / T): the prior-corrected, sharpened prediction (B×K)."""
     return ((logits - alpha * log_prior) / temperature).softmax(dim=1)
-
-
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Returns the mean CE of `targets` (B×K probabilities) against softmax(logits); 0 for no rows."""
-    if len(logits) == 0:
-        return logits.sum()
-    return -(targets * logits.log_softmax(dim=1)).sum(dim=1).mean()
 
 
 def loss_posterior(losses: torch.Tensor, labels: torch.Tensor, n_classes: int) -> np.ndarray:
