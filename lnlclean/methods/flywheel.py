@@ -260,7 +260,6 @@ class Flywheel(Method):
         self.corruption_prob[index] = corruption_prob
         self.refurbished[index] = refurbished
         self.refurbished_prob[index] = refurbished_prob
-        k = self.setup.n_classes
         corrupted = targets - clean[:, None] * F.one_hot(given, self.setup.n_classes)
         self.counts.index_add_(1, given, corrupted.T)
 
