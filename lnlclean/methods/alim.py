@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .base import Method, check_warmup, register_method
+from .base import Method, auto_warmup, check_warmup, register_method
 
 MOMENTUM_START, MOMENTUM_END = 0.95, 0.8
 
@@ -72,7 +72,7 @@ class ALIMHparams:
 
 def warmup_epochs(hparams: ALIMHparams, epochs: int) -> int:
     """Returns e0, the number of epochs with λ = 0 (`hparams.warmup`, or auto)."""
-    return hparams.warmup if hparams.warmup is not None else max(1, round(0.08 * epochs))
+    return auto_warmup(hparams.warmup, 0.08, epochs)
 
 
 def weighted_log_candidates(candidates: torch.Tensor, lambda_: float) -> torch.Tensor:

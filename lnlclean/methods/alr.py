@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .base import Method, check_warmup, register_method
+from .base import Method, auto_warmup, check_warmup, register_method
 
 
 @dataclass
@@ -53,7 +53,7 @@ def warmup_epochs(hparams: ALRHparams, epochs: int) -> int:
 
     Raises UserError when the warm-up would leave no epoch of refinement.
     """
-    warmup = hparams.warmup if hparams.warmup is not None else max(1, round(0.15 * epochs))
+    warmup = auto_warmup(hparams.warmup, 0.15, epochs)
     check_warmup("alr", hparams.warmup, warmup, epochs, then="refinement", otherwise="no label is refined")
     return warmup
 

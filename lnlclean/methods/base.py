@@ -187,6 +187,11 @@ class Method:
         self.history = list(state["history"])
 
 
+def auto_warmup(given: int | None, share: float, epochs: int) -> int:
+    """Returns the warm-up length: `given` (a ``--<method>-warmup`` value) or, when it is None, `share` of `epochs`, at least 1."""
+    return given if given is not None else max(1, round(share * epochs))
+
+
 def check_warmup(method: str, given: int | None, warmup: int, epochs: int, then: str, otherwise: str) -> None:
     """Raises UserError when a warm-up of `warmup` epochs leaves none of the `epochs` for the method's main phase.
 

@@ -75,7 +75,7 @@ import torch.nn.functional as F
 
 from ..losses import soft_cross_entropy
 from ..models import TwoHeadNetwork
-from .base import Method, check_warmup, register_method
+from .base import Method, auto_warmup, check_warmup, register_method
 
 GAMMA_RANGE = (0.01, 0.99)
 PSEUDO_COUNT = 0.01
@@ -103,7 +103,7 @@ class FlywheelHparams:
 
 def warmup_epochs(hparams: FlywheelHparams, epochs: int) -> int:
     """Returns the warm-up length of an `epochs`-epoch run. Raises UserError when it leaves no EM epoch."""
-    warmup = hparams.warmup if hparams.warmup is not None else max(1, round(0.1 * epochs))
+    warmup = auto_warmup(hparams.warmup, 0.1, epochs)
     check_warmup("flywheel", hparams.warmup, warmup, epochs, then="the EM cycles", otherwise="no label is checked")
     return warmup
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .base import Method, register_method
+from .base import Method, auto_warmup, register_method
 
 
 @dataclass
@@ -103,7 +103,7 @@ class PMNAR(Method):
     @staticmethod
     def resolve(hparams: PMNARHparams, setup) -> tuple[int, float]:
         """Returns (warmup epochs, β) with "auto" values filled in from the run."""
-        warmup = hparams.warmup if hparams.warmup is not None else max(1, round(setup.epochs / 10))
+        warmup = auto_warmup(hparams.warmup, 0.1, setup.epochs)
         beta = hparams.beta if hparams.beta is not None else min(1.0, 10 / setup.n_classes)
         return warmup, beta
 

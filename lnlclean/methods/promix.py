@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from ..losses import soft_cross_entropy
 from ..models import TwoHeadNetwork
-from .base import Method, check_warmup, register_method
+from .base import Method, auto_warmup, check_warmup, register_method
 
 PRIOR_MOMENTUM = 0.99
 SHARPEN_T = 0.5
@@ -85,7 +85,7 @@ def resolve(hparams: ProMixHparams, n_classes: int, epochs: int) -> tuple[float,
     """Returns (τ, warm-up epochs) for a run with `n_classes` classes and `epochs` epochs."""
     tau = hparams.tau if hparams.tau is not None else (0.99 if n_classes <= 10 else 0.95)
     share = 10 / 600 if n_classes <= 10 else 30 / 600
-    warmup = hparams.warmup if hparams.warmup is not None else max(1, round(share * epochs))
+    warmup = auto_warmup(hparams.warmup, share, epochs)
     return tau, warmup
 
 
