@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import errno
 import inspect
+import signal
 import sys
+import threading
 import typing
 from enum import Enum
 from pathlib import Path
@@ -22,7 +25,8 @@ from .data.datasets import DATASETS
 from .data.manifest import read_manifest
 from .data.noise import parse_noise_spec
 from .errors import UserError
-from .fileio import check_output_file, prepare_output_dir, write_json
+from .fileio import check_output_dir, check_output_file, output_directory, write_json
+from .interrupt import Interrupted, Terminated, install_sigterm
 from .methods import METHODS, get_method
 from .models import backbone_names
 from .pipeline import check_relabel_input, input_table, run_audit, run_benchmark_one, run_relabel
@@ -38,6 +42,9 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+BENCHMARK_FILE = "benchmark.json"
+# Write failures the user fixes by freeing space or choosing another place, reported without a traceback.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 FAIL_KEYS = {"f1": "f1", "precision": "precision", "recall": "recall", "auroc": "auroc", "acc": "test_accuracy", "relabel_acc": "relabel_accuracy"}
 
 
@@ -80,12 +87,17 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
     "cache_dir": (Annotated[Optional[Path], typer.Option(help="Where decoded images are cached. Default: $LNLCLEAN_CACHE or ~/.cache/lnlclean.", show_default=False)], None),
     "on_bad_image": (Annotated[BadImage, typer.Option(help="What to do with an unreadable image: fail, or skip it and list it in summary.json.")], BadImage.fail),
     "resume": (Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in the output directory.")], False),
+    "overwrite": (Annotated[bool, typer.Option("--overwrite", help="Replace the outputs of an earlier run instead of refusing to.")], False),
+    "allow_outside_root": (Annotated[bool, typer.Option("--allow-outside-root", help="Accept CSV paths that leave IMAGES (absolute, .., links pointing out).")], False),
     "noise_rate": (Annotated[Optional[float], typer.Option(help="Expected share of wrong labels, 0–1, for methods that use one (alim). Default: estimated from the data.", show_default=False)], None),
     "workers": (Annotated[Optional[int], typer.Option(help="Threads that decode images. Default: one per CPU core.", show_default=False)], None),
     "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")], False),
 }
-TRAINING = ("backbone", "epochs", "batch_size", "lr", "weight_decay", "schedule", "device", "seed", "threshold", "noise_rate", "no_flip", "cache_dir", "quiet")
-FOLDER_TRAINING = ("method", *TRAINING[:8], "image_size", "threshold", "noise_rate", "weights", "no_flip", "cache_dir", "on_bad_image", "resume", "workers", "quiet")
+TRAINING = ("backbone", "epochs", "batch_size", "lr", "weight_decay", "schedule", "device", "seed", "threshold", "noise_rate", "no_flip", "cache_dir", "overwrite", "quiet")
+FOLDER_TRAINING = (
+    "method", *TRAINING[:8], "image_size", "threshold", "noise_rate", "weights", "no_flip", "cache_dir", "on_bad_image",
+    "resume", "overwrite", "allow_outside_root", "workers", "quiet",
+)
 
 
 def with_options(names: tuple[str, ...]):
@@ -194,7 +206,10 @@ def audit(
     Method options: --<method>-<option> VALUE (see lnlclean methods).
     """
     config = run_config(opts, ctx)
-    result = run_audit(images, labels_csv, config, out, opts.cache_dir, opts.on_bad_image.value, opts.resume, Reporter(opts.quiet))
+    result = run_audit(
+        images, labels_csv, config, out, opts.cache_dir, opts.on_bad_image.value, opts.resume, Reporter(opts.quiet),
+        overwrite=opts.overwrite, allow_outside_root=opts.allow_outside_root,
+    )
     print_audit_summary(result.summary)
     stdout.print(f"wrote {result.audit_path} and {result.summary_path}")
 
@@ -224,19 +239,20 @@ def relabel(
 
     Method options: --<method>-<option> VALUE (see lnlclean methods).
     """
-    out = check_output_file(out)
+    out = check_output_file(out, overwrite=opts.overwrite, inputs=[labels_csv, from_audit])
     if from_audit is not None:
         if (ctx.obj or {}).get("method_options"):
             raise UserError(f"{ctx.obj['method_options'][0][0]}: method options have no effect with --from-audit")
         audit_frame = load_audit(from_audit, option="--from-audit")
-        manifest = read_manifest(images, labels_csv)
+        manifest = read_manifest(images, labels_csv, opts.allow_outside_root)
         check_relabel_input(manifest)
         rows = input_table(manifest)
     else:
         config = run_config(opts, ctx)
         result = run_audit(
             images, labels_csv, config, audit_dir, opts.cache_dir, opts.on_bad_image.value, opts.resume,
-            Reporter(opts.quiet), require_labels=True,
+            Reporter(opts.quiet), require_labels=True, overwrite=opts.overwrite,
+            allow_outside_root=opts.allow_outside_root, out_option="--audit-dir",
         )
         audit_frame, rows = result.audit, result.input_rows
         stdout.print(f"wrote {result.audit_path} and {result.summary_path}")
@@ -284,17 +300,20 @@ def benchmark(
         get_method(name)
     specs = [parse_noise_spec(spec) for spec in noise]
     thresholds = parse_fail_under(fail_under)
-    out_dir = prepare_output_dir(out)
+    configs = {name: run_config(opts, ctx, method=name, methods=methods) for name in methods}
+    check_output_dir(out)
+    if (out / BENCHMARK_FILE).exists() and not opts.overwrite:
+        raise UserError(f"--out {out}: already holds {BENCHMARK_FILE} from an earlier run; pass --overwrite to replace it, or choose another --out")
     reporter = Reporter(opts.quiet)
     runs = []
-    for spec in specs:
-        for name in methods:
-            config = run_config(opts, ctx, method=name, methods=methods)
-            reporter.log(f"benchmark {dataset} {spec} {name}")
-            runs.append(run_benchmark_one(dataset, spec, config, data_dir, train_size, opts.cache_dir, reporter, partial_rate))
-            write_json(out_dir / "benchmark.json", {"lnlclean_version": __version__, "runs": runs})
+    with output_directory(out) as out_dir:
+        for spec in specs:
+            for name in methods:
+                reporter.log(f"benchmark {dataset} {spec} {name}")
+                runs.append(run_benchmark_one(dataset, spec, configs[name], data_dir, train_size, opts.cache_dir, reporter, partial_rate))
+                write_json(out_dir / BENCHMARK_FILE, {"lnlclean_version": __version__, "runs": runs})
     print_benchmark_table(runs)
-    stdout.print(f"wrote {out_dir / 'benchmark.json'}")
+    stdout.print(f"wrote {out_dir / BENCHMARK_FILE}")
     failures = check_fail_under(runs, thresholds)
     for line in failures:
         stdout.print(f"[red]below threshold[/red]: {line}")
@@ -415,8 +434,14 @@ def version():
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the CLI. Returns the exit code: 0 ok, 1 a --fail-under threshold failed, 2 bad input or usage, 130 interrupted."""
+    """Runs the CLI. Returns the exit code.
+
+    0 ok; 1 a --fail-under threshold failed; 2 bad input, usage or an unwritable location;
+    130 stopped by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
+    """
     err = Console(stderr=True, highlight=False)
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
+    install_sigterm()
     try:
         args, method_options = split_method_options(sys.argv[1:] if argv is None else argv)
         code = app(args=args, standalone_mode=False, prog_name="lnlclean", obj={"method_options": method_options})
@@ -424,9 +449,19 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         err.print(f"error: {error}", markup=False, soft_wrap=True)
         return UserError.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        err.print("interrupted; run the same command with --resume to continue from the last finished epoch", markup=False)
-        return 130
+    except Interrupted as stop:
+        err.print(interrupted_message(stop), markup=False, soft_wrap=True)
+        return stop.exit_code
+    except (typer.Abort, KeyboardInterrupt) as error:
+        terminated = isinstance(error, Terminated) or isinstance(error.__cause__, Terminated)
+        name = "SIGTERM" if terminated else "SIGINT"
+        err.print(f"stopped by {name}; unfinished outputs are never written, so run the same command again", markup=False)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    except OSError as error:
+        if error.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        err.print(f"error: {error.filename or 'output'}: {error.strerror}; free space or choose another location", markup=False, soft_wrap=True)
+        return UserError.exit_code
     except Exception as error:
         if not is_usage_error(error):
             raise
@@ -434,6 +469,18 @@ def main(argv: list[str] | None = None) -> int:
         command = ctx.command_path if ctx is not None else "lnlclean"
         err.print(f"error: {command}: {error.format_message()} (see {command} --help)", markup=False, soft_wrap=True)
         return 2
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def interrupted_message(stop: Interrupted) -> str:
+    """Returns the line shown when training stopped on a signal: where, and how to go on."""
+    name = signal.Signals(stop.signum).name
+    where = f"stopped by {name} in epoch {stop.epoch} after step {stop.step}"
+    if stop.checkpoint is None:
+        return f"{where}; finished runs are kept, the unfinished one was not written"
+    return f"{where}; saved {stop.checkpoint}; run the same command with --resume to continue"
 
 
 def is_usage_error(error: Exception) -> bool:

@@ -5,8 +5,9 @@ progress, per-epoch checkpoints and the final inference pass. A method only supp
 loss and its per-sample bookkeeping (see :mod:`lnlclean.methods.base`).
 
 Reproducibility: every epoch draws its sample order and augmentations from generators
-seeded by ``(seed, epoch)``, and a checkpoint holds networks, optimiser and method state at
-an epoch boundary, so ``--resume`` continues an interrupted CPU run to the same result.
+seeded by ``(seed, epoch)``, and a checkpoint holds networks, optimiser, method state and
+(mid-epoch, after a stop signal) the step and the generator's state, so ``--resume``
+continues an interrupted CPU run to the same result.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from .config import RunConfig, method_hparams
 from .data.augment import Augmenter
 from .errors import UserError
 from .fileio import atomic_path
+from .interrupt import Interrupted, deferred_stop
 from .methods import get_method
 from .methods.base import Batch, Method, Setup
 from .models import build_backbone
 from .progress import Reporter
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 EVAL_BATCH = 512
 
 
@@ -201,9 +203,11 @@ def fit(
 ) -> FitResult:
     """Trains `config.method` on `data` and returns the final per-sample probabilities.
 
-    A checkpoint is written atomically to `checkpoint_path` after every epoch. With `resume`,
-    training continues from that checkpoint; it must come from the same method, settings and
-    data (else UserError). Raises UserError when training diverges.
+    A checkpoint is written atomically to `checkpoint_path` after every epoch. On SIGINT or
+    SIGTERM the current step finishes, a checkpoint of that step is written and
+    :class:`~lnlclean.interrupt.Interrupted` is raised. With `resume`, training continues from
+    the checkpoint, mid-epoch included; it must come from the same method, settings and data
+    (else UserError). Raises UserError when training diverges.
     """
     reporter = reporter or Reporter(quiet=True)
     started = time.perf_counter()
@@ -217,10 +221,10 @@ def fit(
         weight_decay=config.weight_decay, nesterov=config.momentum > 0,
     )
     identity = checkpoint_identity(config, data)
-    start_epoch = 0
+    position = Position()
     if resume:
-        start_epoch = _load_checkpoint(checkpoint_path, identity, method, optimizer)
-        reporter.log(f"resuming from {checkpoint_path} after epoch {start_epoch}")
+        position = _load_checkpoint(checkpoint_path, identity, method, optimizer)
+        reporter.log(f"resuming from {checkpoint_path} at {position.describe()}")
     labels = torch.tensor(np.asarray(data.labels), dtype=torch.int64)
     n_samples = len(labels)
     steps_per_epoch = steps_in_epoch(n_samples, config.batch_size)
@@ -230,14 +234,21 @@ def fit(
     def evaluate_train() -> torch.Tensor:
         return predict_all(method, store, augmenter, autocast)
 
-    with reporter.task(f"training {config.method} on {describe_device(device)}", total=(config.epochs - start_epoch) * steps_per_epoch) as advance:
-        for epoch in range(start_epoch, config.epochs):
+    remaining = total_steps - position.epoch * steps_per_epoch - position.step
+    description = f"training {config.method} on {describe_device(device)}"
+    with reporter.task(description, total=remaining) as advance, deferred_stop() as stop:
+        for epoch in range(position.epoch, config.epochs):
             epoch_started = time.perf_counter()
             method.networks.train()
             generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + epoch)
             order = torch.randperm(n_samples, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
             loss_sum = torch.zeros((), device=device)
-            for step_in_epoch in range(steps_per_epoch):
+            first_step = 0
+            if epoch == position.epoch and position.step:
+                generator.set_state(position.generator_state)
+                loss_sum += position.loss_sum.to(device)
+                first_step = position.step
+            for step_in_epoch in range(first_step, steps_per_epoch):
                 index = order[step_in_epoch * config.batch_size:(step_in_epoch + 1) * config.batch_size].sort().values
                 batch = Batch(
                     index=index.to(device), label=labels[index].to(device), raw=store.gather(index),
@@ -253,17 +264,22 @@ def fit(
                 optimizer.step()
                 loss_sum += loss.detach()
                 advance(1, epoch=epoch + 1)
+                if stop.signum is not None:
+                    here = Position(epoch, step_in_epoch + 1, generator.get_state(), loss_sum.detach().cpu())
+                    if checkpoint_path is not None:
+                        _save_checkpoint(checkpoint_path, identity, here, method, optimizer)
+                    raise Interrupted(stop.signum, checkpoint_path, epoch + 1, step_in_epoch + 1)
             mean_loss = float(loss_sum) / steps_per_epoch
             if not math.isfinite(mean_loss):
                 raise UserError(f"--lr {config.lr}: training diverged (loss {mean_loss} in epoch {epoch + 1}); lower --lr")
             with torch.no_grad():
                 logged = method.end_epoch(epoch, evaluate_train)
             method.history.append({
-                "epoch": epoch + 1, "loss": mean_loss, "lr": lr,
+                "epoch": epoch + 1, "loss": mean_loss, "lr": learning_rate(config, (epoch + 1) * steps_per_epoch - 1, total_steps, steps_per_epoch),
                 "seconds": time.perf_counter() - epoch_started, **logged,
             })
             if checkpoint_path is not None:
-                _save_checkpoint(checkpoint_path, identity, epoch + 1, method, optimizer)
+                _save_checkpoint(checkpoint_path, identity, Position(epoch + 1), method, optimizer)
     probs = evaluate_train().cpu().numpy()
     test_accuracy = None
     if data.test_images is not None and len(data.test_images):
@@ -272,7 +288,7 @@ def fit(
     return FitResult(
         method=method, probs=probs, test_accuracy=test_accuracy, history=method.history,
         seconds=time.perf_counter() - started, device=describe_device(device),
-        resumed_from_epoch=start_epoch if resume else None,
+        resumed_from_epoch=position.epoch if resume else None,
     )
 
 
@@ -300,33 +316,57 @@ def _configure_torch(device: torch.device, seed: int) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _save_checkpoint(path: Path, identity: dict, epochs_done: int, method: Method, optimizer) -> None:
+@dataclass
+class Position:
+    """Where training stands: `epoch` epochs finished and `step` steps of the next one.
+
+    Mid-epoch (`step` > 0) it also holds the epoch's random-generator state and its running
+    loss sum, so a resumed run draws the same augmentations as an uninterrupted one.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    generator_state: torch.Tensor | None = None
+    loss_sum: torch.Tensor | None = None
+
+    def describe(self) -> str:
+        """Returns e.g. ``epoch 3, step 5`` or ``the end of epoch 2``."""
+        return f"epoch {self.epoch + 1}, step {self.step}" if self.step else f"the end of epoch {self.epoch}"
+
+
+def _save_checkpoint(path: Path, identity: dict, position: Position, method: Method, optimizer) -> None:
     payload = {
-        "identity": identity, "epochs_done": epochs_done,
+        "identity": identity, "epochs_done": position.epoch, "steps_done": position.step,
+        "generator_state": position.generator_state, "loss_sum": position.loss_sum,
         "method": method.state_dict(), "optimizer": optimizer.state_dict(),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
-def _load_checkpoint(path: Path | None, identity: dict, method: Method, optimizer) -> int:
-    """Restores a checkpoint into `method` and `optimizer`. Returns the number of epochs it holds."""
+def _load_checkpoint(path: Path | None, identity: dict, method: Method, optimizer) -> Position:
+    """Restores a checkpoint into `method` and `optimizer`. Returns the position it was saved at.
+
+    Loads with ``weights_only=True``: tensors and plain containers only, never arbitrary objects.
+    """
     if path is None or not path.is_file():
         raise UserError(f"--resume: no checkpoint at {path}; run once without --resume")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
         saved_identity = payload["identity"]
     except Exception as err:  # a truncated or foreign file fails in many ways; all mean "unusable"
-        raise UserError(f"--resume: {path} is not a readable lnlclean checkpoint ({type(err).__name__}); delete it and run without --resume")
+        raise UserError(f"--resume: {path} is not a readable lnlclean checkpoint ({type(err).__name__}); drop --resume and pass --overwrite to start over")
     if saved_identity != identity:
         what = _first_difference(saved_identity, identity)
-        raise UserError(f"--resume: {path} comes from a different run ({what}); use another --out or run without --resume")
+        raise UserError(f"--resume: {path} comes from a different run ({what}); drop --resume and pass --overwrite to start over, or use another --out")
     method.load_state_dict(payload["method"])
     optimizer.load_state_dict(payload["optimizer"])
-    return int(payload["epochs_done"])
+    return Position(int(payload["epochs_done"]), int(payload["steps_done"]), payload["generator_state"], payload["loss_sum"])
 
 
 def _first_difference(saved: dict, current: dict) -> str:
+    if saved.get("format") != current.get("format"):
+        return "written by another lnlclean version"
     if saved.get("data") != current.get("data"):
         return "other images or labels"
     for key, value in current.get("settings", {}).items():

@@ -28,9 +28,46 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
+        _sync_directory(target.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _sync_directory(directory: Path) -> None:
+    """Flushes a rename in `directory` to disk where the platform allows it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def probe_writable(directory: Path) -> None:
+    """Creates and removes a temporary file in `directory`. Returns None; raises OSError when it cannot be written.
+
+    Unlike ``os.access`` this also holds for root and for read-only file systems.
+    """
+    with tempfile.TemporaryFile(dir=directory):
+        pass
+
+
+def remove_stale_temporaries(directory: Path, names: tuple[str, ...]) -> list[Path]:
+    """Deletes temporary files that an interrupted atomic write of one of `names` left in `directory`.
+
+    Returns the paths removed. (A process killed with SIGKILL cannot clean up after itself.)
+    """
+    removed = []
+    for name in names:
+        for leftover in directory.glob(f".{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    return removed
 
 
 def write_json(target: str | os.PathLike, payload: Any) -> None:
@@ -76,18 +113,54 @@ def prepare_output_dir(out_dir: str | os.PathLike, option: str = "--out") -> Pat
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"{option} {out_dir}: cannot create it ({err.strerror}); choose another {option}")
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise UserError(f"{option} {out_dir}: not writable; choose another {option}")
+    try:
+        probe_writable(out_dir)
+    except OSError as err:
+        raise UserError(f"{option} {out_dir}: cannot write there ({err.strerror}); choose another {option}")
     return out_dir
 
 
-def check_output_file(target: str | os.PathLike, option: str = "--out") -> Path:
+@contextmanager
+def output_directory(out_dir: str | os.PathLike, option: str = "--out") -> Iterator[Path]:
+    """Yields `out_dir`, created if needed and checked writable (see `prepare_output_dir`).
+
+    When the body raises, the directories created here are removed again if they are still
+    empty, so a failed run leaves nothing behind. Raises UserError naming `option`.
+    """
+    out_dir = Path(out_dir)
+    created = []
+    missing = out_dir
+    while not missing.exists() and missing != missing.parent:
+        created.append(missing)
+        missing = missing.parent
+    prepare_output_dir(out_dir, option)
+    try:
+        yield out_dir
+    except BaseException:
+        for directory in created:
+            try:
+                directory.rmdir()
+            except OSError:  # not empty: keep what the run wrote (a checkpoint to resume from)
+                break
+        raise
+
+
+def check_output_file(
+    target: str | os.PathLike, option: str = "--out", overwrite: bool = False, inputs: list | None = None,
+) -> Path:
     """Checks, without creating anything, that `target` can be written as a file.
 
-    Returns the target as a Path. Raises UserError naming `option` otherwise.
+    Returns the target as a Path. Raises UserError naming `option` when it is a directory,
+    one of the `inputs` (never overwritten, even with `overwrite`), an existing file and
+    `overwrite` is false, or in a directory that cannot be written.
     """
     target = Path(target)
     if target.is_dir():
         raise UserError(f"{option} {target}: is a directory; give a file name such as {target / 'fixed.csv'}")
+    for source in inputs or []:
+        if source is not None and target.exists() and Path(source).exists() and target.samefile(source):
+            raise UserError(f"{option} {target}: is an input of this run; inputs are never modified, so choose another {option}")
+    if target.exists() and not overwrite:
+        raise UserError(f"{option} {target}: already exists; pass --overwrite to replace it, or choose another {option}")
     check_output_dir(target.parent, option)
     return target

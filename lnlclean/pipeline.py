@@ -6,6 +6,7 @@ options and prints.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from .data.manifest import Manifest, read_manifest
 from .data.noise import NoiseSpec, inject_noise, partial_candidates
 from .engine import FitResult, TrainData, fit
 from .errors import UserError
-from .fileio import check_output_dir, prepare_output_dir, write_json
+from .fileio import check_output_dir, output_directory, remove_stale_temporaries, write_json
 from .methods import candidate_readers, get_method
 from .models import default_image_size
 from .progress import Reporter
@@ -33,6 +34,8 @@ from .report.manifest import corrected_manifest, write_manifest
 AUDIT_FILE = "audit.parquet"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+OUTPUT_FILES = (AUDIT_FILE, SUMMARY_FILE, CHECKPOINT_FILE)
+MIN_CLASS_SIZE = 2
 
 
 @dataclass
@@ -48,24 +51,28 @@ class AuditResult:
 
 def load_dataset(
     images: Path, labels_csv: Path | None, config: RunConfig, cache_dir: Path | None,
-    on_bad_image: str, reporter: Reporter, require_labels: bool = False,
+    on_bad_image: str, reporter: Reporter, require_labels: bool = False, allow_outside_root: bool = False,
 ) -> tuple[Manifest, TrainData, dict[str, str], pd.DataFrame]:
     """Returns the manifest (bad images removed), the training data, skipped path → reason, and the input rows.
 
-    Raises UserError for invalid input, for unreadable images when `on_bad_image` is ``fail``,
+    Raises UserError for invalid input (see :func:`~lnlclean.data.manifest.read_manifest`), for a
+    class with fewer than two images, for unreadable images when `on_bad_image` is ``fail``,
     and for a candidates-only CSV when `require_labels`.
     """
     if on_bad_image not in ("skip", "fail"):
         raise UserError(f"--on-bad-image {on_bad_image!r}: choose skip or fail")
-    manifest = read_manifest(images, labels_csv)
+    manifest = read_manifest(images, labels_csv, allow_outside_root)
     if require_labels:
         check_relabel_input(manifest)
+    if manifest.has_label_column:
+        check_class_sizes(manifest)
     uses_candidates = training_candidates(manifest, config, reporter) is not None
     input_rows = input_table(manifest)
+    option = image_cache.cache_dir_option(cache_dir)
     cache_dir = cache_dir or image_cache.default_cache_dir()
     with reporter.task(f"decoding {len(manifest)} images", total=len(manifest)) as advance:
         cache = image_cache.load_or_build(
-            manifest, cache_dir, config.image_size, default_image_size(config.backbone), config.workers, advance
+            manifest, cache_dir, config.image_size, default_image_size(config.backbone), config.workers, advance, option
         )
     reporter.log(f"image cache {'reused' if cache.reused else 'built'}: {cache.path} {tuple(cache.images.shape)}")
     skipped = {manifest.paths[i]: reason for i, reason in sorted(cache.bad.items())}
@@ -96,6 +103,37 @@ def check_relabel_input(manifest: Manifest) -> None:
         raise UserError(
             f"{manifest.source}: has candidates but no label column, so there is no label to correct; "
             "run lnlclean audit --method alim and read suggested_label"
+        )
+
+
+def check_class_sizes(manifest: Manifest) -> None:
+    """Raises UserError naming the row of a class with fewer than two images (often a typo in a label). Returns None.
+
+    One image cannot tell a method what its class looks like, so its label can be neither
+    confirmed nor doubted.
+    """
+    counts = np.bincount(manifest.labels, minlength=manifest.n_classes)
+    for k in np.flatnonzero(counts < MIN_CLASS_SIZE):
+        name = manifest.class_names[k]
+        row = int(np.flatnonzero(manifest.labels == k)[0])
+        where = f"{manifest.source}: row {row + 2}" if manifest.source else f"{manifest.root / manifest.paths[row]}"
+        others = [n for n in manifest.class_names if n != name]
+        close = difflib.get_close_matches(name, others, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"{where}: class {name!r} has only this one image{hint}; fix its label or add images of that class")
+
+
+def check_previous_run(out_dir: Path, resume: bool, overwrite: bool, option: str = "--out") -> None:
+    """Raises UserError when `out_dir` already holds a finished audit (unless `overwrite`) or an unfinished run's checkpoint (unless `resume` or `overwrite`). Returns None."""
+    if overwrite or not out_dir.is_dir():
+        return
+    finished = [name for name in (AUDIT_FILE, SUMMARY_FILE) if (out_dir / name).exists()]
+    if finished:
+        raise UserError(f"{option} {out_dir}: already holds {finished[0]} from an earlier run; pass --overwrite to replace it, or choose another {option}")
+    if not resume and (out_dir / CHECKPOINT_FILE).exists():
+        raise UserError(
+            f"{option} {out_dir}: holds the checkpoint of an unfinished run; pass --resume to continue it, "
+            f"--overwrite to start over, or choose another {option}"
         )
 
 
@@ -133,21 +171,33 @@ def _labels_digest(manifest: Manifest) -> str:
 def run_audit(
     images: Path, labels_csv: Path | None, config: RunConfig, out_dir: Path,
     cache_dir: Path | None = None, on_bad_image: str = "fail", resume: bool = False,
-    reporter: Reporter | None = None, require_labels: bool = False,
+    reporter: Reporter | None = None, require_labels: bool = False, overwrite: bool = False,
+    allow_outside_root: bool = False, out_option: str = "--out",
 ) -> AuditResult:
     """Trains `config.method` on the folder and writes ``audit.parquet`` and ``summary.json`` to `out_dir`.
 
     Returns the audit table, the summary and the paths written. Raises UserError for bad input,
-    including a candidates-only CSV when `require_labels` (a relabel needs labels to correct).
+    including a candidates-only CSV when `require_labels` (a relabel needs labels to correct),
+    and when `out_dir` holds an earlier run (see :func:`check_previous_run`); `out_option`
+    names `out_dir` in messages. Nothing is written to `out_dir` before the input is checked,
+    and a failed run leaves no directory it created.
     """
     reporter = reporter or Reporter(quiet=True)
     started = time.perf_counter()
     config.validate()
     get_method(config.method)
-    check_output_dir(out_dir)
-    manifest, data, skipped, input_rows = load_dataset(images, labels_csv, config, cache_dir, on_bad_image, reporter, require_labels)
+    check_output_dir(out_dir, out_option)
+    check_previous_run(out_dir, resume, overwrite, out_option)
+    manifest, data, skipped, input_rows = load_dataset(
+        images, labels_csv, config, cache_dir, on_bad_image, reporter, require_labels, allow_outside_root
+    )
     cache_seconds = time.perf_counter() - started
-    out_dir = prepare_output_dir(out_dir)
+    with output_directory(out_dir, out_option) as out_dir:
+        remove_stale_temporaries(out_dir, OUTPUT_FILES)
+        return _train_and_write(manifest, data, skipped, input_rows, config, out_dir, resume, reporter, started, cache_seconds)
+
+
+def _train_and_write(manifest, data, skipped, input_rows, config, out_dir, resume, reporter, started, cache_seconds) -> AuditResult:
     result = fit(data, config, reporter, checkpoint_path=out_dir / CHECKPOINT_FILE, resume=resume)
     frame = audit_table(result, manifest.paths, manifest.labels, manifest.class_names, config, manifest.extra)
     summary = {

@@ -32,6 +32,12 @@ class DigitsFolder(NamedTuple):
     paths: list
 
 
+@pytest.fixture(autouse=True)
+def run_in_empty_directory(tmp_path_factory, monkeypatch):
+    """Runs every test in a fresh working directory, so default output paths never land in the checkout."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @lru_cache(maxsize=1)
 def digits_pixels() -> tuple[np.ndarray, np.ndarray]:
     """Returns (uint8 images N×8×8 scaled to 0..255, int64 labels) for the first N_DIGITS digits."""

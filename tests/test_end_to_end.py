@@ -127,6 +127,8 @@ def test_resume_after_interruption_gives_the_same_audit(noisy_folder, tmp_path, 
 def test_resume_refuses_a_checkpoint_from_other_settings(noisy_folder, tmp_path, capsys):
     common = (noisy_folder["images"], noisy_folder["csv"], "--out", tmp_path / "o", "--cache-dir", tmp_path / "c", "--device", "cpu")
     assert cli("audit", *common, "--epochs", "1") == 0
+    for finished in ("audit.parquet", "summary.json"):
+        (tmp_path / "o" / finished).unlink()
     assert cli("audit", *common, "--epochs", "2", "--resume") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "epochs was 1, now 2" in err[0]
@@ -151,7 +153,7 @@ def test_benchmark_digits_writes_every_field(tmp_path):
 def test_benchmark_fail_under_exits_1(tmp_path):
     args = ("benchmark", "digits", "--epochs", "1", "--out", tmp_path)
     assert cli(*args, "--fail-under", "f1=0.0") == 0
-    assert cli(*args, "--fail-under", "f1=1.01") == 1
+    assert cli(*args, "--fail-under", "f1=1.01", "--overwrite") == 1
 
 
 @pytest.mark.parametrize("args, needle", [

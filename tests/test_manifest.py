@@ -198,15 +198,57 @@ def test_image_folder_is_a_file(tmp_path, small):
 
 
 @pytest.mark.parametrize(
-    "header, missing",
-    [("paht,label", "path"), ("path,lable", "label"), ("file,class", "path, label"), ("path;label", "path, label")],
+    "header, fragment",
+    [
+        ("paht,label", "no 'path' column, but there is 'paht'"),
+        ("path,lable", "no 'label' column, but there is 'lable'"),
+        ("file,class", "missing column(s) path, label (found: file, class)"),
+    ],
 )
-def test_missing_required_column(small, header, missing):
+def test_missing_required_column(small, header, fragment):
     root, csv = small
-    sep = ";" if ";" in header else ","
-    path = csv(f"{header}\na.png{sep}1\nb.png{sep}2\n")
-    message = expect_user_error(root, path, str(path), f"missing column(s) {missing}")
+    path = csv(f"{header}\na.png,1\nb.png,2\n")
+    message = expect_user_error(root, path, str(path), fragment)
     assert "path,label" in message
+
+
+def test_data_row_in_place_of_header(small):
+    root, csv = small
+    path = csv("a.png,1\nb.png,2\n")
+    expect_user_error(root, path, "looks like a data row", "add the header line path,label")
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_semicolon_and_tab_separated(small, sep):
+    root, csv = small
+    manifest = read_manifest(root, csv(f"path{sep}label{sep}note\na.png{sep}1{sep}x, y\nb.png{sep}2{sep}z\n"))
+    assert manifest.paths == ["a.png", "b.png"] and manifest.class_names == ["1", "2"]
+    assert list(manifest.extra["note"]) == ["x, y", "z"]
+
+
+def test_header_case_is_ignored_for_reserved_names(small):
+    root, csv = small
+    manifest = read_manifest(root, csv("Path,LABEL,Annotator\na.png,1,x\nb.png,2,y\n"))
+    assert manifest.class_names == ["1", "2"] and list(manifest.extra.columns) == ["Annotator"]
+
+
+def test_utf16_with_bom(small):
+    root, csv = small
+    manifest = read_manifest(root, csv("path,label\na.png,chat\nb.png,écureuil\n", encoding="utf-16"))
+    assert manifest.class_names == ["chat", "écureuil"]
+
+
+@pytest.mark.parametrize("labels", [("1.0", "2.0"), ("0.5", "1"), ("1e3", "2")])
+def test_decimal_labels_are_refused(small, labels):
+    root, csv = small
+    path = csv(f"path,label\na.png,{labels[0]}\nb.png,{labels[1]}\n")
+    expect_user_error(root, path, "is a decimal number", "integer class ids")
+
+
+def test_numbers_among_names_are_class_names(small):
+    root, csv = small
+    manifest = read_manifest(root, csv("path,label\na.png,2.5\nb.png,cat\n"))
+    assert manifest.class_names == ["2.5", "cat"]
 
 
 def test_header_only(small):
@@ -264,6 +306,16 @@ def test_symlink_pointing_outside(small, tmp_path):
     expect_user_error(root, path, str(path), "row 3", "'link.png'", "outside")
 
 
+def test_allow_outside_root_accepts_absolute_dotdot_and_outside_links(small, tmp_path):
+    root, csv = small
+    write_png(tmp_path / "outside.png")
+    os.symlink(tmp_path / "outside.png", root / "link.png")
+    absolute = (root / "a.png").resolve()
+    manifest = read_manifest(root, csv(f"path,label\n../outside.png,1\n{absolute},2\nlink.png,1\n"), allow_outside_root=True)
+    assert manifest.paths == ["../outside.png", absolute.as_posix(), "link.png"]
+    assert all((manifest.root / p).is_file() for p in manifest.paths)
+
+
 def test_symlink_inside_is_allowed(small):
     root, csv = small
     os.symlink(root / "a.png", root / "alias.png")
@@ -315,7 +367,7 @@ def test_too_many_fields_is_user_error(small):
 def test_not_utf8(small):
     root, csv = small
     path = csv("path,label\na.png,caf\u00e9\nb.png,2\n", encoding="latin-1")
-    expect_user_error(root, path, str(path), "UTF-8")
+    expect_user_error(root, path, str(path), "line 2", "byte 0xe9", "UTF-8")
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can read any file")

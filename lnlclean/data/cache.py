@@ -12,7 +12,11 @@ have the same size and neither side exceeds 64 px (CIFAR-like data), otherwise u
 backbone's size (64 px for the CIFAR-style networks, 224 px for torchvision models).
 An explicit size resizes the shorter side to that size and crops the centre square.
 Every image is converted to 3-channel RGB: grayscale, palette, CMYK, RGBA and 16-bit images
-are converted, not rejected.
+are converted, not rejected; an animated image gives its first frame.
+
+Decompression-bomb guard: an image whose header announces more than :data:`MAX_PIXELS`
+pixels is refused before a single pixel is decoded (Pillow only warns below twice its own
+limit; here that warning is an error).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +34,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, probe_writable
 from .manifest import Manifest
 
 CACHE_FORMAT = 1
 KEEP_SIZE_LIMIT = 64
 CHANNELS = 3
+MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS (a 0.25 GB RGB bitmap)
+# The guard in decode_image refuses these images; Pillow's warning would only repeat it on stderr.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 Advance = Callable[[int], None]
 
 
@@ -72,6 +80,13 @@ def fingerprint(manifest: Manifest, image_size: int | None, fallback_size: int) 
     return digest.hexdigest()[:32]
 
 
+def cache_dir_option(cache_dir: Path | None) -> str:
+    """Returns how the user set the cache directory, for messages: ``--cache-dir``, ``$LNLCLEAN_CACHE`` or ``cache directory``."""
+    if cache_dir is not None:
+        return "--cache-dir"
+    return "$LNLCLEAN_CACHE" if os.environ.get("LNLCLEAN_CACHE") else "cache directory"
+
+
 def load_or_build(
     manifest: Manifest,
     cache_dir: Path,
@@ -79,17 +94,22 @@ def load_or_build(
     fallback_size: int = 64,
     workers: int | None = None,
     advance: Advance | None = None,
+    option: str = "--cache-dir",
 ) -> ImageCache:
     """Returns the image cache for `manifest`, reusing one on disk when the fingerprint matches.
 
     `image_size` None is auto (see the module docs); `fallback_size` is the size auto picks
     when the images are large or of mixed sizes. `advance(n)` is called as images are decoded.
-    Raises UserError when the cache directory cannot be written.
+    A damaged or foreign entry under the key is rebuilt. Raises UserError naming `option` when
+    the cache directory cannot be created or written.
     """
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise UserError(f"{option} {cache_dir}: is a file, not a directory; choose another {option}")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
+        probe_writable(cache_dir)
     except OSError as err:
-        raise UserError(f"--cache-dir {cache_dir}: cannot create it ({err.strerror}); choose another --cache-dir")
+        raise UserError(f"{option} {cache_dir}: cannot write there ({err.strerror}); choose another {option}")
     key = fingerprint(manifest, image_size, fallback_size)
     array_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     cached = _try_load(array_path, meta_path, len(manifest))
@@ -149,8 +169,11 @@ def _build(manifest, array_path, meta_path, side, workers, advance) -> ImageCach
             if advance is not None:
                 advance(1)
 
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+        try:
             list(pool.map(decode_into, range(len(manifest))))
+        finally:
+            pool.shutdown(cancel_futures=True)  # on Ctrl-C, do not decode the rest first
         images.flush()
         del images
     meta = {"format": CACHE_FORMAT, "shape": list(shape), "bad": {str(i): r for i, r in sorted(bad.items())}}
@@ -171,10 +194,12 @@ def decode_image(path: Path, size: tuple[int, int]) -> np.ndarray:
     """
     try:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise Image.DecompressionBombError(f"{image.width}×{image.height}")
             image.load()
             rgb = to_rgb(image)
     except Image.DecompressionBombError:
-        raise ImageError("image is too large to decode safely (decompression bomb limit)")
+        raise ImageError(f"over {MAX_PIXELS:,} pixels, refused as a possible decompression bomb")
     except UnidentifiedImageError:
         raise ImageError("not an image file Pillow can read")
     except (OSError, SyntaxError, ValueError) as err:

@@ -15,7 +15,11 @@ only the set matters).
 
 from __future__ import annotations
 
+import codecs
+import difflib
+import io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -28,6 +32,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 REQUIRED_COLUMNS = ("path", "label")
 CANDIDATES_COLUMN = "candidates"
 CANDIDATE_SEPARATOR = "|"
+DELIMITERS = (",", ";", "\t")
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 @dataclass
@@ -36,7 +42,8 @@ class Manifest:
 
     Attributes:
         root: the image folder; every path is relative to it.
-        paths: relative POSIX path of each sample, in input order.
+        paths: POSIX path of each sample relative to `root` (absolute or with ``..`` only when
+            read with `allow_outside_root`), in input order.
         labels: given label of each sample as an index into `class_names` (int64, shape N).
         class_names: the classes, sorted (numerically when every label is an integer).
         extra: the input's other columns, one row per sample, carried to the outputs.
@@ -78,19 +85,24 @@ class Manifest:
         )
 
 
-def read_manifest(images: str | os.PathLike, labels_csv: str | os.PathLike | None = None) -> Manifest:
+def read_manifest(
+    images: str | os.PathLike, labels_csv: str | os.PathLike | None = None, allow_outside_root: bool = False,
+) -> Manifest:
     """Returns the validated manifest for image folder `images`.
 
     With `labels_csv`, rows come from its ``path`` and ``label`` columns (other columns are
     kept in ``extra``); without it, from the ImageFolder layout ``images/<class>/<file>``.
-    Raises UserError for any problem the user can fix, naming the file and row.
+    The CSV may be UTF-8 (with or without BOM) or UTF-16 with BOM, separated by commas,
+    semicolons or tabs; header names are matched without regard to case.
+    Paths must stay inside `images` (no absolute paths, ``..`` or links pointing out) unless
+    `allow_outside_root`. Raises UserError for any problem the user can fix, naming the file and row.
     """
     root = Path(images)
     if not root.is_dir():
         raise UserError(f"{root}: image folder not found; pass the folder that holds your images")
     if labels_csv is None:
         return _from_image_folder(root)
-    return _from_csv(root, Path(labels_csv))
+    return _from_csv(root, Path(labels_csv), allow_outside_root)
 
 
 def _from_image_folder(root: Path) -> Manifest:
@@ -106,46 +118,87 @@ def _from_image_folder(root: Path) -> Manifest:
             f"{root}: no images in <class>/<image> subfolders; pass a labels CSV or use the layout {root}/<class>/<image>"
         )
     frame = pd.DataFrame({"path": paths, "label": names})
-    return _build(root, frame, source=None)
+    return _build(root, frame, source=None, allow_outside_root=False)
 
 
-def _from_csv(root: Path, csv_path: Path) -> Manifest:
+def _from_csv(root: Path, csv_path: Path, allow_outside_root: bool) -> Manifest:
     frame = _read_csv(csv_path)
     required = ("path",) if CANDIDATES_COLUMN in frame.columns else REQUIRED_COLUMNS
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        found = ", ".join(map(str, frame.columns)) or "none"
-        raise UserError(f"{csv_path}: missing column(s) {', '.join(missing)} (found: {found}); the header must name path,label (or path,candidates)")
+        raise UserError(f"{csv_path}: {_missing_columns_hint(missing, list(frame.columns))}")
     if frame.empty:
         raise UserError(f"{csv_path}: no rows under the header; add one row per image")
-    return _build(root, frame, source=csv_path)
+    return _build(root, frame, source=csv_path, allow_outside_root=allow_outside_root)
+
+
+def _missing_columns_hint(missing: list[str], found: list[str]) -> str:
+    """Returns what to say about missing header columns: a misspelling, a data row in place of the header, or what was found."""
+    if found and any(name.lower().endswith(IMAGE_EXTENSIONS) for name in found):
+        return f"the first line ({','.join(found)}) looks like a data row; add the header line path,label above it"
+    for name in missing:
+        close = difflib.get_close_matches(name, [f.lower() for f in found], n=1, cutoff=0.6)
+        if close:
+            return f"no {name!r} column, but there is {close[0]!r}; rename it: the header must name path,label (or path,candidates)"
+    return f"missing column(s) {', '.join(missing)} (found: {', '.join(found) or 'none'}); the header must name path,label (or path,candidates)"
 
 
 def _read_csv(csv_path: Path) -> pd.DataFrame:
-    if not csv_path.is_file():
-        raise UserError(f"{csv_path}: labels CSV not found")
+    text = _read_text(csv_path)
+    if not text.strip():
+        raise UserError(f"{csv_path}: the file is empty; it needs a header path,label and one row per image")
     try:
         frame = pd.read_csv(
-            csv_path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig",
+            io.StringIO(text), sep=_delimiter(text), dtype=str, keep_default_na=False, skipinitialspace=True,
             skip_blank_lines=False,
         )
     except pd.errors.EmptyDataError:
         raise UserError(f"{csv_path}: the file is empty; it needs a header path,label and one row per image")
-    except UnicodeDecodeError:
-        raise UserError(f"{csv_path}: not UTF-8 text; save it as UTF-8 CSV")
-    except (pd.errors.ParserError, OSError) as err:
+    except pd.errors.ParserError as err:
         raise UserError(f"{csv_path}: cannot be read as CSV ({str(err).splitlines()[0]})")
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.columns = [_header_name(c) for c in frame.columns]
     frame = frame.apply(lambda column: column.str.strip())
     # Blank lines are dropped but the index keeps each row's position, so messages cite the real line.
     return frame[(frame != "").any(axis=1)]
 
 
-def _build(root: Path, frame: pd.DataFrame, source: Path | None) -> Manifest:
+def _read_text(csv_path: Path) -> str:
+    """Returns the CSV's text: UTF-8 (BOM optional) or UTF-16 with a BOM. Raises UserError otherwise."""
+    if not csv_path.is_file():
+        raise UserError(f"{csv_path}: labels CSV not found")
+    try:
+        raw = csv_path.read_bytes()
+    except OSError as err:
+        raise UserError(f"{csv_path}: cannot be read ({err.strerror})")
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise UserError(f"{csv_path}: line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); save the file as UTF-8 CSV")
+
+
+def _delimiter(text: str) -> str:
+    """Returns the separator of the header line: the first of comma, semicolon, tab that splits off a path column."""
+    header = text.lstrip().splitlines()[0]
+    for sep in DELIMITERS:
+        if "path" in (part.strip().strip('"').lower() for part in header.split(sep)):
+            return sep
+    return ","
+
+
+def _header_name(raw) -> str:
+    """Returns a header cell stripped; the reserved names (path, label, candidates) are matched without case."""
+    name = str(raw).strip()
+    return name.lower() if name.lower() in (*REQUIRED_COLUMNS, CANDIDATES_COLUMN) else name
+
+
+def _build(root: Path, frame: pd.DataFrame, source: Path | None, allow_outside_root: bool) -> Manifest:
     where = source if source is not None else root
     lines = _line_numbers(frame, source)
     frame = frame.reset_index(drop=True)
-    paths = [_checked_path(root, raw, where, line) for raw, line in zip(frame["path"], lines)]
+    paths = [_checked_path(root, raw, where, line, allow_outside_root) for raw, line in zip(frame["path"], lines)]
     _reject_duplicates(paths, where, lines)
     has_label_column = "label" in frame.columns
     sets = _candidate_sets(frame, where, lines) if CANDIDATES_COLUMN in frame.columns else None
@@ -154,6 +207,8 @@ def _build(root: Path, frame: pd.DataFrame, source: Path | None) -> Manifest:
         for raw, line in zip(label_texts, lines):
             if raw == "":
                 raise UserError(f"{where}: row {line}: empty label; give every image a label")
+    if has_label_column:
+        _reject_numeric_labels(label_texts, where, lines)
     named = [t for t in label_texts if t] if has_label_column else [n for names in sets for n in names]
     class_names = _sorted_classes(pd.unique(pd.Series(named, dtype=object)))
     if len(class_names) < 2:
@@ -209,15 +264,27 @@ def _line_numbers(frame: pd.DataFrame, source: Path | None) -> list[int]:
     return [int(i) + 2 for i in frame.index]
 
 
-def _checked_path(root: Path, raw: str, where: Path, line: int) -> str:
+def _reject_numeric_labels(label_texts: list[str], where: Path, lines: list[int]) -> None:
+    """Raises UserError when every label is a number and some are not integers (``3.0``, ``0.5``): a float column, not class names."""
+    if not all(NUMBER.fullmatch(text) for text in label_texts if text):
+        return
+    for text, line in zip(label_texts, lines):
+        if text and not text.lstrip("+-").isdigit():
+            raise UserError(
+                f"{where}: row {line}: label {text!r} is a decimal number; labels must be class names or integer class ids (e.g. 3, not 3.0)"
+            )
+
+
+def _checked_path(root: Path, raw: str, where: Path, line: int, allow_outside_root: bool) -> str:
     if raw == "":
         raise UserError(f"{where}: row {line}: empty path")
     posix = PurePosixPath(raw.replace("\\", "/"))
-    if posix.is_absolute() or ".." in posix.parts:
-        raise UserError(f"{where}: row {line}: path {raw!r} leaves the image folder; give paths relative to {root}")
     full = root / posix
-    if not _inside(full.resolve(), root.resolve()):
-        raise UserError(f"{where}: row {line}: {raw!r} is a link pointing outside {root}")
+    if not allow_outside_root:
+        if posix.is_absolute() or ".." in posix.parts:
+            raise UserError(f"{where}: row {line}: path {raw!r} leaves the image folder; give paths relative to {root}, or pass --allow-outside-root")
+        if not _inside(full.resolve(), root.resolve()):
+            raise UserError(f"{where}: row {line}: {raw!r} is a link pointing outside {root}; pass --allow-outside-root to accept it")
     if not full.is_file():
         raise UserError(f"{where}: row {line}: image {full} not found")
     if not os.access(full, os.R_OK):

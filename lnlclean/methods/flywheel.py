@@ -319,9 +319,13 @@ class Flywheel(Method):
         }
 
     def state_dict(self):
-        return {**super().state_dict(), "corruption": self.corruption.cpu(), "gamma": self.gamma, "gamma_initial": self.gamma_initial}
+        return {
+            **super().state_dict(), "corruption": self.corruption.cpu(), "counts": self.counts.cpu(),
+            "gamma": self.gamma, "gamma_initial": self.gamma_initial,
+        }
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.corruption = state["corruption"].to(self.setup.device)
+        self.counts.copy_(state["counts"])
         self.gamma, self.gamma_initial = float(state["gamma"]), float(state["gamma_initial"])

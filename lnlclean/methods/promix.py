@@ -299,11 +299,12 @@ class ProMix(Method):
         check_warmup("promix", hparams.warmup, warmup, config.epochs, then="selection", otherwise="nothing is selected")
 
     def state_dict(self):
-        return {**super().state_dict(), "log_prior": self.log_prior.cpu()}
+        return {**super().state_dict(), "log_prior": self.log_prior.cpu(), "epoch_counts": self.epoch_counts.cpu()}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.log_prior.copy_(state["log_prior"])
+        self.epoch_counts.copy_(state["epoch_counts"])
 
     def summary(self):
         return {
