@@ -54,6 +54,8 @@ class RunConfig:
             (0 < self.threshold < 1, "--threshold", "must be between 0 and 1"),
             (self.image_size is None or 4 <= self.image_size <= 1024, "--image-size", "must be between 4 and 1024"),
             (self.noise_rate is None or 0 <= self.noise_rate < 1, "--noise-rate", "must be in [0, 1)"),
+            (self.workers is None or self.workers >= 1, "--workers", "must be at least 1"),
+            (self.seed >= 0, "--seed", "must not be negative"),
         ]
         for ok, option, rule in checks:
             if not ok:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,7 +353,9 @@ def _load_checkpoint(path: Path | None, identity: dict, method: Method, optimize
     if path is None or not path.is_file():
         raise UserError(f"--resume: no checkpoint at {path}; run once without --resume")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols; the outcome is reported below
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
         saved_identity = payload["identity"]
     except Exception as err:  # a truncated or foreign file fails in many ways; all mean "unusable"
         raise UserError(f"--resume: {path} is not a readable lnlclean checkpoint ({type(err).__name__}); drop --resume and pass --overwrite to start over")

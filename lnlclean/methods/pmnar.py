@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .base import Method, auto_warmup, register_method
+from .base import Method, auto_warmup, check_warmup, register_method
 
 
 @dataclass
@@ -99,6 +99,11 @@ class PMNAR(Method):
         # Chance level until a sample is first seen (an epoch may leave out one sample, see steps_in_epoch).
         self.confidence = self.state.add("confidence", torch.full((n, 2), 1 / k, device=setup.device))
         self.weight = self.state.add("weight", torch.ones(n, 2, device=setup.device))
+
+    @classmethod
+    def check_settings(cls, hparams, config):
+        warmup = auto_warmup(hparams.warmup, 0.1, config.epochs)
+        check_warmup("pmnar", hparams.warmup, warmup, config.epochs, then="PMNAR weighting", otherwise="the PMNAR weights are never used")
 
     @staticmethod
     def resolve(hparams: PMNARHparams, setup) -> tuple[int, float]:
