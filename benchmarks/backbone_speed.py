@@ -13,7 +13,6 @@ Writes benchmarks/results/backbone-speed-<device>.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from lnlclean import __version__
 from lnlclean.data.augment import Augmenter
 from lnlclean.engine import describe_device, device_tag, resolve_device
+from lnlclean.fileio import write_json
 from lnlclean.models import backbone_names, build_backbone
 
 RESULTS = Path(__file__).parent / "results"
@@ -107,7 +107,7 @@ def main() -> None:
         "lnlclean_version": __version__, "device": describe_device(device), "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(), "results": rows,
     }
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out, report)
     print(f"{'backbone':<18}{'params':>12}{'train img/s':>14}{'eval img/s':>14}")
     for row in rows:
         print(f"{row['backbone']:<18}{row['parameters']:>12,}{row['train_img_per_s']:>14,.0f}{row['eval_img_per_s']:>14,.0f}")

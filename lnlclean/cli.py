@@ -6,9 +6,7 @@ import dataclasses
 import functools
 import errno
 import inspect
-import signal
 import sys
-import threading
 import typing
 from enum import Enum
 from pathlib import Path
@@ -26,7 +24,7 @@ from .data.manifest import read_manifest
 from .data.noise import parse_noise_spec
 from .errors import UserError
 from .fileio import check_output_dir, check_output_file, output_directory, write_json
-from .interrupt import Interrupted, Terminated, install_sigterm
+from .interrupt import Interrupted, Stopped, install_stop_handlers, restore_handlers
 from .methods import METHODS, get_method
 from .models import backbone_names
 from .pipeline import check_relabel_input, input_table, run_audit, run_benchmark_one, run_relabel
@@ -440,8 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     130 stopped by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
     """
     err = Console(stderr=True, highlight=False)
-    previous_sigterm = signal.getsignal(signal.SIGTERM)
-    install_sigterm()
+    previous_handlers = install_stop_handlers()
     try:
         args, method_options = split_method_options(sys.argv[1:] if argv is None else argv)
         code = app(args=args, standalone_mode=False, prog_name="lnlclean", obj={"method_options": method_options})
@@ -449,14 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         err.print(f"error: {error}", markup=False, soft_wrap=True)
         return UserError.exit_code
-    except Interrupted as stop:
-        err.print(interrupted_message(stop), markup=False, soft_wrap=True)
+    except Stopped as stop:
+        err.print(stopped_message(stop), markup=False, soft_wrap=True)
         return stop.exit_code
-    except (typer.Abort, KeyboardInterrupt) as error:
-        terminated = isinstance(error, Terminated) or isinstance(error.__cause__, Terminated)
-        name = "SIGTERM" if terminated else "SIGINT"
-        err.print(f"stopped by {name}; unfinished outputs are never written, so run the same command again", markup=False)
-        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except OSError as error:
         if error.errno not in ENVIRONMENT_ERRNOS:
             raise
@@ -470,14 +462,14 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"error: {command}: {error.format_message()} (see {command} --help)", markup=False, soft_wrap=True)
         return 2
     finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        restore_handlers(previous_handlers)
 
 
-def interrupted_message(stop: Interrupted) -> str:
-    """Returns the line shown when training stopped on a signal: where, and how to go on."""
-    name = signal.Signals(stop.signum).name
-    where = f"stopped by {name} in epoch {stop.epoch} after step {stop.step}"
+def stopped_message(stop: Stopped) -> str:
+    """Returns the line shown when a signal stopped the run: where, and how to go on."""
+    if not isinstance(stop, Interrupted):
+        return f"{stop}; unfinished outputs are never written, so run the same command again"
+    where = f"{stop} in epoch {stop.epoch} after step {stop.step}"
     if stop.checkpoint is None:
         return f"{where}; finished runs are kept, the unfinished one was not written"
     return f"{where}; saved {stop.checkpoint}; run the same command with --resume to continue"

@@ -1,7 +1,7 @@
 """Stopping on SIGINT (Ctrl-C) and SIGTERM without losing work.
 
-Outside training both signals raise at once (:class:`KeyboardInterrupt`, :class:`Terminated`),
-so partial files are discarded by the atomic writers. During training the engine asks for
+Outside training both signals raise :class:`Stopped` at once (in the command-line tool; a
+Python caller keeps its own handlers), so partial files are discarded by the atomic writers. During training the engine asks for
 :func:`deferred_stop`: the first signal only records itself, the loop finishes the current
 step, saves a checkpoint and raises :class:`Interrupted`; a second signal stops at once.
 Exit codes follow the shell convention 128 + signal number: 130 for SIGINT, 143 for SIGTERM.
@@ -15,12 +15,27 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so the same clean-up runs."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Interrupted(Exception):
+class Stopped(BaseException):
+    """A stop signal (SIGINT or SIGTERM) that ended the run.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` swallows it; unlike
+    KeyboardInterrupt, the command-line parser passes it through untouched.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """Returns 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + self.signum
+
+
+class Interrupted(Stopped):
     """Training stopped by a signal after saving a checkpoint.
 
     Attributes:
@@ -30,23 +45,30 @@ class Interrupted(Exception):
     """
 
     def __init__(self, signum: int, checkpoint: Path | None, epoch: int, step: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name} in epoch {epoch} after step {step}")
-        self.signum, self.checkpoint, self.epoch, self.step = signum, checkpoint, epoch, step
-
-    @property
-    def exit_code(self) -> int:
-        """Returns 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
-        return 128 + self.signum
+        super().__init__(signum)
+        self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
 
 
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
+def _raise_stopped(signum, frame) -> None:
+    raise Stopped(signum)
 
 
-def install_sigterm() -> None:
-    """Makes SIGTERM raise :class:`Terminated` in the main thread (like Ctrl-C does). Returns None."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+def _replace_handlers(handler) -> dict:
+    """Sets `handler` for the stop signals that are not ignored (a background job ignores SIGINT). Returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
+
+
+def install_stop_handlers() -> dict:
+    """Makes SIGINT and SIGTERM raise :class:`Stopped` in the main thread. Returns the previous handlers (empty off the main thread)."""
+    return _replace_handlers(_raise_stopped)
+
+
+def restore_handlers(previous: dict) -> None:
+    """Puts back the handlers `install_stop_handlers` returned. Returns None."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 class StopRequest:
@@ -57,7 +79,7 @@ class StopRequest:
 
     def handle(self, signum, frame) -> None:
         if self.signum is not None:  # a second signal: the user insists
-            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+            raise Stopped(signum)
         self.signum = signum
 
 
@@ -65,16 +87,12 @@ class StopRequest:
 def deferred_stop() -> Iterator[StopRequest]:
     """Yields a StopRequest that records SIGINT/SIGTERM instead of raising, until the block ends.
 
-    Off the main thread (where Python cannot install handlers) the request never fires.
-    The previous handlers are restored on exit.
+    Off the main thread (where Python cannot install handlers) the request never fires, and an
+    ignored signal stays ignored. The previous handlers are restored on exit.
     """
     request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
-    previous = {sig: signal.signal(sig, request.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = _replace_handlers(request.handle)
     try:
         yield request
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore_handlers(previous)

@@ -194,29 +194,31 @@ def run_audit(
     cache_seconds = time.perf_counter() - started
     with output_directory(out_dir, out_option) as out_dir:
         remove_stale_temporaries(out_dir, OUTPUT_FILES)
-        return _train_and_write(manifest, data, skipped, input_rows, config, out_dir, resume, reporter, started, cache_seconds)
+        result = fit(data, config, reporter, checkpoint_path=out_dir / CHECKPOINT_FILE, resume=resume)
+        frame = audit_table(result, manifest.paths, manifest.labels, manifest.class_names, config, manifest.extra)
+        timings = {
+            "total_seconds": time.perf_counter() - started, "cache_seconds": cache_seconds,
+            "train_seconds": result.seconds, "epoch_seconds": [h["seconds"] for h in result.history],
+        }
+        summary = audit_summary(manifest, skipped, config, result, frame, timings)
+        audit_path, summary_path = out_dir / AUDIT_FILE, out_dir / SUMMARY_FILE
+        write_audit(frame, audit_path, metadata=audit_metadata(config, manifest.class_names))
+        write_json(summary_path, summary)
+    return AuditResult(frame, summary, audit_path, summary_path, input_rows)
 
 
-def _train_and_write(manifest, data, skipped, input_rows, config, out_dir, resume, reporter, started, cache_seconds) -> AuditResult:
-    result = fit(data, config, reporter, checkpoint_path=out_dir / CHECKPOINT_FILE, resume=resume)
-    frame = audit_table(result, manifest.paths, manifest.labels, manifest.class_names, config, manifest.extra)
-    summary = {
+def audit_summary(manifest: Manifest, skipped: dict[str, str], config: RunConfig, result: FitResult, frame: pd.DataFrame, timings: dict) -> dict:
+    """Returns the content of summary.json for a finished audit (see the README's Outputs section)."""
+    return {
         **run_header(config, result),
         "images": str(manifest.root), "labels_csv": str(manifest.source) if manifest.source else None,
         **summarize(frame, manifest.class_names),
         "n_skipped": len(skipped),
         "skipped": [{"path": p, "reason": r} for p, r in skipped.items()],
-        "timings": {
-            "total_seconds": time.perf_counter() - started, "cache_seconds": cache_seconds,
-            "train_seconds": result.seconds, "epoch_seconds": [h["seconds"] for h in result.history],
-        },
+        "timings": timings,
         "history": result.history,
         "method_summary": result.method.summary(),
     }
-    audit_path, summary_path = out_dir / AUDIT_FILE, out_dir / SUMMARY_FILE
-    write_audit(frame, audit_path, metadata=audit_metadata(config, manifest.class_names))
-    write_json(summary_path, summary)
-    return AuditResult(frame, summary, audit_path, summary_path, input_rows)
 
 
 def audit_table(result: FitResult, paths, given_labels, class_names, config: RunConfig, extra=None) -> pd.DataFrame:

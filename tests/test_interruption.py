@@ -18,7 +18,7 @@ from PIL import Image
 
 from lnlclean.cli import main
 from lnlclean.config import RunConfig
-from lnlclean.interrupt import Interrupted
+from lnlclean.interrupt import Interrupted, Stopped
 from lnlclean.methods import get_method
 from lnlclean.pipeline import run_audit
 from lnlclean.report.audit import read_audit
@@ -87,7 +87,7 @@ def test_a_second_signal_stops_at_once(digits_folder, tmp_path, monkeypatch):
         return original(self, batch, epoch)
 
     monkeypatch.setattr(method_cls, "training_step", signal_twice)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Stopped):
         run_audit(digits_folder.root, digits_folder.csv, RunConfig(epochs=2, device="cpu"), tmp_path / "out", tmp_path / "cache")
     assert not (tmp_path / "out").exists()
 
@@ -151,3 +151,26 @@ def test_a_process_stopped_by_a_signal_resumes_to_the_same_audit(slow_run, tmp_p
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     pd.testing.assert_frame_equal(read_audit(out / "audit.parquet")[0], reference)
     assert not list(out.glob(".*.tmp"))
+
+
+def test_a_signal_while_decoding_stops_at_once_and_leaves_no_cache_file(digits_folder, tmp_path, monkeypatch, capsys):
+    from lnlclean.data import cache
+
+    original = cache.decode_image
+    calls = {"n": 0}
+
+    def decode_then_signal(path, size):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the handler runs in the main thread meanwhile
+        return original(path, size)
+
+    monkeypatch.setattr(cache, "decode_image", decode_then_signal)
+    argv = ["audit", str(digits_folder.root), str(digits_folder.csv), "--out", str(tmp_path / "out"),
+            "--cache-dir", str(tmp_path / "cache"), "--workers", "1", "--epochs", "1", "--device", "cpu", "--quiet"]
+    assert main(argv) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["stopped by SIGTERM; unfinished outputs are never written, so run the same command again"]
+    assert calls["n"] < len(digits_folder.paths)
+    assert list((tmp_path / "cache").iterdir()) == [] and not (tmp_path / "out").exists()

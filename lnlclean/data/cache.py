@@ -157,29 +157,34 @@ def _auto_size(manifest: Manifest, fallback_size: int) -> tuple[int, int] | int:
 def _build(manifest, array_path, meta_path, side, workers, advance) -> ImageCache:
     height, width = side if isinstance(side, tuple) else (side, side)
     shape = (len(manifest), height, width, CHANNELS)
-    bad: dict[int, str] = {}
     with atomic_path(array_path) as tmp:
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-
-        def decode_into(index: int) -> None:
-            try:
-                images[index] = decode_image(manifest.root / manifest.paths[index], (height, width))
-            except ImageError as err:
-                bad[index] = str(err)
-            if advance is not None:
-                advance(1)
-
-        pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
-        try:
-            list(pool.map(decode_into, range(len(manifest))))
-        finally:
-            pool.shutdown(cancel_futures=True)  # on Ctrl-C, do not decode the rest first
-        images.flush()
-        del images
+        bad = _decode_into_file(manifest, tmp, shape, workers, advance)
     meta = {"format": CACHE_FORMAT, "shape": list(shape), "bad": {str(i): r for i, r in sorted(bad.items())}}
     with atomic_path(meta_path) as tmp:
         tmp.write_text(json.dumps(meta))
     return ImageCache(images=np.load(array_path, mmap_mode="r"), bad=bad, path=array_path, reused=False)
+
+
+def _decode_into_file(manifest: Manifest, path: Path, shape: tuple, workers: int | None, advance: Advance | None) -> dict[int, str]:
+    """Decodes every image of `manifest` into a new ``.npy`` memory map at `path`. Returns index → reason for the bad ones."""
+    images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    bad: dict[int, str] = {}
+
+    def decode_into(index: int) -> None:
+        try:
+            images[index] = decode_image(manifest.root / manifest.paths[index], shape[1:3])
+        except ImageError as err:
+            bad[index] = str(err)
+        if advance is not None:
+            advance(1)
+
+    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+    try:
+        list(pool.map(decode_into, range(len(manifest))))
+    finally:
+        pool.shutdown(cancel_futures=True)  # on Ctrl-C, do not decode the rest first
+    images.flush()
+    return bad
 
 
 class ImageError(Exception):
@@ -195,11 +200,11 @@ def decode_image(path: Path, size: tuple[int, int]) -> np.ndarray:
     try:
         with Image.open(path) as image:
             if image.width * image.height > MAX_PIXELS:
-                raise Image.DecompressionBombError(f"{image.width}×{image.height}")
+                raise ImageError(f"{image.width}×{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb")
             image.load()
             rgb = to_rgb(image)
     except Image.DecompressionBombError:
-        raise ImageError(f"over {MAX_PIXELS:,} pixels, refused as a possible decompression bomb")
+        raise ImageError(f"over twice the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb")
     except UnidentifiedImageError:
         raise ImageError("not an image file Pillow can read")
     except (OSError, SyntaxError, ValueError) as err:

@@ -155,7 +155,7 @@ def _read_csv(csv_path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise UserError(f"{csv_path}: the file is empty; it needs a header path,label and one row per image")
     except pd.errors.ParserError as err:
-        raise UserError(f"{csv_path}: cannot be read as CSV ({str(err).splitlines()[0]})")
+        raise UserError(f"{csv_path}: cannot be read as CSV ({str(err).splitlines()[0]}); quote cells that contain the separator")
     frame.columns = [_header_name(c) for c in frame.columns]
     frame = frame.apply(lambda column: column.str.strip())
     # Blank lines are dropped but the index keeps each row's position, so messages cite the real line.
@@ -277,7 +277,7 @@ def _reject_numeric_labels(label_texts: list[str], where: Path, lines: list[int]
 
 def _checked_path(root: Path, raw: str, where: Path, line: int, allow_outside_root: bool) -> str:
     if raw == "":
-        raise UserError(f"{where}: row {line}: empty path")
+        raise UserError(f"{where}: row {line}: empty path; give the image's path relative to {root}, or remove the row")
     posix = PurePosixPath(raw.replace("\\", "/"))
     full = root / posix
     if not allow_outside_root:
@@ -286,7 +286,7 @@ def _checked_path(root: Path, raw: str, where: Path, line: int, allow_outside_ro
         if not _inside(full.resolve(), root.resolve()):
             raise UserError(f"{where}: row {line}: {raw!r} is a link pointing outside {root}; pass --allow-outside-root to accept it")
     if not full.is_file():
-        raise UserError(f"{where}: row {line}: image {full} not found")
+        raise UserError(f"{where}: row {line}: image {full} not found; fix the path or remove the row")
     if not os.access(full, os.R_OK):
         raise UserError(f"{where}: row {line}: image {full} is not readable (check its permissions)")
     return posix.as_posix()

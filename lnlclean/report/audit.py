@@ -114,7 +114,7 @@ def load_audit(path: Path, option: str = "--from-audit") -> pd.DataFrame:
     try:
         frame, _ = read_audit(path)
     except Exception as err:  # pyarrow raises several types for a file that is not Parquet
-        raise UserError(f"{option} {path}: not a readable audit.parquet ({type(err).__name__})")
+        raise UserError(f"{option} {path}: not a readable audit.parquet ({type(err).__name__}); pass the audit.parquet that lnlclean audit wrote")
     missing = {"path", "is_label_issue", "suggested_label", "suggested_prob", "clean_prob"} - set(frame.columns)
     if missing:
         raise UserError(f"{option} {path}: missing column(s) {', '.join(sorted(missing))}; is it an lnlclean audit?")
