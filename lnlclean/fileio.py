@@ -17,7 +17,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it replaces `target` atomically.
 
     Returns (yields) the temporary path to write to. If the body raises, the temporary
-    file is removed and `target` is left as it was.
+    file is removed and `target` is left as it was; an OSError about the temporary file is
+    re-raised naming `target`.
     """
     target = Path(target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -29,6 +30,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
         _sync_directory(target.parent)
+    except OSError as err:
+        if err.filename is not None and Path(err.filename) == tmp:  # name the file the user asked for
+            raise OSError(err.errno, err.strerror, str(target)) from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

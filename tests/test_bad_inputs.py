@@ -445,3 +445,19 @@ def test_a_real_process_prints_one_line_and_exits_2(ws, case):
     err = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(err) == 1, done.stderr
     assert all(fragment in err[0] for fragment in fragments)
+
+
+def test_a_full_disk_while_writing_gives_one_line_and_keeps_the_checkpoint(ws, capsys, monkeypatch):
+    import errno
+
+    from lnlclean.report import audit as audit_module
+
+    def disk_full(table, where, **options):
+        Path(where).write_bytes(b"PAR1 partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(where))
+
+    monkeypatch.setattr(audit_module.pq, "write_table", disk_full)
+    assert main(ws.audit()) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {ws.out / 'audit.parquet'}: No space left on device; free space or choose another location"]
+    assert sorted(p.name for p in ws.out.iterdir()) == ["checkpoint.pt"]
