@@ -307,6 +307,7 @@ def test_refused_with_one_line_exit_2_and_nothing_written(ws, capsys, case):
     capsys.readouterr()
     inputs_before = snapshot(ws.images, *ws.tmp.glob("*.csv"))
     outputs_before = snapshot(ws.out, ws.tmp / "fixed.csv")
+    out_existed = ws.out.exists()
 
     code = main(argv)
 
@@ -317,6 +318,7 @@ def test_refused_with_one_line_exit_2_and_nothing_written(ws, capsys, case):
     for fragment in fragments:
         assert fragment in err[0], f"{fragment!r} not in {err[0]!r}"
     assert snapshot(ws.out, ws.tmp / "fixed.csv") == outputs_before
+    assert ws.out.exists() == out_existed
     assert snapshot(ws.images, *ws.tmp.glob("*.csv")) == inputs_before
     assert not (ws.tmp / "pwned").exists()
 
