@@ -12,7 +12,8 @@ from PIL import Image
 
 from conftest import is_jpeg_row
 from lnlclean.data import cache as cache_mod
-from lnlclean.data.cache import ImageError, decode_image, load_or_build, resize_center_crop, to_rgb
+from lnlclean.data.cache import load_or_build
+from lnlclean.data.decode import ImageError, decode_image, resize_center_crop, to_rgb
 from lnlclean.data.manifest import read_manifest
 
 
@@ -40,8 +41,8 @@ def forbid_decoding(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("an image was opened although the cache should be reused")
 
-    monkeypatch.setattr(cache_mod, "decode_image", boom)
-    monkeypatch.setattr(cache_mod, "_auto_size", boom)
+    monkeypatch.setattr(cache_mod, "decode_all", boom)
+    monkeypatch.setattr(cache_mod, "_first_size", boom)
 
 
 # ---------------------------------------------------------------- build and sizes

@@ -11,12 +11,8 @@ Image size (``image_size``): ``None`` means *auto* — keep the images' own size
 have the same size and neither side exceeds 64 px (CIFAR-like data), otherwise use the
 backbone's size (64 px for the CIFAR-style networks, 224 px for torchvision models).
 An explicit size resizes the shorter side to that size and crops the centre square.
-Every image is converted to 3-channel RGB: grayscale, palette, CMYK, RGBA and 16-bit images
-are converted, not rejected; an animated image gives its first frame.
-
-Decompression-bomb guard: an image whose header announces more than :data:`MAX_PIXELS`
-pixels is refused before a single pixel is decoded (Pillow only warns below twice its own
-limit; here that warning is an error).
+Decoding itself (conversions, the decompression-bomb guard, parallelism) is
+:mod:`lnlclean.data.decode`.
 """
 
 from __future__ import annotations
@@ -24,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,14 +29,12 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
 from ..fileio import atomic_path, probe_writable
+from .decode import decode_all
 from .manifest import Manifest
 
 CACHE_FORMAT = 1
 KEEP_SIZE_LIMIT = 64
 CHANNELS = 3
-MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS (a 0.25 GB RGB bitmap)
-# The guard in decode_image refuses these images; Pillow's warning would only repeat it on stderr.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 Advance = Callable[[int], None]
 
 
@@ -115,8 +107,21 @@ def load_or_build(
     cached = _try_load(array_path, meta_path, len(manifest))
     if cached is not None:
         return cached
-    side = image_size or _auto_size(manifest, fallback_size)
-    return _build(manifest, array_path, meta_path, side, workers, advance)
+    if image_size is not None:
+        return _build(manifest, array_path, meta_path, (image_size, image_size), workers, advance)
+    first = _first_size(manifest)
+    if first is None or max(first) > KEEP_SIZE_LIMIT:
+        return _build(manifest, array_path, meta_path, (fallback_size, fallback_size), workers, advance)
+    # Auto: decode at the first image's size; if another size turns up, that cache is discarded
+    # before it is committed and the images are decoded again at the fallback size.
+    try:
+        return _build(manifest, array_path, meta_path, first, workers, advance, only_size=first)
+    except _MixedSizes:
+        return _build(manifest, array_path, meta_path, (fallback_size, fallback_size), workers, None)
+
+
+class _MixedSizes(Exception):
+    """The images turned out not to share one size."""
 
 
 def _try_load(array_path: Path, meta_path: Path, n_samples: int) -> ImageCache | None:
@@ -136,104 +141,29 @@ def _try_load(array_path: Path, meta_path: Path, n_samples: int) -> ImageCache |
     return ImageCache(images=images, bad=bad, path=array_path, reused=True)
 
 
-def _auto_size(manifest: Manifest, fallback_size: int) -> tuple[int, int] | int:
-    """Returns the images' own (height, width) when all share one size ≤ 64 px, else `fallback_size`."""
-    sizes = set()
+def _first_size(manifest: Manifest) -> tuple[int, int] | None:
+    """Returns (height, width) of the first image whose header can be read, or None when none can."""
     for rel in manifest.paths:
         try:
             with Image.open(manifest.root / rel) as image:
-                sizes.add(image.size)
+                return (image.height, image.width)
         except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
             continue  # reported with its reason when it is decoded
-        if len(sizes) > 1:
-            return fallback_size
-    if len(sizes) == 1:
-        width, height = sizes.pop()
-        if max(width, height) <= KEEP_SIZE_LIMIT:
-            return (height, width)
-    return fallback_size
+    return None
 
 
-def _build(manifest, array_path, meta_path, side, workers, advance) -> ImageCache:
-    height, width = side if isinstance(side, tuple) else (side, side)
-    shape = (len(manifest), height, width, CHANNELS)
+def _build(manifest, array_path, meta_path, side, workers, advance, only_size=None) -> ImageCache:
+    """Decodes the images at `side` = (height, width) into the cache files and returns the cache.
+
+    With `only_size`, raises _MixedSizes (and writes nothing) when an image has another original size.
+    """
+    shape = (len(manifest), *side, CHANNELS)
     with atomic_path(array_path) as tmp:
-        bad = _decode_into_file(manifest, tmp, shape, workers, advance)
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+        bad, sizes = decode_all(manifest.root, manifest.paths, tmp, workers, advance)
+        if only_size is not None and not sizes <= {only_size}:
+            raise _MixedSizes()
     meta = {"format": CACHE_FORMAT, "shape": list(shape), "bad": {str(i): r for i, r in sorted(bad.items())}}
     with atomic_path(meta_path) as tmp:
         tmp.write_text(json.dumps(meta))
     return ImageCache(images=np.load(array_path, mmap_mode="r"), bad=bad, path=array_path, reused=False)
-
-
-def _decode_into_file(manifest: Manifest, path: Path, shape: tuple, workers: int | None, advance: Advance | None) -> dict[int, str]:
-    """Decodes every image of `manifest` into a new ``.npy`` memory map at `path`. Returns index → reason for the bad ones."""
-    images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
-    bad: dict[int, str] = {}
-
-    def decode_into(index: int) -> None:
-        try:
-            images[index] = decode_image(manifest.root / manifest.paths[index], shape[1:3])
-        except ImageError as err:
-            bad[index] = str(err)
-        if advance is not None:
-            advance(1)
-
-    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
-    try:
-        list(pool.map(decode_into, range(len(manifest))))
-    finally:
-        pool.shutdown(cancel_futures=True)  # on Ctrl-C, do not decode the rest first
-    images.flush()
-    return bad
-
-
-class ImageError(Exception):
-    """An image file that cannot be decoded; the message says why."""
-
-
-def decode_image(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Returns the image at `path` as uint8 RGB of shape (height, width, 3) for `size` = (height, width).
-
-    Images of exactly that size are kept; others have the shorter side resized to the
-    target and the centre cropped. Raises ImageError when the file is not a complete image.
-    """
-    try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageError(f"{image.width}×{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb")
-            image.load()
-            rgb = to_rgb(image)
-    except Image.DecompressionBombError:
-        raise ImageError(f"over twice the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb")
-    except UnidentifiedImageError:
-        raise ImageError("not an image file Pillow can read")
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"cannot decode ({err})")
-    height, width = size
-    if rgb.size != (width, height):
-        rgb = resize_center_crop(rgb, height, width)
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Returns `image` as 8-bit RGB; 16/32-bit grayscale is scaled by its bit depth, not clipped."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode != "I" or values.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).astype(np.uint8), mode="L")
-    elif image.mode == "F":
-        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
-
-
-def resize_center_crop(image: Image.Image, height: int, width: int) -> Image.Image:
-    """Returns `image` resized so it covers height×width, then centre-cropped to it."""
-    scale = max(height / image.height, width / image.width)
-    new_w, new_h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
-    image = image.resize((new_w, new_h), Image.BILINEAR, reducing_gap=3.0)
-    left, top = (new_w - width) // 2, (new_h - height) // 2
-    return image.crop((left, top, left + width, top + height))

@@ -1,0 +1,154 @@
+"""Decode image files into rows of a uint8 ``.npy`` array, in parallel.
+
+Every image becomes 8-bit RGB: grayscale, palette, CMYK, RGBA (composited on white) and
+16-bit images are converted, not rejected; an animated image gives its first frame. Images of
+the target size are kept as they are; others have the shorter side resized to it and the
+centre cropped.
+
+Decompression-bomb guard: an image whose header announces more than :data:`MAX_PIXELS`
+pixels is refused before a single pixel is decoded (Pillow only warns below twice its own
+limit; here that warning is an error).
+
+Parallelism: for small images, Python's per-image work dominates and threads only contend for
+the interpreter lock (measured: 7,900 img/s on one thread, 5,100 on two, for 32 px JPEGs), so
+large folders are split into chunks decoded by forked worker processes that write straight into
+the memory-mapped array. Small folders, and platforms without ``fork``, use threads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import warnings
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS (a 0.25 GB RGB bitmap)
+CHUNK = 512  # images per task: large enough to amortise the task, small enough for smooth progress
+PROCESS_MIN = 2048  # below this many images, starting processes costs more than it saves
+Size = tuple[int, int]
+# decode_image refuses these images; Pillow's warning would only repeat that on stderr.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+class ImageError(Exception):
+    """An image file that cannot be decoded; the message says why."""
+
+
+def decode_image(path: Path, size: Size) -> np.ndarray:
+    """Returns the image at `path` as uint8 RGB of shape (height, width, 3) for `size` = (height, width).
+
+    Raises ImageError when the file is not a complete image or is over the pixel limit.
+    """
+    return _decode(path, size)[0]
+
+
+def _decode(path: Path, size: Size) -> tuple[np.ndarray, Size]:
+    """Returns the decoded image (as `decode_image`) and its original (height, width)."""
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageError(f"{image.width}×{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb")
+            image.load()
+            rgb = to_rgb(image)
+    except Image.DecompressionBombError:
+        raise ImageError(f"over twice the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb")
+    except UnidentifiedImageError:
+        raise ImageError("not an image file Pillow can read")
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"cannot decode ({err})")
+    original = (rgb.height, rgb.width)
+    height, width = size
+    if original != (height, width):
+        rgb = resize_center_crop(rgb, height, width)
+    return np.asarray(rgb, dtype=np.uint8), original
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Returns `image` as 8-bit RGB; 16/32-bit grayscale is scaled by its bit depth, not clipped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode != "I" or values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def resize_center_crop(image: Image.Image, height: int, width: int) -> Image.Image:
+    """Returns `image` resized so it covers height×width, then centre-cropped to it."""
+    scale = max(height / image.height, width / image.width)
+    new_w, new_h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
+    image = image.resize((new_w, new_h), Image.BILINEAR, reducing_gap=3.0)
+    left, top = (new_w - width) // 2, (new_h - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def decode_rows(array_path: str, root: str, paths: list[str], start: int) -> tuple[dict[int, str], set[Size]]:
+    """Decodes `paths` (relative to `root`) into rows `start`… of the ``.npy`` file `array_path`.
+
+    Returns (row → reason for each image that could not be decoded, the original sizes seen).
+    """
+    images = np.load(array_path, mmap_mode="r+")
+    size = images.shape[1:3]
+    bad: dict[int, str] = {}
+    sizes: set[Size] = set()
+    for offset, rel in enumerate(paths):
+        try:
+            images[start + offset], original = _decode(Path(root) / rel, size)
+            sizes.add(original)
+        except ImageError as err:
+            bad[start + offset] = str(err)
+    images.flush()
+    return bad, sizes
+
+
+def decode_all(
+    root: Path, paths: list[str], array_path: Path, workers: int | None, advance: Callable[[int], None] | None,
+) -> tuple[dict[int, str], set[Size]]:
+    """Decodes every image into the existing ``.npy`` file `array_path` (N×H×W×3, N = len(paths)).
+
+    Returns (row → reason for the bad images, the original (height, width) sizes seen).
+    `advance(n)` is called as chunks finish. On an exception (Ctrl-C included) the pending
+    chunks are cancelled before it propagates.
+    """
+    workers = workers or os.cpu_count() or 1
+    bad: dict[int, str] = {}
+    sizes: set[Size] = set()
+    pool = _pool(workers, len(paths))
+    try:
+        with warnings.catch_warnings():  # Python ≥ 3.12 warns about fork in a threaded process; the workers only decode
+            warnings.simplefilter("ignore", DeprecationWarning)
+            futures = {pool.submit(decode_rows, str(array_path), str(root), paths[s:s + CHUNK], s): min(CHUNK, len(paths) - s)
+                       for s in range(0, len(paths), CHUNK)}
+        for future in as_completed(futures):
+            chunk_bad, chunk_sizes = future.result()
+            bad.update(chunk_bad)
+            sizes |= chunk_sizes
+            if advance is not None:
+                advance(futures[future])
+    finally:
+        pool.shutdown(cancel_futures=True)
+    return bad, sizes
+
+
+def _pool(workers: int, n_images: int) -> Executor:
+    """Returns forked processes for a large folder where ``fork`` exists, else threads."""
+    if workers > 1 and n_images >= PROCESS_MIN and "fork" in multiprocessing.get_all_start_methods():
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_leave_signals_to_parent)
+    return ThreadPoolExecutor(workers)
+
+
+def _leave_signals_to_parent() -> None:
+    """In a worker: ignore Ctrl-C (the parent stops the pool) and restore the default SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
