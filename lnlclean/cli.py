@@ -88,13 +88,14 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
     "overwrite": (Annotated[bool, typer.Option("--overwrite", help="Replace the outputs of an earlier run instead of refusing to.")], False),
     "allow_outside_root": (Annotated[bool, typer.Option("--allow-outside-root", help="Accept CSV paths that leave IMAGES (absolute, .., links pointing out).")], False),
     "noise_rate": (Annotated[Optional[float], typer.Option(help="Expected share of wrong labels, 0–1, for methods that use one (alim). Default: estimated from the data.", show_default=False)], None),
+    "compile": (Annotated[bool, typer.Option("--compile", help="Compile the networks with torch.compile: slow to start and, measured on CPU, slower per step (README: Performance).")], False),
     "workers": (Annotated[Optional[int], typer.Option(help="Threads that decode images. Default: one per CPU core.", show_default=False)], None),
     "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")], False),
 }
-TRAINING = ("backbone", "epochs", "batch_size", "lr", "weight_decay", "schedule", "device", "seed", "threshold", "noise_rate", "no_flip", "cache_dir", "overwrite", "quiet")
+TRAINING = ("backbone", "epochs", "batch_size", "lr", "weight_decay", "schedule", "device", "seed", "threshold", "noise_rate", "no_flip", "cache_dir", "compile", "overwrite", "quiet")
 FOLDER_TRAINING = (
     "method", *TRAINING[:8], "image_size", "threshold", "noise_rate", "weights", "no_flip", "cache_dir", "on_bad_image",
-    "resume", "overwrite", "allow_outside_root", "workers", "quiet",
+    "resume", "overwrite", "allow_outside_root", "compile", "workers", "quiet",
 )
 
 
@@ -134,7 +135,8 @@ def run_config(opts: SimpleNamespace, ctx: typer.Context, method: str | None = N
         method=method, backbone=opts.backbone, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
         weight_decay=opts.weight_decay, schedule=opts.schedule.value, device=opts.device, seed=opts.seed,
         image_size=getattr(opts, "image_size", None), threshold=opts.threshold, weights=getattr(opts, "weights", None),
-        flip=not opts.no_flip, workers=getattr(opts, "workers", None), noise_rate=opts.noise_rate, method_params=params.get(method, {}),
+        flip=not opts.no_flip, workers=getattr(opts, "workers", None), noise_rate=opts.noise_rate, compile=opts.compile,
+        method_params=params.get(method, {}),
     ).validate()
 
 

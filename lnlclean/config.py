@@ -35,6 +35,7 @@ class RunConfig:
     flip: bool = True
     workers: int | None = None
     noise_rate: float | None = None
+    compile: bool = False
     method_params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

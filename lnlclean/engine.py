@@ -148,7 +148,10 @@ def build_method(config: RunConfig, data: TrainData, device: torch.device) -> Me
 
     def build_network() -> torch.nn.Module:
         net = build_backbone(config.backbone, data.n_classes, in_channels, config.weights)
-        return net.to(device=device, memory_format=torch.channels_last)
+        net = net.to(device=device, memory_format=torch.channels_last)
+        if config.compile:
+            net.compile()  # in place: parameter names, and so checkpoints, stay those of the plain network
+        return net
 
     candidates = None if data.candidates is None else torch.as_tensor(data.candidates, device=device)
     setup = Setup(
@@ -191,7 +194,7 @@ def steps_in_epoch(n_samples: int, batch_size: int) -> int:
 
 def checkpoint_identity(config: RunConfig, data: TrainData) -> dict:
     """Returns what must match for a checkpoint to be resumed: method, settings and data."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "workers")}
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "workers", "compile")}
     return {"format": CHECKPOINT_FORMAT, "data": data.fingerprint, "settings": settings}
 
 
@@ -244,17 +247,20 @@ def fit(
             generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + epoch)
             order = torch.randperm(n_samples, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
             loss_sum = torch.zeros((), device=device)
+            data_seconds = 0.0  # time spent fetching batches: the training step waits for it
             first_step = 0
             if epoch == position.epoch and position.step:
                 generator.set_state(position.generator_state)
                 loss_sum += position.loss_sum.to(device)
                 first_step = position.step
             for step_in_epoch in range(first_step, steps_per_epoch):
+                fetch_started = time.perf_counter()
                 index = order[step_in_epoch * config.batch_size:(step_in_epoch + 1) * config.batch_size].sort().values
                 batch = Batch(
                     index=index.to(device), label=labels[index].to(device), raw=store.gather(index),
                     augmenter=augmenter, generator=generator,
                 )
+                data_seconds += time.perf_counter() - fetch_started
                 lr = learning_rate(config, epoch * steps_per_epoch + step_in_epoch, total_steps, steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -277,7 +283,7 @@ def fit(
                 logged = method.end_epoch(epoch, evaluate_train)
             method.history.append({
                 "epoch": epoch + 1, "loss": mean_loss, "lr": learning_rate(config, (epoch + 1) * steps_per_epoch - 1, total_steps, steps_per_epoch),
-                "seconds": time.perf_counter() - epoch_started, **logged,
+                "seconds": time.perf_counter() - epoch_started, "data_seconds": data_seconds, **logged,
             })
             if checkpoint_path is not None:
                 _save_checkpoint(checkpoint_path, identity, Position(epoch + 1), method, optimizer)
