@@ -5,9 +5,10 @@ Sections (each timed here, in this process, one after the other; nothing else sh
 - cache: image-cache build rate (img/s) for a folder of 32 px JPEGs and one of 32 px PNGs,
   written here (the cache is built from scratch, fingerprint and auto size included).
 - methods: seconds per training epoch of every method relative to ``ce`` (same backbone,
-  data, batch size; median of the epochs after the first, repeats interleaved, ratio taken
-  within a repeat), peak memory of each run (RSS on CPU, ``max_memory_allocated`` on CUDA),
-  and the share of each epoch spent fetching batches from the cache built above.
+  data, batch size: 2,000 images of the JPEG cache with 40 % symmetric label noise; median of
+  the epochs after the first; each method run paired with a ``ce`` run just before it, median
+  ratio over repeats), peak memory of each run (each in a fresh process; RSS on CPU,
+  ``max_memory_allocated`` on CUDA), and the share of each epoch spent fetching batches.
 - backbones: train and eval img/s of each backbone on the engine's data path.
 - scaling: epoch time and peak memory of one method at N samples × K classes, and the bytes
   of every method's per-sample state per N·K entry.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import resource
 import statistics
 import tempfile
@@ -46,6 +48,7 @@ from lnlclean.fileio import write_json
 from lnlclean.methods import METHODS
 from lnlclean.models import backbone_names, build_backbone
 
+N_CLASSES = 10
 TARGETS = {  # name → (measured value key, comparison, bound)
     "alr epoch time / ce": ("methods.alr.ratio_to_ce", "<=", 1.10),
     "alim epoch time / ce": ("methods.alim.ratio_to_ce", "<=", 1.10),
@@ -95,35 +98,43 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def write_folder(root: Path, n_images: int, suffix: str, size: int = 32) -> Path:
-    """Writes `n_images` random `size`-px images as `suffix` files in 10 class folders. Returns `root`."""
+    """Writes `n_images` learnable `size`-px images (class k = template k + noise; k = i mod 10) as `suffix` files in class folders. Returns `root`."""
     rng = np.random.default_rng(0)
-    patterns = rng.integers(0, 256, (256, size, size, 3), dtype=np.uint8)
-    for k in range(10):
-        (root / str(k)).mkdir(parents=True, exist_ok=True)
+    templates = rng.integers(0, 256, (N_CLASSES, size, size, 3)).astype(np.float32)
+    for k in range(N_CLASSES):
+        (root / f"{k:02d}").mkdir(parents=True, exist_ok=True)
     for i in range(n_images):
-        Image.fromarray(patterns[i % len(patterns)]).save(root / str(i % 10) / f"{i:06d}{suffix}")
+        k = i % N_CLASSES
+        pixels = np.clip(templates[k] + rng.normal(0, 48, templates[k].shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / f"{k:02d}" / f"{i:06d}{suffix}")
     return root
 
 
-def cache_build_rate(folder: Path, cache_dir: Path) -> tuple[float, Path]:
-    """Returns (img/s of a from-scratch cache build of the ImageFolder `folder`, the cache's ``.npy`` file)."""
+def with_noise(true_labels: np.ndarray, n_classes: int, rate: float = 0.4) -> np.ndarray:
+    """Returns `true_labels` with a `rate` share moved to a uniformly drawn other class (symmetric noise)."""
+    rng = np.random.default_rng(1)
+    wrong = rng.random(len(true_labels)) < rate
+    return np.where(wrong, (true_labels + rng.integers(1, n_classes, len(true_labels))) % n_classes, true_labels)
+
+
+def cache_build_rate(folder: Path, cache_dir: Path) -> tuple[float, np.ndarray, np.ndarray]:
+    """Returns (img/s of a from-scratch cache build of the ImageFolder `folder`, the cached images, their labels)."""
     manifest = read_manifest(folder)
     started = time.perf_counter()
     cache = load_or_build(manifest, cache_dir)
-    return len(manifest) / (time.perf_counter() - started), cache.path
+    return len(manifest) / (time.perf_counter() - started), cache.images, manifest.labels
 
 
 # ---------------------------------------------------------------- methods
 
 
-def timed_fit(config: RunConfig, images_path: Path, n_samples: int, n_classes: int) -> dict:
-    """Trains `config` on the first `n_samples` images of the ``.npy`` file `images_path` (random labels).
+def timed_fit(config: RunConfig, images_path: Path, labels: np.ndarray, n_classes: int) -> dict:
+    """Trains `config` on the first len(`labels`) images of the ``.npy`` file `images_path` (memory-mapped, as a cache is).
 
     Returns seconds and data share per epoch (medians over the epochs after the first), the
     last epoch's seconds, peak memory (MB) and the per-sample state (MB). Meant for `isolated`.
     """
-    images = np.load(images_path, mmap_mode="r")[:n_samples]
-    labels = np.random.default_rng(1).integers(0, n_classes, n_samples)
+    images = np.load(images_path, mmap_mode="r")[: len(labels)]
     device = resolve_device(config.device)
     reset_peak_memory(device)
     result = fit(TrainData(images=images, labels=labels, n_classes=n_classes), config)
@@ -144,25 +155,35 @@ def idle_memory_mb(device_name: str) -> float:
     return peak_memory_mb(device)
 
 
-def method_costs(images_path: Path, args, device: torch.device) -> dict:
-    """Returns per method: seconds per epoch and ratio to ce (medians over repeats), data share, peak memory."""
-    names = ["ce"] + sorted(m for m in METHODS if m != "ce")
-    runs = {name: [] for name in names}
+def method_costs(images_path: Path, labels: np.ndarray, args, device: torch.device) -> dict:
+    """Returns per method: seconds per epoch and ratio to ce (medians over repeats), data share, peak memory.
+
+    Every method run is paired with a ce run just before it, and its ratio is taken to that run,
+    so the machine's drift over the minutes of the section does not enter the ratios.
+    """
+    names = sorted(m for m in METHODS if m != "ce")
+    runs: dict[str, list[dict]] = {"ce": [], **{name: [] for name in names}}
+    ratios: dict[str, list[float]] = {name: [] for name in names}
+
+    def run(name: str) -> dict:
+        config = RunConfig(method=name, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, device=device.type)
+        runs[name].append(isolated(timed_fit, config, images_path, labels, N_CLASSES))
+        return runs[name][-1]
+
     for repeat in range(args.repeats):
         for name in names:
-            config = RunConfig(method=name, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, device=device.type)
-            runs[name].append(isolated(timed_fit, config, images_path, args.method_samples, 10))
-            print(f"  repeat {repeat + 1} {name}: {runs[name][-1]['seconds_per_epoch']:.2f} s/epoch", flush=True)
-    costs = {}
-    for name in names:
-        ratios = [run["seconds_per_epoch"] / ce["seconds_per_epoch"] for run, ce in zip(runs[name], runs["ce"])]
-        costs[name] = {
+            ce, method = run("ce"), run(name)
+            ratios[name].append(method["seconds_per_epoch"] / ce["seconds_per_epoch"])
+            print(f"  repeat {repeat + 1} {name}: {method['seconds_per_epoch']:.2f} s/epoch, ce beside it {ce['seconds_per_epoch']:.2f} s", flush=True)
+    return {
+        name: {
             "seconds_per_epoch": statistics.median(r["seconds_per_epoch"] for r in runs[name]),
-            "ratio_to_ce": statistics.median(ratios), "ratios": ratios,
+            "ratio_to_ce": statistics.median(ratios[name]) if name != "ce" else 1.0, "ratios": ratios.get(name, []),
             "data_share": max(r["data_share"] for r in runs[name]),
             "peak_memory_mb": max(r["peak_memory_mb"] for r in runs[name]),
         }
-    return costs
+        for name in runs
+    }
 
 
 # ---------------------------------------------------------------- scaling
@@ -191,7 +212,8 @@ def scaling(args, device: torch.device, workdir: Path) -> list[dict]:
     for n_classes in args.scale_classes:
         for n_samples in args.scale_samples:
             config = RunConfig(method=args.scale_method, backbone=args.backbone, epochs=2, batch_size=args.batch_size, device=device.type, method_params={"warmup": 1})
-            run = isolated(timed_fit, config, images_path, n_samples, n_classes)
+            labels = with_noise(np.arange(n_samples) % n_classes, n_classes)
+            run = isolated(timed_fit, config, images_path, labels, n_classes)
             rows.append({
                 "method": args.scale_method, "n_samples": n_samples, "n_classes": n_classes,
                 "epoch_seconds": run["last_epoch_seconds"], "peak_memory_mb": run["peak_memory_mb"], "state_mb": run["state_mb"],
@@ -203,14 +225,16 @@ def scaling(args, device: torch.device, workdir: Path) -> list[dict]:
 # ---------------------------------------------------------------- compile
 
 
-def compile_cost(args, device: torch.device) -> dict:
-    """Returns the first-step seconds and train img/s of the default backbone, eager and with torch.compile."""
-    x = torch.randn(args.batch_size, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (args.batch_size,), device=device)
+def compile_cost(backbone: str, batch_size: int, device_name: str, cache_dir: str) -> dict:
+    """Returns the first-step seconds and train img/s of `backbone`, eager and with torch.compile (a cold compile: empty `cache_dir`)."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+    device = resolve_device(device_name)
+    x = torch.randn(batch_size, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch_size,), device=device)
     report = {}
     for mode in ("eager", "compiled"):
         torch.manual_seed(0)
-        net = build_backbone(args.backbone, 10, 3).to(device=device, memory_format=torch.channels_last)
+        net = build_backbone(backbone, 10, 3).to(device=device, memory_format=torch.channels_last)
         if mode == "compiled":
             net.compile()
         optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
@@ -224,7 +248,7 @@ def compile_cost(args, device: torch.device) -> dict:
         started = time.perf_counter()
         step()
         first = time.perf_counter() - started
-        report[mode] = {"first_step_seconds": first, "train_img_per_s": args.batch_size / statistics.median(time_steps(step, device, 2, 10))}
+        report[mode] = {"first_step_seconds": first, "train_img_per_s": batch_size / statistics.median(time_steps(step, device, 2, 10))}
     return report
 
 
@@ -298,23 +322,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         print("cache build", flush=True)
-        jpeg_rate, cached_path = cache_build_rate(write_folder(workdir / "jpeg", args.cache_images, ".jpg"), workdir / "cache")
-        png_rate, _ = cache_build_rate(write_folder(workdir / "png", args.cache_images, ".png"), workdir / "cache")
+        jpeg_rate, cached, true_labels = cache_build_rate(write_folder(workdir / "jpeg", args.cache_images, ".jpg"), workdir / "cache")
+        png_rate, _, _ = cache_build_rate(write_folder(workdir / "png", args.cache_images, ".png"), workdir / "cache")
         report["cache"] = {"images": args.cache_images, "jpeg_img_per_s": jpeg_rate, "png_img_per_s": png_rate}
         print("methods", flush=True)
         report["idle_memory_mb"] = isolated(idle_memory_mb, device.type)
-        report["methods"] = method_costs(cached_path, args, device)
+        rows = np.linspace(0, len(cached) - 1, args.method_samples).astype(np.int64)  # every class
+        np.save(workdir / "methods.npy", cached[rows])
+        report["methods"] = method_costs(workdir / "methods.npy", with_noise(true_labels[rows], N_CLASSES), args, device)
         report["data_wait_share_max"] = max(row["data_share"] for row in report["methods"].values())
         print("scaling", flush=True)
         report["scaling"] = scaling(args, device, workdir)
         print("backbones", flush=True)
         report["backbones"] = [backbone_throughput(name, device, args.batch_size, 32, 2, args.backbone_steps) for name in backbone_names()]
-    report["state_classes"] = max(args.scale_classes)
+    report["state_classes"] = min(args.scale_classes)  # per-sample (not per-class) state weighs most per N·K at the smallest K
     report["state_bytes_per_nk"] = state_bytes_per_entry(10_000, report["state_classes"], device)
     report["state_bytes_per_nk_max"] = max(report["state_bytes_per_nk"].values())
     if not args.no_compile:
         print("compile", flush=True)
-        report["compile"] = compile_cost(args, device)
+        with tempfile.TemporaryDirectory() as compile_cache:
+            report["compile"] = isolated(compile_cost, args.backbone, args.batch_size, device.type, compile_cache)
     report["targets"] = check_targets(report)
     report["seconds"] = time.perf_counter() - started
     out = args.out or RESULTS / f"speed-{device_tag(device)}.json"

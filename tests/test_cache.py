@@ -405,3 +405,16 @@ def test_mixed_modes_in_one_cache(tmp_path, cache_dir):
     assert cache.images.shape == (4, 6, 6, 3)
     assert (cache.images[0] == 100).all()
     assert (cache.images[1:] == 255).all()
+
+
+def test_large_folder_decoded_by_worker_processes_matches_one_by_one_decoding(tmp_path, cache_dir):
+    from lnlclean.data import decode
+
+    rng = np.random.default_rng(0)
+    images = {f"{i:05d}.png": Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)) for i in range(decode.PROCESS_MIN + 37)}
+    images["broken.png"] = b"not a png"
+    manifest = folder_with(tmp_path, images)
+    cache = load_or_build(manifest, cache_dir, workers=2)
+    expected = np.stack([np.asarray(images[p]) if p != "broken.png" else np.zeros((6, 6, 3), np.uint8) for p in manifest.paths])
+    np.testing.assert_array_equal(cache.images, expected)
+    assert list(cache.bad) == [manifest.paths.index("broken.png")]

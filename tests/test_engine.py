@@ -60,3 +60,19 @@ def test_diverging_training_is_reported_as_a_learning_rate_problem():
     data = TrainData(images=digits.train_images[:256], labels=digits.train_labels[:256], n_classes=10, flip=False)
     with pytest.raises(UserError, match="--lr"):
         fit(data, RunConfig(method="ce", epochs=2, device="cpu", lr=1e12))
+
+
+@pytest.mark.slow
+def test_compiled_networks_keep_plain_parameter_names_so_checkpoints_resume_without_compile(digits_folder, tmp_path):
+    import torch
+
+    from lnlclean.pipeline import run_audit
+
+    config = dict(epochs=2, device="cpu", flip=False)
+    run_audit(digits_folder.root, digits_folder.csv, RunConfig(**config, compile=True), tmp_path / "out", tmp_path / "cache")
+    saved = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
+    assert not any("_orig_mod" in key for key in saved["method"]["networks"])
+    for name in ("audit.parquet", "summary.json"):
+        (tmp_path / "out" / name).unlink()
+    resumed = run_audit(digits_folder.root, digits_folder.csv, RunConfig(**config), tmp_path / "out", tmp_path / "cache", resume=True)
+    assert resumed.summary["resumed_from_epoch"] == 2
