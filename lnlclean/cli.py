@@ -89,7 +89,7 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
     "allow_outside_root": (Annotated[bool, typer.Option("--allow-outside-root", help="Accept CSV paths that leave IMAGES (absolute, .., links pointing out).")], False),
     "noise_rate": (Annotated[Optional[float], typer.Option(help="Expected share of wrong labels, 0–1, for methods that use one (alim). Default: estimated from the data.", show_default=False)], None),
     "compile": (Annotated[bool, typer.Option("--compile", help="Compile the networks with torch.compile: slow to start and, measured on CPU, slower per step (README: Performance).")], False),
-    "workers": (Annotated[Optional[int], typer.Option(help="Threads that decode images. Default: one per CPU core.", show_default=False)], None),
+    "workers": (Annotated[Optional[int], typer.Option(help="Processes (large folders) or threads that decode images. Default: one per CPU core.", show_default=False)], None),
     "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")], False),
 }
 TRAINING = ("backbone", "epochs", "batch_size", "lr", "weight_decay", "schedule", "device", "seed", "threshold", "noise_rate", "no_flip", "cache_dir", "compile", "overwrite", "quiet")
