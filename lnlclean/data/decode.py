@@ -10,9 +10,10 @@ pixels is refused before a single pixel is decoded (Pillow only warns below twic
 limit; here that warning is an error).
 
 Parallelism: for small images, Python's per-image work dominates and threads only contend for
-the interpreter lock (measured: 7,900 img/s on one thread, 5,100 on two, for 32 px JPEGs), so
-large folders are split into chunks decoded by forked worker processes that write straight into
-the memory-mapped array. Small folders, and platforms without ``fork``, use threads.
+the interpreter lock (``benchmarks/decode_rate.py``: two threads decode 32 px JPEGs more slowly
+than one), so large folders are split into chunks decoded by forked worker processes that write
+straight into the memory-mapped array; for large images the two do about equally well. Small
+folders, and platforms without ``fork``, use threads.
 """
 
 from __future__ import annotations
