@@ -34,6 +34,7 @@ from .progress import Reporter
 
 CHECKPOINT_FORMAT = 2
 EVAL_BATCH = 512
+CHECKPOINT_SECONDS = 600.0  # also checkpoint mid-epoch this often, so a crash or kill -9 loses at most this much
 
 
 @dataclass
@@ -207,7 +208,8 @@ def fit(
 ) -> FitResult:
     """Trains `config.method` on `data` and returns the final per-sample probabilities.
 
-    A checkpoint is written atomically to `checkpoint_path` after every epoch. On SIGINT or
+    A checkpoint is written atomically to `checkpoint_path` after every epoch, and within an
+    epoch whenever :data:`CHECKPOINT_SECONDS` have passed since the last one. On SIGINT or
     SIGTERM the current step finishes, a checkpoint of that step is written and
     :class:`~lnlclean.interrupt.Interrupted` is raised. With `resume`, training continues from
     the checkpoint, mid-epoch included; it must come from the same method, settings and data
@@ -240,6 +242,7 @@ def fit(
 
     remaining = total_steps - position.epoch * steps_per_epoch - position.step
     description = f"training {config.method} on {describe_device(device)}"
+    last_saved = time.monotonic()
     with reporter.task(description, total=remaining) as advance, deferred_stop() as stop:
         for epoch in range(position.epoch, config.epochs):
             epoch_started = time.perf_counter()
@@ -271,11 +274,14 @@ def fit(
                 optimizer.step()
                 loss_sum += loss.detach()
                 advance(1, epoch=epoch + 1)
-                if stop.signum is not None:
+                due = checkpoint_path is not None and time.monotonic() - last_saved >= CHECKPOINT_SECONDS
+                if stop.signum is not None or due:
                     here = Position(epoch, step_in_epoch + 1, generator.get_state(), loss_sum.detach().cpu())
                     if checkpoint_path is not None:
                         _save_checkpoint(checkpoint_path, identity, here, method, optimizer)
-                    raise Interrupted(stop.signum, checkpoint_path, epoch + 1, step_in_epoch + 1)
+                        last_saved = time.monotonic()
+                    if stop.signum is not None:
+                        raise Interrupted(stop.signum, checkpoint_path, epoch + 1, step_in_epoch + 1)
             mean_loss = float(loss_sum) / steps_per_epoch
             if not math.isfinite(mean_loss):
                 raise UserError(f"--lr {config.lr}: training diverged (loss {mean_loss} in epoch {epoch + 1}); lower --lr")
@@ -287,6 +293,7 @@ def fit(
             })
             if checkpoint_path is not None:
                 _save_checkpoint(checkpoint_path, identity, Position(epoch + 1), method, optimizer)
+                last_saved = time.monotonic()
     probs = evaluate_train().cpu().numpy()
     test_accuracy = None
     if data.test_images is not None and len(data.test_images):

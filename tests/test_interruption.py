@@ -62,6 +62,36 @@ def test_signal_mid_epoch_saves_a_checkpoint_that_resumes_to_the_same_audit(digi
     pd.testing.assert_frame_equal(resumed.audit, reference.audit)
 
 
+@pytest.mark.parametrize("method, params", [("ce", {}), ("promix", {"warmup": 1})])
+def test_a_crash_mid_epoch_resumes_from_the_periodic_checkpoint(digits_folder, tmp_path, monkeypatch, method, params):
+    from lnlclean import engine
+
+    config = dict(method=method, method_params=params, epochs=3, batch_size=BATCH, device="cpu", flip=False, seed=5)
+    folder = (digits_folder.root, digits_folder.csv)
+    reference = run_audit(*folder, RunConfig(**config), tmp_path / "a", tmp_path / "cache")
+
+    method_cls = get_method(method)
+    original = method_cls.training_step
+    calls = {"n": 0}
+
+    def crash_at_sixth_step(self, batch, epoch):
+        calls["n"] += 1
+        if calls["n"] == 6:  # epoch 2, step 2: the periodic checkpoint after step 1 is the last one
+            raise RuntimeError("simulated crash")
+        return original(self, batch, epoch)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "CHECKPOINT_SECONDS", 0.0)
+        patch.setattr(method_cls, "training_step", crash_at_sixth_step)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run_audit(*folder, RunConfig(**config), tmp_path / "b", tmp_path / "cache")
+    saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert (saved["epochs_done"], saved["steps_done"]) == (1, 1)
+
+    resumed = run_audit(*folder, RunConfig(**config), tmp_path / "b", tmp_path / "cache", resume=True)
+    pd.testing.assert_frame_equal(resumed.audit, reference.audit)
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_cli_exits_128_plus_signal_with_a_line_on_how_to_resume(digits_folder, tmp_path, monkeypatch, capsys, signum, code):
     out = tmp_path / "out"
