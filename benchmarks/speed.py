@@ -144,7 +144,7 @@ def timed_fit(config: RunConfig, images_path: Path, labels: np.ndarray, n_classe
         "last_epoch_seconds": result.history[-1]["seconds"],
         "data_share": statistics.median(h["data_seconds"] / h["seconds"] for h in timed),
         "peak_memory_mb": peak_memory_mb(device),
-        "state_mb": sum(t.numel() * t.element_size() for t in result.method.state.state_dict().values()) / 1e6,
+        "state_mb": result.method.state.nbytes() / 1e6,
     }
 
 
@@ -195,8 +195,7 @@ def state_bytes_per_entry(n_samples: int, n_classes: int, device: torch.device) 
     sizes = {}
     for name in sorted(METHODS):
         method = build_method(RunConfig(method=name, epochs=10, device=device.type), data, device)
-        state = method.state.state_dict()
-        sizes[name] = sum(t.numel() * t.element_size() for t in state.values()) / (n_samples * n_classes)
+        sizes[name] = method.state.nbytes() / (n_samples * n_classes)
     return sizes
 
 

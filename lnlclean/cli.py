@@ -23,7 +23,7 @@ from .data.datasets import DATASETS
 from .data.manifest import read_manifest
 from .data.noise import parse_noise_spec
 from .errors import UserError
-from .fileio import check_output_dir, check_output_file, output_directory, write_json
+from .fileio import check_output_dir, check_output_file, output_directory, refuse_earlier_output, write_json
 from .interrupt import Interrupted, Stopped, install_stop_handlers, restore_handlers
 from .methods import METHODS, get_method
 from .models import backbone_names
@@ -302,8 +302,7 @@ def benchmark(
     thresholds = parse_fail_under(fail_under)
     configs = {name: run_config(opts, ctx, method=name, methods=methods) for name in methods}
     check_output_dir(out)
-    if (out / BENCHMARK_FILE).exists() and not opts.overwrite:
-        raise UserError(f"--out {out}: already holds {BENCHMARK_FILE} from an earlier run; pass --overwrite to replace it, or choose another --out")
+    refuse_earlier_output(out, (BENCHMARK_FILE,), opts.overwrite)
     reporter = Reporter(opts.quiet)
     runs = []
     with output_directory(out) as out_dir:

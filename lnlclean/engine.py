@@ -242,7 +242,7 @@ def fit(
 
     remaining = total_steps - position.epoch * steps_per_epoch - position.step
     description = f"training {config.method} on {describe_device(device)}"
-    last_saved = time.monotonic()
+    checkpoints = Checkpointer(checkpoint_path, identity, method, optimizer)
     with reporter.task(description, total=remaining) as advance, deferred_stop() as stop:
         for epoch in range(position.epoch, config.epochs):
             epoch_started = time.perf_counter()
@@ -274,12 +274,8 @@ def fit(
                 optimizer.step()
                 loss_sum += loss.detach()
                 advance(1, epoch=epoch + 1)
-                due = checkpoint_path is not None and time.monotonic() - last_saved >= CHECKPOINT_SECONDS
-                if stop.signum is not None or due:
-                    here = Position(epoch, step_in_epoch + 1, generator.get_state(), loss_sum.detach().cpu())
-                    if checkpoint_path is not None:
-                        _save_checkpoint(checkpoint_path, identity, here, method, optimizer)
-                        last_saved = time.monotonic()
+                if stop.signum is not None or checkpoints.due():
+                    checkpoints.save(Position(epoch, step_in_epoch + 1, generator.get_state(), loss_sum.detach().cpu()))
                     if stop.signum is not None:
                         raise Interrupted(stop.signum, checkpoint_path, epoch + 1, step_in_epoch + 1)
             mean_loss = float(loss_sum) / steps_per_epoch
@@ -291,9 +287,7 @@ def fit(
                 "epoch": epoch + 1, "loss": mean_loss, "lr": learning_rate(config, (epoch + 1) * steps_per_epoch - 1, total_steps, steps_per_epoch),
                 "seconds": time.perf_counter() - epoch_started, "data_seconds": data_seconds, **logged,
             })
-            if checkpoint_path is not None:
-                _save_checkpoint(checkpoint_path, identity, Position(epoch + 1), method, optimizer)
-                last_saved = time.monotonic()
+            checkpoints.save(Position(epoch + 1))
     probs = evaluate_train().cpu().numpy()
     test_accuracy = None
     if data.test_images is not None and len(data.test_images):
@@ -346,6 +340,24 @@ class Position:
     def describe(self) -> str:
         """Returns e.g. ``epoch 3, step 5`` or ``the end of epoch 2``."""
         return f"epoch {self.epoch + 1}, step {self.step}" if self.step else f"the end of epoch {self.epoch}"
+
+
+class Checkpointer:
+    """Writes the run's checkpoints to `path` (nothing when `path` is None) and knows when the next periodic one is due."""
+
+    def __init__(self, path: Path | None, identity: dict, method: Method, optimizer):
+        self.path, self.identity, self.method, self.optimizer = path, identity, method, optimizer
+        self.last_saved = time.monotonic()
+
+    def due(self) -> bool:
+        """Returns True when CHECKPOINT_SECONDS have passed since the last checkpoint (never without a path)."""
+        return self.path is not None and time.monotonic() - self.last_saved >= CHECKPOINT_SECONDS
+
+    def save(self, position: Position) -> None:
+        """Writes a checkpoint at `position` atomically. Returns None."""
+        if self.path is not None:
+            _save_checkpoint(self.path, self.identity, position, self.method, self.optimizer)
+            self.last_saved = time.monotonic()
 
 
 def _save_checkpoint(path: Path, identity: dict, position: Position, method: Method, optimizer) -> None:

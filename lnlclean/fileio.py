@@ -11,6 +11,13 @@ from typing import Any, Iterator
 
 from .errors import UserError
 
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def _temporary_prefix(name: str) -> str:
+    """Returns how the temporary files of an atomic write of `name` start (they end in TEMPORARY_SUFFIX)."""
+    return f".{name}."
+
 
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
@@ -21,7 +28,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     re-raised naming `target`.
     """
     target = Path(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temporary_prefix(target.name), suffix=TEMPORARY_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -69,7 +76,7 @@ def remove_stale_temporaries(directory: Path, names: tuple[str, ...]) -> list[Pa
     """
     removed = []
     for name in names:
-        for leftover in directory.glob(f".{name}.*.tmp"):
+        for leftover in directory.glob(f"{_temporary_prefix(name)}*{TEMPORARY_SUFFIX}"):
             leftover.unlink(missing_ok=True)
             removed.append(leftover)
     return removed
@@ -123,6 +130,15 @@ def prepare_output_dir(out_dir: str | os.PathLike, option: str = "--out") -> Pat
     except OSError as err:
         raise UserError(f"{option} {out_dir}: cannot write there ({err.strerror}); choose another {option}")
     return out_dir
+
+
+def refuse_earlier_output(out_dir: Path, names: tuple[str, ...], overwrite: bool, option: str = "--out") -> None:
+    """Raises UserError naming `option` when `out_dir` already holds one of the files `names` and not `overwrite`. Returns None."""
+    if overwrite:
+        return
+    for name in names:
+        if (out_dir / name).exists():
+            raise UserError(f"{option} {out_dir}: already holds {name} from an earlier run; pass --overwrite to replace it, or choose another {option}")
 
 
 @contextmanager

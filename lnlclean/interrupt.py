@@ -1,9 +1,10 @@
 """Stopping on SIGINT (Ctrl-C) and SIGTERM without losing work.
 
 Outside training both signals raise :class:`Stopped` at once (in the command-line tool; a
-Python caller keeps its own handlers), so partial files are discarded by the atomic writers. During training the engine asks for
-:func:`deferred_stop`: the first signal only records itself, the loop finishes the current
-step, saves a checkpoint and raises :class:`Interrupted`; a second signal stops at once.
+Python caller keeps its own handlers), so partial files are discarded by the atomic writers.
+During training the engine asks for :func:`deferred_stop`: the first signal only records
+itself, the loop finishes the current step, saves a checkpoint and raises
+:class:`Interrupted`; a second signal stops at once.
 Exit codes follow the shell convention 128 + signal number: 130 for SIGINT, 143 for SIGTERM.
 """
 

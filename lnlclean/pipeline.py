@@ -23,7 +23,7 @@ from .data.manifest import Manifest, read_manifest
 from .data.noise import NoiseSpec, inject_noise, partial_candidates
 from .engine import FitResult, TrainData, fit
 from .errors import UserError
-from .fileio import check_output_dir, output_directory, remove_stale_temporaries, write_json
+from .fileio import check_output_dir, output_directory, refuse_earlier_output, remove_stale_temporaries, write_json
 from .methods import candidate_readers, get_method
 from .models import default_image_size
 from .progress import Reporter
@@ -125,12 +125,8 @@ def check_class_sizes(manifest: Manifest) -> None:
 
 def check_previous_run(out_dir: Path, resume: bool, overwrite: bool, option: str = "--out") -> None:
     """Raises UserError when `out_dir` already holds a finished audit (unless `overwrite`) or an unfinished run's checkpoint (unless `resume` or `overwrite`). Returns None."""
-    if overwrite or not out_dir.is_dir():
-        return
-    finished = [name for name in (AUDIT_FILE, SUMMARY_FILE) if (out_dir / name).exists()]
-    if finished:
-        raise UserError(f"{option} {out_dir}: already holds {finished[0]} from an earlier run; pass --overwrite to replace it, or choose another {option}")
-    if not resume and (out_dir / CHECKPOINT_FILE).exists():
+    refuse_earlier_output(out_dir, (AUDIT_FILE, SUMMARY_FILE), overwrite, option)
+    if not overwrite and not resume and (out_dir / CHECKPOINT_FILE).exists():
         raise UserError(
             f"{option} {out_dir}: holds the checkpoint of an unfinished run; pass --resume to continue it, "
             f"--overwrite to start over, or choose another {option}"

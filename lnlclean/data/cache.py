@@ -27,8 +27,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import UserError
-from ..fileio import atomic_path, probe_writable
+from ..fileio import atomic_path, prepare_output_dir
 from .decode import decode_all
 from .manifest import Manifest
 
@@ -95,13 +94,7 @@ def load_or_build(
     A damaged or foreign entry under the key is rebuilt. Raises UserError naming `option` when
     the cache directory cannot be created or written.
     """
-    if cache_dir.exists() and not cache_dir.is_dir():
-        raise UserError(f"{option} {cache_dir}: is a file, not a directory; choose another {option}")
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        probe_writable(cache_dir)
-    except OSError as err:
-        raise UserError(f"{option} {cache_dir}: cannot write there ({err.strerror}); choose another {option}")
+    prepare_output_dir(cache_dir, option)
     key = fingerprint(manifest, image_size, fallback_size)
     array_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     cached = _try_load(array_path, meta_path, len(manifest))

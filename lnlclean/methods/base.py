@@ -99,6 +99,10 @@ class SampleState:
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._tensors[name]
 
+    def nbytes(self) -> int:
+        """Returns the memory the per-sample tensors take, in bytes."""
+        return sum(tensor.numel() * tensor.element_size() for tensor in self._tensors.values())
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Returns the tensors by name (CPU copies)."""
         return {name: tensor.detach().cpu() for name, tensor in self._tensors.items()}
