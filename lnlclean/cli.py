@@ -22,6 +22,7 @@ from .config import RunConfig, field_name, option_name
 from .data.datasets import DATASETS
 from .data.manifest import read_manifest
 from .data.noise import parse_noise_spec
+from .distributed import current as current_world
 from .errors import UserError
 from .fileio import check_output_dir, check_output_file, output_directory, refuse_earlier_output, write_json
 from .interrupt import Interrupted, Stopped, install_stop_handlers, restore_handlers
@@ -305,12 +306,14 @@ def benchmark(
     refuse_earlier_output(out, (BENCHMARK_FILE,), opts.overwrite)
     reporter = Reporter(opts.quiet)
     runs = []
-    with output_directory(out) as out_dir:
+    writes = current_world().is_main
+    with output_directory(out, create=writes) as out_dir:
         for spec in specs:
             for name in methods:
                 reporter.log(f"benchmark {dataset} {spec} {name}")
                 runs.append(run_benchmark_one(dataset, spec, configs[name], data_dir, train_size, opts.cache_dir, reporter, partial_rate))
-                write_json(out_dir / BENCHMARK_FILE, {"lnlclean_version": __version__, "runs": runs})
+                if writes:
+                    write_json(out_dir / BENCHMARK_FILE, {"lnlclean_version": __version__, "runs": runs})
     print_benchmark_table(runs)
     stdout.print(f"wrote {out_dir / BENCHMARK_FILE}")
     failures = check_fail_under(runs, thresholds)
@@ -439,28 +442,31 @@ def main(argv: list[str] | None = None) -> int:
     130 stopped by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
     """
     err = Console(stderr=True, highlight=False)
+    world = current_world()  # under torchrun: joins the other processes
+    stdout.quiet = not world.is_main
+    error = f"error: [rank {world.rank}/{world.size}]" if world.distributed else "error:"
     previous_handlers = install_stop_handlers()
     try:
         args, method_options = split_method_options(sys.argv[1:] if argv is None else argv)
         code = app(args=args, standalone_mode=False, prog_name="lnlclean", obj={"method_options": method_options})
         return code if isinstance(code, int) else 0
-    except UserError as error:
-        err.print(f"error: {error}", markup=False, soft_wrap=True)
+    except UserError as problem:
+        err.print(f"{error} {problem}", markup=False, soft_wrap=True)
         return UserError.exit_code
     except Stopped as stop:
         err.print(stopped_message(stop), markup=False, soft_wrap=True)
         return stop.exit_code
-    except OSError as error:
-        if error.errno not in ENVIRONMENT_ERRNOS:
+    except OSError as problem:
+        if problem.errno not in ENVIRONMENT_ERRNOS:
             raise
-        err.print(f"error: {error.filename or 'output'}: {error.strerror}; free space or choose another location", markup=False, soft_wrap=True)
+        err.print(f"{error} {problem.filename or 'output'}: {problem.strerror}; free space or choose another location", markup=False, soft_wrap=True)
         return UserError.exit_code
-    except Exception as error:
-        if not is_usage_error(error):
+    except Exception as problem:
+        if not is_usage_error(problem):
             raise
-        ctx = getattr(error, "ctx", None)
+        ctx = getattr(problem, "ctx", None)
         command = ctx.command_path if ctx is not None else "lnlclean"
-        err.print(f"error: {command}: {error.format_message()} (see {command} --help)", markup=False, soft_wrap=True)
+        err.print(f"{error} {command}: {problem.format_message()} (see {command} --help)", markup=False, soft_wrap=True)
         return 2
     finally:
         restore_handlers(previous_handlers)

@@ -8,6 +8,15 @@ Reproducibility: every epoch draws its sample order and augmentations from gener
 seeded by ``(seed, epoch)``, and a checkpoint holds networks, optimiser, method state and
 (mid-epoch, after a stop signal) the step and the generator's state, so ``--resume``
 continues an interrupted CPU run to the same result.
+
+Several processes (``torchrun``, see :mod:`lnlclean.distributed`): every process draws the
+same sample order; each mini-batch is split between the processes (process r takes rows
+r, r + P, … of the sorted batch), the networks are wrapped in DistributedDataParallel, which
+averages gradients, and after every step the per-sample state rows each process updated are
+sent to all (:meth:`~lnlclean.methods.base.SampleState.pack`). ``--batch-size`` is the size of
+the whole mini-batch, so the steps, the schedule and the method's epochs are those of a
+single-process run. Stop signals and checkpoint times are agreed on every step, so all
+processes stop at the same step; only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
@@ -21,10 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .config import RunConfig, method_hparams
 from .data.augment import Augmenter
 from .data.store import ImageStore
+from .distributed import World
+from .distributed import current as current_world
 from .errors import UserError
 from .fileio import atomic_path
 from .interrupt import Interrupted, deferred_stop
@@ -33,7 +46,7 @@ from .methods.base import Batch, Method, Setup
 from .models import build_backbone
 from .progress import Reporter
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 EVAL_BATCH = 512
 CHECKPOINT_SECONDS = 600.0  # also checkpoint mid-epoch this often, so a crash or kill -9 loses at most this much
 
@@ -87,16 +100,40 @@ class FitResult:
     resumed_from_epoch: int | None = None
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, world: World = World()) -> torch.device:
     """Returns the torch device for ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
 
-    Raises UserError when CUDA is asked for and not available.
+    In a run of several processes, ``auto`` and ``cuda`` mean GPU ``LOCAL_RANK``. Raises
+    UserError when CUDA is asked for and not available, for ``cuda:N`` under torchrun, and when
+    torchrun started more processes on this machine than it has GPUs.
     """
+    if world.distributed and name != "cpu" and (name != "auto" or torch.cuda.is_available()):
+        return _process_gpu(name, world)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
     return torch.device(name)
+
+
+def _process_gpu(name: str, world: World) -> torch.device:
+    if name not in ("auto", "cuda"):
+        raise UserError(f"--device {name}: under torchrun each process takes GPU LOCAL_RANK; pass --device cuda, auto or cpu")
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    if world.local_rank >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UserError(f"--nproc-per-node: this machine has {count} GPU(s), one per process; pass --nproc-per-node {count} or --device cpu")
+    return torch.device("cuda", world.local_rank)
+
+
+def check_world(config: RunConfig, world: World) -> None:
+    """Raises UserError when `config` cannot be split between the processes of `world`. Returns None.
+
+    Every process needs at least two images of each mini-batch (batch norm needs two).
+    """
+    if config.batch_size < 2 * world.size:
+        raise UserError(f"--batch-size {config.batch_size}: each of the {world.size} processes needs at least 2 images of a mini-batch; use --batch-size {2 * world.size} or more")
 
 
 def device_tag(device: torch.device) -> str:
@@ -106,14 +143,16 @@ def device_tag(device: torch.device) -> str:
     return "cpu"
 
 
-def describe_device(device: torch.device) -> str:
-    """Returns a human-readable device name, e.g. ``cuda (NVIDIA H100 80GB HBM3)`` or ``cpu (2 threads)``."""
+def describe_device(device: torch.device, world: World = World()) -> str:
+    """Returns a human-readable device name, e.g. ``cuda (NVIDIA H100 80GB HBM3)``, ``cpu (2 threads)`` or ``… × 4 processes``."""
     if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+        name = f"cuda ({torch.cuda.get_device_name(device)})"
+    else:
+        name = f"cpu ({torch.get_num_threads()} threads)"
+    return f"{name} × {world.size} processes" if world.distributed else name
 
 
-def build_method(config: RunConfig, data: TrainData, device: torch.device) -> Method:
+def build_method(config: RunConfig, data: TrainData, device: torch.device, world: World = World()) -> Method:
     """Returns the configured method with freshly initialised networks on `device`."""
     method_cls = get_method(config.method)
     hparams = method_hparams(method_cls, config.method_params)
@@ -137,6 +176,7 @@ def build_method(config: RunConfig, data: TrainData, device: torch.device) -> Me
         build_network=build_network,
         noise_rate=config.noise_rate,
         true_labels=None if data.true_labels is None else torch.as_tensor(np.asarray(data.true_labels), dtype=torch.int64, device=device),
+        world=world,
     )
     return method_cls(hparams, setup)
 
@@ -159,10 +199,10 @@ def learning_rate(config: RunConfig, step: int, total_steps: int, steps_per_epoc
     return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def steps_in_epoch(n_samples: int, batch_size: int) -> int:
-    """Returns the number of mini-batches per epoch: every sample once, but no batch of one (batch norm needs two)."""
+def steps_in_epoch(n_samples: int, batch_size: int, processes: int = 1) -> int:
+    """Returns the number of mini-batches per epoch: every sample once, except a last batch too small to give each of the `processes` two images (batch norm needs two)."""
     full, rest = divmod(n_samples, batch_size)
-    return max(1, full + (rest >= 2))
+    return max(1, full + (rest >= 2 * processes))
 
 
 def checkpoint_identity(config: RunConfig, data: TrainData) -> dict:
@@ -185,15 +225,18 @@ def fit(
     SIGTERM the current step finishes, a checkpoint of that step is written and
     :class:`~lnlclean.interrupt.Interrupted` is raised. With `resume`, training continues from
     the checkpoint, mid-epoch included; it must come from the same method, settings and data
-    (else UserError). Raises UserError when training diverges.
+    (else UserError). Raises UserError when training diverges. Under torchrun every process
+    calls it; they return the same probabilities, and only rank 0 writes checkpoints.
     """
     reporter = reporter or Reporter(quiet=True)
     started = time.perf_counter()
-    device = resolve_device(config.device)
+    world = current_world()
+    check_world(config, world)
+    device = resolve_device(config.device, world)
     _configure_torch(device, config.seed)
     store = ImageStore(data.images, device)
     augmenter = Augmenter.fit(data.images, device, flip=data.flip)
-    method = build_method(config, data, device)
+    method = build_method(config, data, device, world)
     optimizer = torch.optim.SGD(
         method.networks.parameters(), lr=config.lr, momentum=config.momentum,
         weight_decay=config.weight_decay, nesterov=config.momentum > 0,
@@ -203,34 +246,37 @@ def fit(
     if resume:
         position = _load_checkpoint(checkpoint_path, identity, method, optimizer)
         reporter.log(f"resuming from {checkpoint_path} at {position.describe()}")
+    trainer = training_module(method, world)
     labels = torch.tensor(np.asarray(data.labels), dtype=torch.int64)
     n_samples = len(labels)
-    steps_per_epoch = steps_in_epoch(n_samples, config.batch_size)
+    steps_per_epoch = steps_in_epoch(n_samples, config.batch_size, world.size)
     total_steps = steps_per_epoch * config.epochs
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
     def evaluate_train() -> torch.Tensor:
-        return predict_all(method, store, augmenter, autocast)
+        return predict_all(method, store, augmenter, autocast, world)
 
     remaining = total_steps - position.epoch * steps_per_epoch - position.step
-    description = f"training {config.method} on {describe_device(device)}"
-    checkpoints = Checkpointer(checkpoint_path, identity, method, optimizer)
+    description = f"training {config.method} on {describe_device(device, world)}"
+    checkpoints = Checkpointer(checkpoint_path if world.is_main else None, identity, method, optimizer)
     with reporter.task(description, total=remaining) as advance, deferred_stop() as stop:
         for epoch in range(position.epoch, config.epochs):
             epoch_started = time.perf_counter()
             method.networks.train()
-            generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + epoch)
+            generator = torch.Generator(device=device).manual_seed(augmentation_seed(config.seed, epoch, world.rank))
             order = torch.randperm(n_samples, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
-            loss_sum = torch.zeros((), device=device)
+            loss_sum = torch.zeros((), device=device)  # Σ over steps of this process's share of the batch loss
             data_seconds = 0.0  # time spent fetching batches: the training step waits for it
             first_step = 0
             if epoch == position.epoch and position.step:
-                generator.set_state(position.generator_state)
-                loss_sum += position.loss_sum.to(device)
+                _restore_generator(generator, position, world, reporter)
+                if world.is_main:  # the saved sum is over all processes; one of them carries it
+                    loss_sum += position.loss_sum.to(device)
                 first_step = position.step
             for step_in_epoch in range(first_step, steps_per_epoch):
                 fetch_started = time.perf_counter()
-                index = order[step_in_epoch * config.batch_size:(step_in_epoch + 1) * config.batch_size].sort().values
+                whole = order[step_in_epoch * config.batch_size:(step_in_epoch + 1) * config.batch_size].sort().values
+                index = whole[world.rank::world.size]
                 batch = Batch(
                     index=index.to(device), label=labels[index].to(device), raw=store.gather(index),
                     augmenter=augmenter, generator=generator,
@@ -239,20 +285,26 @@ def fit(
                 lr = learning_rate(config, epoch * steps_per_epoch + step_in_epoch, total_steps, steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
+                share = len(index) / len(whole)
                 with autocast:
-                    loss = method.training_step(batch, epoch)
+                    loss = trainer(batch, epoch)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                # DDP averages gradients over processes; weighting by the share makes that the whole batch's mean.
+                (loss * (share * world.size)).backward()
                 optimizer.step()
-                loss_sum += loss.detach()
+                share_samples(method, batch.index, -(-len(whole) // world.size), world)
+                loss_sum += loss.detach() * share
                 advance(1, epoch=epoch + 1)
-                if stop.signum is not None or checkpoints.due():
-                    checkpoints.save(Position(epoch, step_in_epoch + 1, generator.get_state(), loss_sum.detach().cpu()))
-                    if stop.signum is not None:
-                        raise Interrupted(stop.signum, checkpoint_path, epoch + 1, step_in_epoch + 1)
-            mean_loss = float(loss_sum) / steps_per_epoch
+                signum, due = world.max_ints(stop.signum or 0, int(checkpoints.due()))
+                if signum or due:
+                    states = world.gather_cpu(generator.get_state())
+                    checkpoints.save(Position(epoch, step_in_epoch + 1, states, world.sum(loss_sum).detach().cpu()))
+                    if signum:
+                        raise Interrupted(signum, checkpoint_path, epoch + 1, step_in_epoch + 1)
+            mean_loss = float(world.sum(loss_sum)) / steps_per_epoch
             if not math.isfinite(mean_loss):
                 raise UserError(f"--lr {config.lr}: training diverged (loss {mean_loss} in epoch {epoch + 1}); lower --lr")
+            world.broadcast_from_main(method.networks.buffers())
             with torch.no_grad():
                 logged = method.end_epoch(epoch, evaluate_train)
             method.history.append({
@@ -260,30 +312,79 @@ def fit(
                 "seconds": time.perf_counter() - epoch_started, "data_seconds": data_seconds, **logged,
             })
             checkpoints.save(Position(epoch + 1))
-    probs = evaluate_train().cpu().numpy()
+    probs = evaluate_train().numpy()
     test_accuracy = None
     if data.test_images is not None and len(data.test_images):
-        test_probs = predict_all(method, ImageStore(data.test_images, device), augmenter, autocast)
-        test_accuracy = float((test_probs.argmax(1).cpu().numpy() == data.test_labels).mean())
+        test_probs = predict_all(method, ImageStore(data.test_images, device), augmenter, autocast, world)
+        test_accuracy = float((test_probs.argmax(1).numpy() == data.test_labels).mean())
     return FitResult(
         method=method, probs=probs, test_accuracy=test_accuracy, history=method.history,
-        seconds=time.perf_counter() - started, device=describe_device(device),
+        seconds=time.perf_counter() - started, device=describe_device(device, world),
         resumed_from_epoch=position.epoch if resume else None,
     )
 
 
+class TrainingStep(nn.Module):
+    """The method's whole training step as one module call.
+
+    DistributedDataParallel wraps this module rather than each network: a step may run a
+    network several times (two views, a mixup pass) or a network's second head, and DDP needs
+    all of that inside one forward to know which gradients to average. The per-sample state
+    stays on the method, outside the module.
+    """
+
+    def __init__(self, method: Method):
+        super().__init__()
+        self.networks = method.networks
+        self.method = method
+
+    def forward(self, batch: Batch, epoch: int) -> torch.Tensor:
+        return self.method.training_step(batch, epoch)
+
+
+def training_module(method: Method, world: World) -> nn.Module:
+    """Returns the module whose call runs a training step: wrapped in DistributedDataParallel when `world` has several processes."""
+    step = TrainingStep(method)
+    if not world.distributed:
+        return step
+    return DistributedDataParallel(step, find_unused_parameters=method.unused_parameters, gradient_as_bucket_view=True)
+
+
+def augmentation_seed(seed: int, epoch: int, rank: int) -> int:
+    """Returns the seed of the augmentation generator of `epoch` in process `rank` (each process draws its own)."""
+    return seed * 1_000_003 + epoch + (rank << 40)
+
+
+def share_samples(method: Method, index: torch.Tensor, capacity: int, world: World) -> None:
+    """Sends the per-sample state rows this process updated (`index`) to every process and takes theirs. Returns None.
+
+    `capacity` is the most rows any process trained on in the step.
+    """
+    if world.distributed and len(method.state):
+        index, rows = world.gather_rows(index, method.state.pack(index), capacity)
+        method.state.unpack(index, rows)
+
+
 @torch.no_grad()
-def predict_all(method: Method, store: ImageStore, augmenter: Augmenter, autocast) -> torch.Tensor:
-    """Returns eval-mode probabilities (float32 N×K, on the device) for every image in `store`."""
+def predict_all(method: Method, store: ImageStore, augmenter: Augmenter, autocast, world: World = World()) -> torch.Tensor:
+    """Returns eval-mode probabilities (float32 N×K, on the CPU) for every image in `store`.
+
+    In a run of several processes each predicts every P-th image and all receive every row.
+    """
     was_training = method.networks.training
     method.networks.eval()
-    chunks = []
-    for start in range(0, len(store), EVAL_BATCH):
-        index = torch.arange(start, min(start + EVAL_BATCH, len(store)))
+    n_classes = method.setup.n_classes
+    probs = torch.empty(len(store), n_classes)
+    whole_chunk = EVAL_BATCH * world.size
+    for start in range(0, len(store), whole_chunk):
+        chunk = torch.arange(start, min(start + whole_chunk, len(store)))
+        mine = chunk[world.rank::world.size]
         with autocast:
-            chunks.append(method.predict(augmenter.clean(store.gather(index))).float())
+            predicted = method.predict(augmenter.clean(store.gather(mine))).float() if len(mine) else torch.empty(0, n_classes, device=store.device)
+        index, rows = world.gather_rows(mine.to(predicted.device), predicted.contiguous().view(torch.uint8), -(-len(chunk) // world.size))
+        probs[index.cpu()] = rows.view(torch.float32).cpu()
     method.networks.train(was_training)
-    return torch.cat(chunks)
+    return probs
 
 
 def _configure_torch(device: torch.device, seed: int) -> None:
@@ -300,13 +401,14 @@ def _configure_torch(device: torch.device, seed: int) -> None:
 class Position:
     """Where training stands: `epoch` epochs finished and `step` steps of the next one.
 
-    Mid-epoch (`step` > 0) it also holds the epoch's random-generator state and its running
-    loss sum, so a resumed run draws the same augmentations as an uninterrupted one.
+    Mid-epoch (`step` > 0) it also holds the state of every process's augmentation generator
+    (in rank order) and the running loss sum, so a resumed run draws the same augmentations
+    as an uninterrupted one.
     """
 
     epoch: int = 0
     step: int = 0
-    generator_state: torch.Tensor | None = None
+    generator_states: list[torch.Tensor] | None = None
     loss_sum: torch.Tensor | None = None
 
     def describe(self) -> str:
@@ -335,7 +437,7 @@ class Checkpointer:
 def _save_checkpoint(path: Path, identity: dict, position: Position, method: Method, optimizer) -> None:
     payload = {
         "identity": identity, "epochs_done": position.epoch, "steps_done": position.step,
-        "generator_state": position.generator_state, "loss_sum": position.loss_sum,
+        "generator_states": position.generator_states, "loss_sum": position.loss_sum,
         "method": method.state_dict(), "optimizer": optimizer.state_dict(),
     }
     with atomic_path(path) as tmp:
@@ -361,7 +463,18 @@ def _load_checkpoint(path: Path | None, identity: dict, method: Method, optimize
         raise UserError(f"--resume: {path} comes from a different run ({what}); drop --resume and pass --overwrite to start over, or use another --out")
     method.load_state_dict(payload["method"])
     optimizer.load_state_dict(payload["optimizer"])
-    return Position(int(payload["epochs_done"]), int(payload["steps_done"]), payload["generator_state"], payload["loss_sum"])
+    return Position(int(payload["epochs_done"]), int(payload["steps_done"]), payload["generator_states"], payload["loss_sum"])
+
+
+def _restore_generator(generator: torch.Generator, position: Position, world: World, reporter: Reporter) -> None:
+    """Sets `generator` to this process's saved state; keeps it freshly seeded when the checkpoint had another number of processes."""
+    if len(position.generator_states) == world.size:
+        generator.set_state(position.generator_states[world.rank])
+    else:
+        reporter.log(
+            f"the checkpoint was written by {len(position.generator_states)} process(es), this run has {world.size}: "
+            "the rest of the epoch draws other augmentations than an uninterrupted run would"
+        )
 
 
 def _first_difference(saved: dict, current: dict) -> str:

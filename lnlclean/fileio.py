@@ -142,13 +142,17 @@ def refuse_earlier_output(out_dir: Path, names: tuple[str, ...], overwrite: bool
 
 
 @contextmanager
-def output_directory(out_dir: str | os.PathLike, option: str = "--out") -> Iterator[Path]:
+def output_directory(out_dir: str | os.PathLike, option: str = "--out", create: bool = True) -> Iterator[Path]:
     """Yields `out_dir`, created if needed and checked writable (see `prepare_output_dir`).
 
     When the body raises, the directories created here are removed again if they are still
-    empty, so a failed run leaves nothing behind. Raises UserError naming `option`.
+    empty, so a failed run leaves nothing behind. Raises UserError naming `option`. With
+    `create` False (a process that writes nothing) it only yields the path.
     """
     out_dir = Path(out_dir)
+    if not create:
+        yield out_dir
+        return
     created = []
     missing = out_dir
     while not missing.exists() and missing != missing.parent:

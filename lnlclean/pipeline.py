@@ -21,7 +21,8 @@ from .data import cache as image_cache
 from .data.datasets import load_benchmark
 from .data.manifest import Manifest, read_manifest
 from .data.noise import NoiseSpec, inject_noise, partial_candidates
-from .engine import FitResult, TrainData, fit
+from .distributed import current as current_world
+from .engine import FitResult, TrainData, check_world, fit
 from .errors import UserError
 from .fileio import check_output_dir, output_directory, refuse_earlier_output, remove_stale_temporaries, write_json
 from .methods import candidate_readers, get_method
@@ -70,7 +71,7 @@ def load_dataset(
     input_rows = input_table(manifest)
     option = image_cache.cache_dir_option(cache_dir)
     cache_dir = cache_dir or image_cache.default_cache_dir()
-    with reporter.task(f"decoding {len(manifest)} images", total=len(manifest)) as advance:
+    with current_world().main_first(), reporter.task(f"decoding {len(manifest)} images", total=len(manifest)) as advance:
         cache = image_cache.load_or_build(
             manifest, cache_dir, config.image_size, default_image_size(config.backbone), config.workers, advance, option
         )
@@ -176,11 +177,14 @@ def run_audit(
     including a candidates-only CSV when `require_labels` (a relabel needs labels to correct),
     and when `out_dir` holds an earlier run (see :func:`check_previous_run`); `out_option`
     names `out_dir` in messages. Nothing is written to `out_dir` before the input is checked,
-    and a failed run leaves no directory it created.
+    and a failed run leaves no directory it created. Under torchrun every process trains and
+    rank 0 writes the files.
     """
     reporter = reporter or Reporter(quiet=True)
     started = time.perf_counter()
+    world = current_world()
     config.validate()
+    check_world(config, world)
     get_method(config.method)
     check_output_dir(out_dir, out_option)
     check_previous_run(out_dir, resume, overwrite, out_option)
@@ -188,8 +192,9 @@ def run_audit(
         images, labels_csv, config, cache_dir, on_bad_image, reporter, require_labels, allow_outside_root
     )
     cache_seconds = time.perf_counter() - started
-    with output_directory(out_dir, out_option) as out_dir:
-        remove_stale_temporaries(out_dir, OUTPUT_FILES)
+    with output_directory(out_dir, out_option, create=world.is_main) as out_dir:
+        if world.is_main:
+            remove_stale_temporaries(out_dir, OUTPUT_FILES)
         result = fit(data, config, reporter, checkpoint_path=out_dir / CHECKPOINT_FILE, resume=resume)
         frame = audit_table(result, manifest.paths, manifest.labels, manifest.class_names, config, manifest.extra)
         timings = {
@@ -198,8 +203,9 @@ def run_audit(
         }
         summary = audit_summary(manifest, skipped, config, result, frame, timings)
         audit_path, summary_path = out_dir / AUDIT_FILE, out_dir / SUMMARY_FILE
-        write_audit(frame, audit_path, metadata=audit_metadata(config, manifest.class_names))
-        write_json(summary_path, summary)
+        if world.is_main:
+            write_audit(frame, audit_path, metadata=audit_metadata(config, manifest.class_names))
+            write_json(summary_path, summary)
     return AuditResult(frame, summary, audit_path, summary_path, input_rows)
 
 
@@ -243,10 +249,11 @@ def audit_metadata(config: RunConfig, class_names: list[str]) -> dict:
 
 
 def run_relabel(input_rows: pd.DataFrame, audit: pd.DataFrame, out_file: Path, policy: str) -> pd.DataFrame:
-    """Writes the corrected-label CSV for `input_rows` under `policy` to `out_file`. Returns it."""
+    """Writes the corrected-label CSV for `input_rows` under `policy` to `out_file` (rank 0 under torchrun). Returns it."""
     corrected = corrected_manifest(input_rows, audit, policy)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    write_manifest(corrected, out_file)
+    if current_world().is_main:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        write_manifest(corrected, out_file)
     return corrected
 
 
@@ -269,12 +276,15 @@ def run_benchmark_one(
     Raises UserError for a method that does not read candidate sets or a non-symmetric `noise`.
     """
     reporter = reporter or Reporter(quiet=True)
+    world = current_world()
     config.validate()
+    check_world(config, world)
     method_cls = get_method(config.method)
     if partial_rate is not None:
         check_partial_benchmark(noise, method_cls, partial_rate)
     reporter.log(f"loading {dataset}")
-    bench = load_benchmark(dataset, data_dir, train_size, cache_dir)
+    with world.main_first():  # a download or an image cache is made once
+        bench = load_benchmark(dataset, data_dir, train_size, cache_dir)
     true_labels = bench.train_labels
     candidates = None
     if partial_rate is None:

@@ -8,12 +8,14 @@ from typing import Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .distributed import current as current_world
+
 
 class Reporter:
-    """Shows progress bars and one-line messages on stderr; silent when `quiet`."""
+    """Shows progress bars and one-line messages on stderr; silent when `quiet` and in every process but rank 0."""
 
     def __init__(self, quiet: bool = False):
-        self.quiet = quiet
+        self.quiet = quiet or not current_world().is_main
         self.console = Console(stderr=True, highlight=False)
 
     def log(self, message: str) -> None:

@@ -17,7 +17,8 @@ sample index ``i`` of the manifest, saved in checkpoints with the networks.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, ClassVar
 
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from ..data.augment import Augmenter
+from ..distributed import World
 from ..errors import UserError
 
 
@@ -72,6 +74,9 @@ class Setup:
             figures computed from them (for example the precision of a selection), never train on them.
         device: the training device.
         build_network: returns a fresh backbone on `device` with `n_classes` outputs.
+        world: the processes of the run. A method that sums or averages over a mini-batch
+            outside its loss (a class prior, selection counts) uses ``world.sum`` or
+            ``world.row_mean``, so every process sees the whole mini-batch.
     """
 
     n_samples: int
@@ -83,10 +88,18 @@ class Setup:
     build_network: Callable[[], nn.Module]
     noise_rate: float | None = None
     true_labels: torch.Tensor | None = None
+    world: World = field(default_factory=World)
 
 
 class SampleState:
-    """Named tensors with one row per sample (leading dimension N), saved with checkpoints."""
+    """Named tensors with one row per sample (leading dimension N), saved with checkpoints.
+
+    In a run of several processes each trains on a part of every mini-batch; after each step
+    the engine sends the rows of the samples each process trained on to all the others
+    (:meth:`pack`, :meth:`unpack`), so every process holds the same state. That is why a
+    ``training_step`` may write only the rows of its own batch (``batch.index``); updates over
+    all samples belong in ``end_epoch``, which every process runs on the same state.
+    """
 
     def __init__(self) -> None:
         self._tensors: dict[str, torch.Tensor] = {}
@@ -99,9 +112,34 @@ class SampleState:
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._tensors[name]
 
+    def __len__(self) -> int:
+        return len(self._tensors)
+
     def nbytes(self) -> int:
         """Returns the memory the per-sample tensors take, in bytes."""
         return sum(tensor.numel() * tensor.element_size() for tensor in self._tensors.values())
+
+    def pack(self, index: torch.Tensor) -> torch.Tensor:
+        """Returns the rows `index` of every tensor as bytes: uint8 B×R, R the bytes of one sample's state."""
+        pieces = [tensor[index.to(tensor.device)].reshape(len(index), -1) for tensor in self._tensors.values()]
+        return torch.cat([piece.to(index.device).contiguous().view(torch.uint8) for piece in pieces], dim=1)
+
+    def unpack(self, index: torch.Tensor, packed: torch.Tensor) -> None:
+        """Writes rows packed by :meth:`pack` back into the tensors at `index`. Returns None."""
+        start = 0
+        for tensor in self._tensors.values():
+            width = tensor[0].numel() * tensor.element_size()
+            piece = packed[:, start:start + width].contiguous().view(tensor.dtype).view(len(index), *tensor.shape[1:])
+            tensor[index.to(tensor.device)] = piece.to(tensor.device)
+            start += width
+
+    def checksum(self) -> str:
+        """Returns a SHA-256 hex digest of every tensor's name, shape, dtype and bytes (equal digests, equal state)."""
+        digest = hashlib.sha256()
+        for name, tensor in self._tensors.items():
+            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Returns the tensors by name (CPU copies)."""
@@ -126,6 +164,8 @@ class Method:
         num_networks: how many backbones the method trains (1 or 2).
         reads_candidates: whether the method learns from candidate-label sets (a ``candidates``
             column); other methods train on the ``label`` column only.
+        unused_parameters: whether a training step may leave some network parameters without
+            a gradient (an unused head); DistributedDataParallel then looks for them every step.
         Hparams: a dataclass of hyperparameters with the paper's defaults; every field is
             settable from the command line as ``--<name>-<field>``.
     """
@@ -135,6 +175,7 @@ class Method:
     columns: ClassVar[dict[str, str]] = {}
     num_networks: ClassVar[int] = 1
     reads_candidates: ClassVar[bool] = False
+    unused_parameters: ClassVar[bool] = False
     Hparams: ClassVar[type]
 
     def __init__(self, hparams, setup: Setup):

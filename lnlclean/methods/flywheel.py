@@ -187,6 +187,7 @@ class Flywheel(Method):
     name = "flywheel"
     description = "main network with a clean prior + auxiliary refurbisher with a corruption matrix, two linked EM cycles (LNL-flywheel)"
     num_networks = 2
+    unused_parameters = True  # the auxiliary network's projection head learns only with --flywheel-contrastive
     columns = {
         "flywheel_corruption_prob": "ε: likelihood that the corruption channel emits the given label (auxiliary network × T_c)",
         "flywheel_refurbished_prob": "the auxiliary network's probability of its refurbished label",
@@ -254,14 +255,16 @@ class Flywheel(Method):
     def record(self, index, clean, corruption_prob, refurbished, refurbished_prob, targets, given):
         """Stores the batch's E-step results per sample and adds its expected (true class, ỹ) counts of corrupted labels.
 
-        The expected count of (y, ỹ) is (1 − c) · normalise(f ⊙ T_c[:, ỹ])[y], the corrupted part of q.
+        The expected count of (y, ỹ) is (1 − c) · normalise(f ⊙ T_c[:, ỹ])[y], the corrupted part of q;
+        the counts of every process's part of the mini-batch are added.
         """
         self.clean[index] = clean
         self.corruption_prob[index] = corruption_prob
         self.refurbished[index] = refurbished
         self.refurbished_prob[index] = refurbished_prob
         corrupted = targets - clean[:, None] * F.one_hot(given, self.setup.n_classes)
-        self.counts.index_add_(1, given, corrupted.T)
+        batch_counts = torch.zeros_like(self.counts).index_add_(1, given, corrupted.T)
+        self.counts += self.setup.world.sum(batch_counts)
 
     def end_epoch(self, epoch, evaluate):
         if epoch + 1 == self.warmup:

@@ -220,7 +220,8 @@ class ProMix(Method):
                 css = self.css[index, k]
                 mhcs = (confidence[k] >= self.tau) & (predicted[k] == given)
                 labelled = css | mhcs | lga
-                self.log_prior[k] = (PRIOR_MOMENTUM * self.log_prior[k].exp() + (1 - PRIOR_MOMENTUM) * probs[k].mean(dim=0)).log()
+                batch_prior = self.setup.world.row_mean(probs[k])  # over the whole mini-batch, in every process
+                self.log_prior[k] = (PRIOR_MOMENTUM * self.log_prior[k].exp() + (1 - PRIOR_MOMENTUM) * batch_prior).log()
                 pseudo = debiased_pseudo_labels(mains[k], self.log_prior[k], self.hparams.alpha)
                 self.record_selection(k, index, css, mhcs, labelled, right, epoch)
             log_prior = self.log_prior[k]
@@ -258,7 +259,8 @@ class ProMix(Method):
         if epoch >= self.window_start:
             self.hits[index] += 0.5 * (css | mhcs).float()
         correct = labelled if right is None else labelled & right
-        self.epoch_counts += torch.stack([labelled.sum(), correct.sum(), torch.tensor(len(index), device=labelled.device)]).float()
+        counts = torch.stack([labelled.sum(), correct.sum(), torch.tensor(len(index), device=labelled.device)]).float()
+        self.epoch_counts += self.setup.world.sum(counts)
 
     def end_epoch(self, epoch, evaluate):
         logged = {}
