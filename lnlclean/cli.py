@@ -58,6 +58,18 @@ class BadImage(str, Enum):
     skip = "skip"
 
 
+class StateDtype(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    float16 = "float16"
+
+
+class StatePlace(str, Enum):
+    auto = "auto"
+    device = "device"
+    cpu = "cpu"
+
+
 class Schedule(str, Enum):
     cosine = "cosine"
     step = "step"
@@ -90,13 +102,19 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
     "allow_outside_root": (Annotated[bool, typer.Option("--allow-outside-root", help="Accept CSV paths that leave IMAGES (absolute, .., links pointing out).")], False),
     "noise_rate": (Annotated[Optional[float], typer.Option(help="Expected share of wrong labels, 0–1, for methods that use one (alim). Default: estimated from the data.", show_default=False)], None),
     "compile": (Annotated[bool, typer.Option("--compile", help="Compile the networks with torch.compile: slow to start and, measured on CPU, slower per step (README: Performance).")], False),
+    "state_dtype": (Annotated[StateDtype, typer.Option(help="Per-sample tables (soft labels): float32, float16, or auto (float16 when float32 would take over a quarter of the device's free memory).")], StateDtype(DEFAULTS.state_dtype)),
+    "state_on": (Annotated[StatePlace, typer.Option(help="Where per-sample tables live: the training device, CPU memory (pinned), or auto (CPU when they do not fit in a quarter of the device's free memory).")], StatePlace(DEFAULTS.state_on)),
+    "max_ram": (Annotated[Optional[str], typer.Option(help="Refuse to start when the run would need more host memory than this, e.g. 64G. Default: the memory available.", show_default=False)], None),
     "workers": (Annotated[Optional[int], typer.Option(help="Processes (large folders) or threads that decode images. Default: one per CPU core.", show_default=False)], None),
     "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")], False),
 }
-TRAINING = ("backbone", "epochs", "batch_size", "lr", "weight_decay", "schedule", "device", "seed", "threshold", "noise_rate", "no_flip", "cache_dir", "compile", "overwrite", "quiet")
+TRAINING = (
+    "backbone", "epochs", "batch_size", "lr", "weight_decay", "schedule", "device", "seed", "threshold", "noise_rate", "no_flip",
+    "cache_dir", "compile", "state_dtype", "state_on", "max_ram", "overwrite", "quiet",
+)
 FOLDER_TRAINING = (
     "method", *TRAINING[:8], "image_size", "threshold", "noise_rate", "weights", "no_flip", "cache_dir", "on_bad_image",
-    "resume", "overwrite", "allow_outside_root", "compile", "workers", "quiet",
+    "resume", "overwrite", "allow_outside_root", "compile", "state_dtype", "state_on", "max_ram", "workers", "quiet",
 )
 
 
@@ -137,6 +155,7 @@ def run_config(opts: SimpleNamespace, ctx: typer.Context, method: str | None = N
         weight_decay=opts.weight_decay, schedule=opts.schedule.value, device=opts.device, seed=opts.seed,
         image_size=getattr(opts, "image_size", None), threshold=opts.threshold, weights=getattr(opts, "weights", None),
         flip=not opts.no_flip, workers=getattr(opts, "workers", None), noise_rate=opts.noise_rate, compile=opts.compile,
+        state_dtype=opts.state_dtype.value, state_on=opts.state_on.value, max_ram=opts.max_ram,
         method_params=params.get(method, {}),
     ).validate()
 
@@ -454,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"{error} {problem}", markup=False, soft_wrap=True)
         return UserError.exit_code
     except Stopped as stop:
-        err.print(stopped_message(stop), markup=False, soft_wrap=True)
+        if world.is_main:  # torchrun stops every process; one line says so
+            err.print(stopped_message(stop), markup=False, soft_wrap=True)
         return stop.exit_code
     except OSError as problem:
         if problem.errno not in ENVIRONMENT_ERRNOS:

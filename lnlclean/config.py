@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import UserError
+from .memory import parse_size
 
 
 @dataclass
@@ -36,6 +37,9 @@ class RunConfig:
     workers: int | None = None
     noise_rate: float | None = None
     compile: bool = False
+    state_dtype: str = "auto"
+    state_on: str = "auto"
+    max_ram: str | None = None
     method_params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,10 +61,14 @@ class RunConfig:
             (self.noise_rate is None or 0 <= self.noise_rate < 1, "--noise-rate", "must be in [0, 1)"),
             (self.workers is None or self.workers >= 1, "--workers", "must be at least 1"),
             (self.seed >= 0, "--seed", "must not be negative"),
+            (self.state_dtype in ("auto", "float32", "float16"), "--state-dtype", "must be auto, float32 or float16"),
+            (self.state_on in ("auto", "device", "cpu"), "--state-on", "must be auto, device or cpu"),
         ]
         for ok, option, rule in checks:
             if not ok:
                 raise UserError(f"{option} {getattr(self, option[2:].replace('-', '_'))}: {rule}")
+        if self.max_ram is not None:
+            parse_size(self.max_ram)
         from .methods import get_method
 
         method_cls = get_method(self.method)

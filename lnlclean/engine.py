@@ -22,6 +22,7 @@ processes stop at the same step; only rank 0 writes checkpoints.
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from contextlib import nullcontext
@@ -42,12 +43,14 @@ from .errors import UserError
 from .fileio import atomic_path
 from .interrupt import Interrupted, deferred_stop
 from .methods import get_method
-from .methods.base import Batch, Method, Setup
+from .memory import available_ram, check_host_memory
+from .methods.base import Batch, Method, Setup, TablePolicy
 from .models import build_backbone
 from .progress import Reporter
 
 CHECKPOINT_FORMAT = 3
 EVAL_BATCH = 512
+RESUMABLE_CHANGES = ("device", "workers", "compile", "state_dtype", "state_on", "max_ram")  # settings a resume may change
 CHECKPOINT_SECONDS = 600.0  # also checkpoint mid-epoch this often, so a crash or kill -9 loses at most this much
 
 
@@ -177,8 +180,23 @@ def build_method(config: RunConfig, data: TrainData, device: torch.device, world
         noise_rate=config.noise_rate,
         true_labels=None if data.true_labels is None else torch.as_tensor(np.asarray(data.true_labels), dtype=torch.int64, device=device),
         world=world,
+        tables=TablePolicy(config.state_dtype, config.state_on, device_memory(device) // 4),
     )
     return method_cls(hparams, setup)
+
+
+def device_memory(device: torch.device) -> int:
+    """Returns the free memory of `device` in bytes: the GPU's, or the host's available memory for the CPU (2⁶² when unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return available_ram() or 2**62
+
+
+def host_memory_needs(method: Method, data: TrainData, device: torch.device) -> dict[str, int]:
+    """Returns what → bytes of host memory that grow with N·K: the final probabilities and the per-sample state kept in CPU memory."""
+    n_rows = len(data.labels) + (0 if data.test_images is None else len(data.test_images))
+    on_host = method.state.nbytes("cpu") if device.type == "cuda" else method.state.nbytes()
+    return {"final probabilities": 4 * n_rows * data.n_classes, "per-sample state": on_host}
 
 
 def learning_rate(config: RunConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -207,7 +225,7 @@ def steps_in_epoch(n_samples: int, batch_size: int, processes: int = 1) -> int:
 
 def checkpoint_identity(config: RunConfig, data: TrainData) -> dict:
     """Returns what must match for a checkpoint to be resumed: method, settings and data."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "workers", "compile")}
+    settings = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
     return {"format": CHECKPOINT_FORMAT, "data": data.fingerprint, "settings": settings}
 
 
@@ -237,6 +255,7 @@ def fit(
     store = ImageStore(data.images, device)
     augmenter = Augmenter.fit(data.images, device, flip=data.flip)
     method = build_method(config, data, device, world)
+    check_host_memory(host_memory_needs(method, data, device), config.max_ram, processes_on_this_machine(world))
     optimizer = torch.optim.SGD(
         method.networks.parameters(), lr=config.lr, momentum=config.momentum,
         weight_decay=config.weight_decay, nesterov=config.momentum > 0,
@@ -348,6 +367,11 @@ def training_module(method: Method, world: World) -> nn.Module:
     if not world.distributed:
         return step
     return DistributedDataParallel(step, find_unused_parameters=method.unused_parameters, gradient_as_bucket_view=True)
+
+
+def processes_on_this_machine(world: World) -> int:
+    """Returns how many processes of the run share this machine's memory (torchrun's ``LOCAL_WORLD_SIZE``)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
 
 
 def augmentation_seed(seed: int, epoch: int, rank: int) -> int:

@@ -50,7 +50,7 @@ def test_margins_lambda_and_clean_probability():
 def test_with_lambda_zero_and_scale_k1_alim_is_proden():
     candidates = [[1, 1, 0], [0, 1, 1], [1, 0, 1], [1, 1, 1]]
     method = make_method(ALIM, [0, 1, 2, 0], candidates=candidates, epochs=10, lambda_=0.0, normalize="scale", k=1.0)
-    start = method.targets.clone()
+    start = method.targets[:]
     torch.testing.assert_close(start, torch.tensor(candidates, dtype=torch.float) / torch.tensor([[2.0], [2.0], [2.0], [3.0]]))
     method.networks.eval()
     batch = batch_of(method, [0, 1, 2, 3])
@@ -60,8 +60,8 @@ def test_with_lambda_zero_and_scale_k1_alim_is_proden():
     proden = probs * torch.tensor(candidates)
     proden = proden / proden.sum(dim=1, keepdim=True)
     m = target_momentum(3, 10)
-    torch.testing.assert_close(method.targets, m * start + (1 - m) * proden)
-    assert loss.item() == pytest.approx(-(method.targets * probs.log()).sum(dim=1).mean().item(), rel=1e-5)
+    torch.testing.assert_close(method.targets[:], m * start + (1 - m) * proden)
+    assert loss.item() == pytest.approx(-(method.targets[:] * probs.log()).sum(dim=1).mean().item(), rel=1e-5)
     for epoch in range(10):
         method.end_epoch(epoch, evaluate=None)
         assert method.lambda_ == 0.0
@@ -88,7 +88,7 @@ def test_without_a_noise_rate_eta_is_the_share_predicted_outside_the_set_at_the_
 def test_audit_columns_on_a_hand_built_probability_table():
     method = make_method(ALIM, [0, 1], candidates=[[1, 0, 0], [0, 1, 1]], epochs=10, lambda_=0.5)
     method.lambda_ = 0.5
-    method.targets.copy_(torch.tensor([[0.1, 0.8, 0.1], [0.0, 0.3, 0.7]]))
+    method.targets[:] = torch.tensor([[0.1, 0.8, 0.1], [0.0, 0.3, 0.7]])
     audit = method.audit(np.array([[0.2, 0.7, 0.1], [0.1, 0.3, 0.6]], dtype=np.float32))
     assert audit["alim_margin"] == pytest.approx([0.2 / 0.7, 0.6 / 0.1], rel=1e-5)
     assert audit["clean_prob"] == pytest.approx([(0.2 / 0.7) / (0.2 / 0.7 + 0.5), 6 / 6.5], rel=1e-5)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,9 +24,9 @@ from lnlclean.config import RunConfig
 from lnlclean.distributed import World, keep_last
 from lnlclean.engine import TrainData, check_world, fit, resolve_device, steps_in_epoch
 from lnlclean.errors import UserError
+from lnlclean.interrupt import Interrupted
 from lnlclean.methods import METHODS
 from lnlclean.methods.base import SampleState
-from lnlclean.report.metrics import detection_metrics
 
 ALL_METHODS = sorted(METHODS)
 N_FOLDER = 120
@@ -127,6 +129,40 @@ def _checksums_in_process(rank: int, size: int, port: int, out_dir: str) -> None
                         "probs": float(result.probs.sum()), "history": result.method.history[-1]["loss"]}
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as file:
         json.dump(sums, file)
+
+
+def _stop_or_resume_in_process(rank: int, size: int, port: int, out_dir: str, phase: str) -> None:
+    os.environ.update(WORLD_SIZE=str(size), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    method_cls = METHODS["alr"]
+    if phase == "stop" and rank == 1:  # only one process gets the signal, in epoch 2
+        calls = {"n": 0}
+        original = method_cls.training_step
+
+        def step_then_signal(self, batch, epoch):
+            calls["n"] += 1
+            if calls["n"] == 6:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return original(self, batch, epoch)
+
+        method_cls.training_step = step_then_signal
+    checkpoint = os.path.join(out_dir, "whole.pt" if phase == "whole" else "checkpoint.pt")
+    config = RunConfig(method="alr", epochs=4, batch_size=64, device="cpu")
+    try:
+        result = fit(_digits_data(250), config, checkpoint_path=Path(checkpoint), resume=phase == "resume")
+        outcome = {"state": result.method.state.checksum(), "probs": result.probs.tolist()}
+    except Interrupted as stop:
+        outcome = {"stopped": [stop.epoch, stop.step]}
+    with open(os.path.join(out_dir, f"{phase}{rank}.json"), "w") as file:
+        json.dump(outcome, file)
+
+
+def test_a_signal_to_one_process_stops_all_at_the_same_step_and_resumes_to_the_same_result(tmp_path):
+    for phase in ("whole", "stop", "resume"):
+        mp.spawn(_stop_or_resume_in_process, args=(2, _free_port(), str(tmp_path), phase), nprocs=2)
+    read = lambda name: json.loads((tmp_path / f"{name}.json").read_text())  # noqa: E731
+    assert read("stop0") == read("stop1") == {"stopped": [2, 2]}
+    assert read("resume0") == read("resume1") == read("whole0")
 
 
 def test_per_sample_state_is_identical_on_every_rank_after_training(tmp_path):

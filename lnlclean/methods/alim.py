@@ -139,9 +139,8 @@ class ALIM(Method):
     def __init__(self, hparams, setup):
         super().__init__(hparams, setup)
         self.warmup = warmup_epochs(hparams, setup.epochs)
-        given = F.one_hot(setup.given_labels, setup.n_classes).float()
-        self.candidates = setup.candidates.float() if setup.candidates is not None else given
-        self.targets = self.state.add("targets", self.candidates / self.candidates.sum(dim=1, keepdim=True))
+        self.targets = self.state.add_table("targets", setup.n_samples, setup.n_classes)
+        self.targets.fill(lambda rows: (sets := self.candidate_rows(rows)) / sets.sum(dim=1, keepdim=True))
         self.log_margin = self.state.add("log_margin", torch.zeros(setup.n_samples, device=setup.device))
         self.lambda_ = 0.0
         self.eta = setup.noise_rate
@@ -155,10 +154,16 @@ class ALIM(Method):
         if warmup == 0 and hparams.lambda_ is None and config.noise_rate is None:
             raise UserError("--alim-warmup 0: give --noise-rate too; without a warm-up the noise rate cannot be estimated")
 
+    def candidate_rows(self, index) -> torch.Tensor:
+        """Returns the candidate sets S of the samples `index` (a tensor or a slice) as float {0,1} rows: one-hot of the given label without a candidates column."""
+        if self.setup.candidates is not None:
+            return self.setup.candidates[index].float()
+        return F.one_hot(self.setup.given_labels[index], self.setup.n_classes).float()
+
     def training_step(self, batch, epoch):
         logits = self.networks[0](batch.weak).float()
         log_probs = logits.log_softmax(dim=1)
-        candidates = self.candidates[batch.index]
+        candidates = self.candidate_rows(batch.index)
         detached = log_probs.detach()
         self.log_margin[batch.index] = log_margins(detached, candidates)
         targets = self.targets[batch.index]
@@ -178,20 +183,25 @@ class ALIM(Method):
         return {"lambda": self.lambda_, "eta": self.eta, "outside_share": outside_share}
 
     def audit(self, probs):
-        log_probs = torch.from_numpy(probs).double().clamp_min(1e-300).log()
-        candidates = self.candidates.cpu().double()
-        log_margin = log_margins(log_probs, candidates)
-        targets = self.targets.cpu().numpy()
-        suggested = targets.argmax(axis=1)
+        final_probs = torch.from_numpy(probs)
+
+        def per_sample(targets, rows):
+            candidates = self.candidate_rows(rows).cpu().double()
+            log_margin = log_margins(final_probs[rows].double().clamp_min(1e-300).log(), candidates)
+            top, suggested = targets.cpu().double().max(dim=1)
+            outside = candidates.gather(1, suggested[:, None]).squeeze(1) == 0
+            return torch.stack([log_margin, top, suggested.double(), outside.double()], dim=1)
+
+        log_margin, top, suggested, outside = self.targets.map(per_sample).T
         margin = log_margin.exp().numpy()
         return {
             "clean_prob": clean_probability(log_margin, self.lambda_).numpy(),
-            "suggested_label": suggested,
-            "suggested_prob": targets.max(axis=1),
+            "suggested_label": suggested.numpy().astype(np.int64),
+            "suggested_prob": top.numpy(),
             "alim_margin": margin,
             "alim_margin_quantile": pd.Series(margin).rank(pct=True, method="max").to_numpy(),
             "alim_lambda": np.full(len(margin), self.lambda_),
-            "alim_outside_candidates": candidates.numpy()[np.arange(len(suggested)), suggested] == 0,
+            "alim_outside_candidates": outside.numpy() == 1,
         }
 
     def summary(self):

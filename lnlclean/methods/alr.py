@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -93,8 +94,8 @@ class ALR(Method):
     def __init__(self, hparams, setup):
         super().__init__(hparams, setup)
         self.warmup = warmup_epochs(hparams, setup.epochs)
-        targets = F.one_hot(setup.given_labels, setup.n_classes).float()
-        self.targets = self.state.add("targets", targets)
+        self.targets = self.state.add_table("targets", setup.n_samples, setup.n_classes)
+        self.targets.fill(lambda rows: F.one_hot(setup.given_labels[rows], setup.n_classes).float())
 
     @classmethod
     def check_settings(cls, hparams, config):
@@ -110,17 +111,22 @@ class ALR(Method):
         return alr_loss(logits, refined, self.hparams.lambda_).mean()
 
     def end_epoch(self, epoch, evaluate):
-        return {"mean_target_entropy": float(entropy(self.targets).mean())}
+        return {"mean_target_entropy": float(self.targets.map(lambda targets, rows: entropy(targets)).mean())}
 
     def audit(self, probs):
-        targets = self.targets.cpu().numpy()
-        given = self.setup.given_labels.cpu().numpy()
+        given = self.setup.given_labels
+
+        def per_sample(targets, rows):
+            top, suggested = targets.max(dim=1)
+            return torch.stack([targets.gather(1, given[rows, None]).squeeze(1), top, suggested.float(), entropy(targets)], dim=1)
+
+        given_prob, top, suggested, target_entropy = self.targets.map(per_sample).numpy().T
         return {
-            "clean_prob": targets[range(len(given)), given],
-            "suggested_label": targets.argmax(axis=1),
-            "suggested_prob": targets.max(axis=1),
-            "alr_target_entropy": entropy(self.targets).cpu().numpy(),
-            "alr_target_max": targets.max(axis=1),
+            "clean_prob": given_prob,
+            "suggested_label": suggested.astype(np.int64),
+            "suggested_prob": top,
+            "alr_target_entropy": target_entropy,
+            "alr_target_max": top,
         }
 
     def summary(self):

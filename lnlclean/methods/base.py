@@ -77,6 +77,7 @@ class Setup:
         world: the processes of the run. A method that sums or averages over a mini-batch
             outside its loss (a class prior, selection counts) uses ``world.sum`` or
             ``world.row_mean``, so every process sees the whole mini-batch.
+        tables: where the method's N×K per-sample tables go (``--state-dtype``, ``--state-on``).
     """
 
     n_samples: int
@@ -89,6 +90,78 @@ class Setup:
     noise_rate: float | None = None
     true_labels: torch.Tensor | None = None
     world: World = field(default_factory=World)
+    tables: TablePolicy = field(default_factory=lambda: TablePolicy(dtype="float32", place="device"))
+
+
+TABLE_CHUNK = 65_536  # rows per pass when a table is filled or read whole
+
+
+@dataclass
+class TablePolicy:
+    """Where per-sample tables (N×K floats such as soft labels) are kept.
+
+    Attributes:
+        dtype: ``float32``, ``float16`` or ``auto`` (float32 while the tables fit in `budget`,
+            else float16).
+        place: ``device`` (the training device), ``cpu`` (CPU memory, pinned when training on
+            CUDA) or ``auto`` (the device while the tables fit in `budget`, else the CPU).
+        budget: bytes of the training device the tables may take in ``auto`` (None: no limit).
+    """
+
+    dtype: str = "auto"
+    place: str = "auto"
+    budget: int | None = None
+
+    def choose(self, entries: int, device: torch.device) -> tuple[torch.dtype, torch.device]:
+        """Returns (dtype, device) for a new table of `entries` numbers and takes its bytes from the budget when it goes on `device`."""
+        fits = lambda size: self.budget is None or entries * size <= self.budget  # noqa: E731
+        dtype = {"float32": torch.float32, "float16": torch.float16}.get(self.dtype) or (torch.float32 if fits(4) else torch.float16)
+        size = torch.finfo(dtype).bits // 8
+        on_device = self.place == "device" or (self.place == "auto" and fits(size))
+        if not on_device:
+            return dtype, torch.device("cpu")
+        if self.budget is not None:
+            self.budget -= entries * size
+        return dtype, device
+
+
+class SampleTable:
+    """An N×K table of per-sample floats, stored as `data` where its :class:`TablePolicy` put it.
+
+    Rows are read and written a mini-batch at a time as float32 on the training device, so a
+    method's code is the same whether the table is float32 on the GPU or float16 in CPU memory.
+    """
+
+    def __init__(self, data: torch.Tensor, device: torch.device):
+        self.data = data
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        """Returns a float32 copy of the rows `index` (a tensor or a slice) on the training device."""
+        return self.data[self._locate(index)].to(self.device, torch.float32, non_blocking=True, copy=True)
+
+    def __setitem__(self, index, values: torch.Tensor) -> None:
+        self.data[self._locate(index)] = values.to(self.data.device, self.data.dtype)
+
+    def _locate(self, index):
+        return index.to(self.data.device) if isinstance(index, torch.Tensor) else index
+
+    def fill(self, rows_of: Callable[[slice], torch.Tensor]) -> None:
+        """Sets every row, `TABLE_CHUNK` rows at a time, to `rows_of(rows)` (float rows for the slice `rows`). Returns None."""
+        for start in range(0, len(self), TABLE_CHUNK):
+            rows = slice(start, min(start + TABLE_CHUNK, len(self)))
+            self[rows] = rows_of(rows)
+
+    def map(self, function: Callable[[torch.Tensor, slice], torch.Tensor]) -> torch.Tensor:
+        """Returns `function(values, rows)` over the table, `TABLE_CHUNK` float32 rows at a time, concatenated on the CPU."""
+        parts = []
+        for start in range(0, len(self), TABLE_CHUNK):
+            rows = slice(start, min(start + TABLE_CHUNK, len(self)))
+            parts.append(function(self[rows], rows).cpu())
+        return torch.cat(parts)
 
 
 class SampleState:
@@ -101,13 +174,22 @@ class SampleState:
     all samples belong in ``end_epoch``, which every process runs on the same state.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | None = None, tables: TablePolicy | None = None) -> None:
         self._tensors: dict[str, torch.Tensor] = {}
+        self.device = device or torch.device("cpu")
+        self.tables = tables or TablePolicy(dtype="float32", place="device")
 
     def add(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """Registers `tensor` (first dimension N) under `name`. Returns the tensor."""
         self._tensors[name] = tensor
         return tensor
+
+    def add_table(self, name: str, rows: int, columns: int) -> SampleTable:
+        """Registers a zero rows×columns float table under `name`, stored as the table policy says. Returns the table."""
+        dtype, device = self.tables.choose(rows * columns, self.device)
+        pin = device.type == "cpu" and self.device.type == "cuda"
+        data = torch.zeros(rows, columns, dtype=dtype, device=device, pin_memory=pin)
+        return SampleTable(self.add(name, data), self.device)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._tensors[name]
@@ -115,9 +197,12 @@ class SampleState:
     def __len__(self) -> int:
         return len(self._tensors)
 
-    def nbytes(self) -> int:
-        """Returns the memory the per-sample tensors take, in bytes."""
-        return sum(tensor.numel() * tensor.element_size() for tensor in self._tensors.values())
+    def nbytes(self, device_type: str | None = None) -> int:
+        """Returns the memory the per-sample tensors take, in bytes (only those on `device_type` when given, e.g. ``cpu``)."""
+        return sum(
+            tensor.numel() * tensor.element_size() for tensor in self._tensors.values()
+            if device_type is None or tensor.device.type == device_type
+        )
 
     def pack(self, index: torch.Tensor) -> torch.Tensor:
         """Returns the rows `index` of every tensor as bytes: uint8 B×R, R the bytes of one sample's state."""
@@ -181,7 +266,7 @@ class Method:
     def __init__(self, hparams, setup: Setup):
         self.hparams = hparams
         self.setup = setup
-        self.state = SampleState()
+        self.state = SampleState(setup.device, setup.tables)
         self.networks = nn.ModuleList(setup.build_network() for _ in range(self.num_networks))
         self.history: list[dict] = []
 
