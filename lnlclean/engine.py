@@ -358,6 +358,7 @@ class TrainingStep(nn.Module):
         self.method = method
 
     def forward(self, batch: Batch, epoch: int) -> torch.Tensor:
+        """Returns the method's scalar loss of `batch` at `epoch`."""
         return self.method.training_step(batch, epoch)
 
 
