@@ -301,18 +301,10 @@ def fit(
                     augmenter=augmenter, generator=generator,
                 )
                 data_seconds += time.perf_counter() - fetch_started
-                lr = learning_rate(config, epoch * steps_per_epoch + step_in_epoch, total_steps, steps_per_epoch)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
-                share = len(index) / len(whole)
-                with autocast:
-                    loss = trainer(batch, epoch)
-                optimizer.zero_grad(set_to_none=True)
-                # DDP averages gradients over processes; weighting by the share makes that the whole batch's mean.
-                (loss * (share * world.size)).backward()
-                optimizer.step()
+                    group["lr"] = learning_rate(config, epoch * steps_per_epoch + step_in_epoch, total_steps, steps_per_epoch)
+                loss_sum += train_step(trainer, optimizer, batch, epoch, len(index) / len(whole), world, autocast)
                 share_samples(method, batch.index, -(-len(whole) // world.size), world)
-                loss_sum += loss.detach() * share
                 advance(1, epoch=epoch + 1)
                 signum, due = world.max_ints(stop.signum or 0, int(checkpoints.due()))
                 if signum or due:
@@ -360,6 +352,17 @@ class TrainingStep(nn.Module):
     def forward(self, batch: Batch, epoch: int) -> torch.Tensor:
         """Returns the method's scalar loss of `batch` at `epoch`."""
         return self.method.training_step(batch, epoch)
+
+
+def train_step(trainer: nn.Module, optimizer, batch: Batch, epoch: int, share: float, world: World, autocast) -> torch.Tensor:
+    """Runs one optimiser step on this process's part of a mini-batch, `share` of it. Returns the detached loss × `share`."""
+    with autocast:
+        loss = trainer(batch, epoch)
+    optimizer.zero_grad(set_to_none=True)
+    # DDP averages gradients over processes; weighting by the share makes that the whole batch's mean.
+    (loss * (share * world.size)).backward()
+    optimizer.step()
+    return loss.detach() * share
 
 
 def training_module(method: Method, world: World) -> nn.Module:

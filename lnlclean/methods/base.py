@@ -223,7 +223,7 @@ class SampleState:
         digest = hashlib.sha256()
         for name, tensor in self._tensors.items():
             digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
