@@ -86,7 +86,7 @@ def load_dataset(
         keep = np.ones(len(manifest), dtype=bool)
         keep[list(cache.bad)] = False
         manifest = manifest.subset(keep)
-        images_array = cache.images[keep]
+        images_array = cache.images.subset(keep)  # rows are read from the cache file as batches need them
         reporter.log(f"skipped {len(skipped)} unreadable image(s); they are listed in {SUMMARY_FILE}")
     if len(np.unique(manifest.labels)) < 2:
         raise UserError(f"{manifest.source or manifest.root}: fewer than two classes left after skipping unreadable images")

@@ -15,6 +15,7 @@ from lnlclean.data import cache as cache_mod
 from lnlclean.data.cache import load_or_build
 from lnlclean.data.decode import ImageError, decode_image, resize_center_crop, to_rgb
 from lnlclean.data.manifest import read_manifest
+from lnlclean.data.imagefile import ImageArray
 
 
 def manifest_of(folder):
@@ -48,14 +49,14 @@ def forbid_decoding(monkeypatch):
 # ---------------------------------------------------------------- build and sizes
 
 
-def test_builds_uint8_memmap_with_source_pixels(digits_folder, cache_dir):
+def test_builds_uint8_image_array_with_source_pixels(digits_folder, cache_dir):
     manifest = manifest_of(digits_folder)
     progress = []
     cache = load_or_build(manifest, cache_dir, workers=2, advance=progress.append)
     n = len(manifest)
     assert cache.images.shape == (n, 8, 8, 3)
     assert cache.images.dtype == np.uint8
-    assert isinstance(cache.images, np.memmap)
+    assert isinstance(cache.images, ImageArray)
     assert cache.reused is False
     assert cache.bad == {}
     assert cache.path.parent == cache_dir and cache.path.suffix == ".npy" and cache.path.is_file()
@@ -418,3 +419,74 @@ def test_large_folder_decoded_by_worker_processes_matches_one_by_one_decoding(tm
     expected = np.stack([np.asarray(images[p]) if p != "broken.png" else np.zeros((6, 6, 3), np.uint8) for p in manifest.paths])
     np.testing.assert_array_equal(cache.images, expected)
     assert list(cache.bad) == [manifest.paths.index("broken.png")]
+
+
+def noisy_folder(tmp_path, n_images: int):
+    """Returns (a manifest of `n_images` random 6×6 PNGs plus one broken file, the pixels expected in its rows)."""
+    rng = np.random.default_rng(1)
+    images = {f"{i:04d}.png": Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)) for i in range(n_images)}
+    images["broken.png"] = b"not a png"
+    manifest = folder_with(tmp_path, images)
+    zeros = np.zeros((6, 6, 3), np.uint8)
+    return manifest, np.stack([zeros if p == "broken.png" else np.asarray(images[p]) for p in manifest.paths])
+
+
+def forbid_memory_maps(monkeypatch):
+    """Makes any memory map of a .npy file fail, here and in forked workers."""
+
+    def no_map(*args, **kwargs):
+        raise AssertionError("a file was memory-mapped")
+
+    monkeypatch.setattr(np, "memmap", no_map)
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_cache_round_trips_through_both_pools_without_memory_maps(tmp_path, cache_dir, monkeypatch, pool):
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    from lnlclean.data import decode
+
+    manifest, expected = noisy_folder(tmp_path, 150)
+    used = []
+    original_pool = decode._pool
+    monkeypatch.setattr(decode, "PROCESS_MIN", 10 if pool == "process" else 10**9)
+    monkeypatch.setattr(decode, "_pool", lambda workers, n: used.append(original_pool(workers, n)) or used[-1])
+    monkeypatch.setattr(decode, "CHUNK", 40)  # several tasks
+    monkeypatch.setattr(decode, "WRITE_BYTES", 7 * 6 * 6 * 3)  # several writes per task, the last one short
+    forbid_memory_maps(monkeypatch)
+    progress = []
+    cache = load_or_build(manifest, cache_dir, workers=2, advance=progress.append)
+    assert isinstance(used[0], ProcessPoolExecutor if pool == "process" else ThreadPoolExecutor)
+    assert isinstance(cache.images, ImageArray)
+    np.testing.assert_array_equal(np.asarray(cache.images), expected)
+    assert list(cache.bad) == [manifest.paths.index("broken.png")]
+    assert "not an image" in cache.bad[manifest.paths.index("broken.png")]
+    assert sum(progress) == len(manifest) and len(progress) == 4
+    again = load_or_build(manifest, cache_dir)
+    assert again.reused and isinstance(again.images, ImageArray)
+    np.testing.assert_array_equal(np.asarray(again.images), expected)
+
+
+def test_skipping_bad_rows_is_a_subset_that_reads_nothing(tmp_path, cache_dir):
+    manifest, expected = noisy_folder(tmp_path, 20)
+    cache = load_or_build(manifest, cache_dir)
+    keep = np.ones(len(manifest), dtype=bool)
+    keep[list(cache.bad)] = False
+    kept = cache.images.subset(keep)
+    assert isinstance(kept, ImageArray) and kept.shape == (20, 6, 6, 3)
+    np.testing.assert_array_equal(np.asarray(kept), expected[keep])
+    np.testing.assert_array_equal(kept[[19, 0]], expected[keep][[19, 0]])
+
+
+def test_interrupted_decoding_leaves_no_cache(tmp_path, cache_dir, monkeypatch):
+    from lnlclean.data import decode
+
+    manifest, _ = noisy_folder(tmp_path, 30)
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(decode, "write_rows", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        load_or_build(manifest, cache_dir, workers=1)
+    assert list(cache_dir.iterdir()) == []

@@ -1,11 +1,13 @@
-"""Decode every image once into a memory-mapped uint8 array ``N×H×W×C``.
+"""Decode every image once into a uint8 array ``N×H×W×C`` stored as a ``.npy`` file.
 
 The cache lives in a directory (``--cache-dir``, default ``~/.cache/lnlclean``) under a key
 that fingerprints the image folder: every relative path with its byte size and
 modification time, plus the requested image size. Editing, adding or removing an image
 changes the key, so the next run rebuilds; an unchanged folder reuses the cache without
 opening a single image. Files are written under a temporary name and renamed into place,
-so an interrupted build never leaves a cache that looks complete.
+so an interrupted build never leaves a cache that looks complete. The file is read back as an
+:class:`~lnlclean.data.imagefile.ImageArray` (positioned reads, no memory map), so neither
+building nor reading a cache grows a process's memory with the size of the cache.
 
 Image size (``image_size``): ``None`` means *auto* — keep the images' own size when they all
 have the same size and neither side exceeds 64 px (CIFAR-like data), otherwise use the
@@ -30,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from ..fileio import atomic_path, prepare_output_dir
 from .decode import decode_all
 from .manifest import Manifest
+from .imagefile import ImageArray
 
 CACHE_FORMAT = 1
 KEEP_SIZE_LIMIT = 64
@@ -42,13 +45,13 @@ class ImageCache:
     """Decoded images of a manifest.
 
     Attributes:
-        images: uint8 array N×H×W×3, memory-mapped from `path` (rows of bad images are zero).
+        images: uint8 array N×H×W×3 read from `path` on demand (rows of bad images are zero).
         bad: reason per manifest index for images that could not be decoded.
         path: the ``.npy`` file holding `images`.
         reused: True when the cache was found on disk and not rebuilt.
     """
 
-    images: np.ndarray
+    images: ImageArray
     bad: dict[int, str]
     path: Path
     reused: bool
@@ -123,12 +126,12 @@ def _try_load(array_path: Path, meta_path: Path, n_samples: int) -> ImageCache |
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        images = np.load(array_path, mmap_mode="r")
+        images = ImageArray(array_path)
     except (OSError, ValueError, EOFError):
         return None
     if not isinstance(meta, dict) or not isinstance(meta.get("bad", {}), dict):
         return None
-    if meta.get("format") != CACHE_FORMAT or images.shape[0] != n_samples or images.dtype != np.uint8:
+    if meta.get("format") != CACHE_FORMAT or images.shape[0] != n_samples or images.dtype != np.uint8 or images.ndim != 4:
         return None
     bad = {int(i): reason for i, reason in meta.get("bad", {}).items()}
     return ImageCache(images=images, bad=bad, path=array_path, reused=True)
@@ -152,11 +155,19 @@ def _build(manifest, array_path, meta_path, side, workers, advance, only_size=No
     """
     shape = (len(manifest), *side, CHANNELS)
     with atomic_path(array_path) as tmp:
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+        allocate_npy(tmp, shape, np.dtype(np.uint8))
         bad, sizes = decode_all(manifest.root, manifest.paths, tmp, workers, advance)
         if only_size is not None and not sizes <= {only_size}:
             raise _MixedSizes()
     meta = {"format": CACHE_FORMAT, "shape": list(shape), "bad": {str(i): r for i, r in sorted(bad.items())}}
     with atomic_path(meta_path) as tmp:
         tmp.write_text(json.dumps(meta))
-    return ImageCache(images=np.load(array_path, mmap_mode="r"), bad=bad, path=array_path, reused=False)
+    return ImageCache(images=ImageArray(array_path), bad=bad, path=array_path, reused=False)
+
+
+def allocate_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Writes a ``.npy`` header for a C-order `shape` array of `dtype` to `path` and extends the file to its full size (zeros, sparse where the file system allows). Returns None."""
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        handle.truncate(handle.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)

@@ -11,9 +11,13 @@ limit; here that warning is an error).
 
 Parallelism: for small images, Python's per-image work dominates and threads only contend for
 the interpreter lock (``benchmarks/decode_rate.py``: two threads decode 32 px JPEGs more slowly
-than one), so large folders are split into chunks decoded by forked worker processes that write
-straight into the memory-mapped array; for large images the two do about equally well. Small
-folders, and platforms without ``fork``, use threads.
+than one), so large folders are split into chunks decoded by forked worker processes; for large
+images the two do about equally well. Small folders, and platforms without ``fork``, use threads.
+
+Memory: the output file is never mapped. Each task decodes its chunk into a buffer of at most
+:data:`WRITE_BYTES` and writes it at the rows' offset with ``os.pwrite``, so a worker holds one
+buffer however large the cache, and the written pages stay in the kernel's page cache, not in
+any process's resident set.
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from typing import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .imagefile import NpyLayout, read_npy_layout
+
 MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS (a 0.25 GB RGB bitmap)
 CHUNK = 512  # images per task: large enough to amortise the task, small enough for smooth progress
 PROCESS_MIN = 2048  # below this many images, starting processes costs more than it saves
+WRITE_BYTES = 16 * 2**20  # decoded rows a task buffers before writing them out
 Size = tuple[int, int]
 # decode_image refuses these images; Pillow's warning would only repeat that on stderr.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -97,26 +104,61 @@ def resize_center_crop(image: Image.Image, height: int, width: int) -> Image.Ima
 def decode_rows(array_path: str, root: str, paths: list[str], start: int) -> tuple[dict[int, str], set[Size]]:
     """Decodes `paths` (relative to `root`) into rows `start`… of the ``.npy`` file `array_path`.
 
+    Rows are decoded into a buffer of at most :data:`WRITE_BYTES` and written with ``os.pwrite``;
+    the row of an image that cannot be decoded is written as zeros.
     Returns (row → reason for each image that could not be decoded, the original sizes seen).
     """
-    images = np.load(array_path, mmap_mode="r+")
-    size = images.shape[1:3]
+    layout = read_npy_layout(array_path)
+    per_write = max(1, WRITE_BYTES // max(1, layout.row_bytes))
+    bad: dict[int, str] = {}
+    sizes: set[Size] = set()
+    fd = os.open(array_path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+    try:
+        for first in range(0, len(paths), per_write):
+            block, block_bad, block_sizes = _decode_block(Path(root), paths[first:first + per_write], layout, start + first)
+            write_rows(fd, layout, start + first, block)
+            bad.update(block_bad)
+            sizes |= block_sizes
+    finally:
+        os.close(fd)
+    return bad, sizes
+
+
+def _decode_block(root: Path, paths: list[str], layout: NpyLayout, first_row: int) -> tuple[np.ndarray, dict[int, str], set[Size]]:
+    """Returns (the decoded rows of `paths`, zeros for bad images; row → reason for those; original sizes seen)."""
+    block = np.zeros((len(paths), *layout.shape[1:]), dtype=layout.dtype)
     bad: dict[int, str] = {}
     sizes: set[Size] = set()
     for offset, rel in enumerate(paths):
         try:
-            images[start + offset], original = _decode(Path(root) / rel, size)
+            block[offset], original = _decode(root / rel, layout.shape[1:3])
             sizes.add(original)
         except ImageError as err:
-            bad[start + offset] = str(err)
-    images.flush()
-    return bad, sizes
+            bad[first_row + offset] = str(err)
+    return block, bad, sizes
+
+
+def write_rows(fd: int, layout: NpyLayout, first_row: int, rows: np.ndarray) -> None:
+    """Writes `rows` (of the file's row shape) into the open ``.npy`` file `fd` from row `first_row` on. Returns None."""
+    data = memoryview(np.ascontiguousarray(rows, dtype=layout.dtype).reshape(-1).view(np.uint8))
+    offset = layout.offset + first_row * layout.row_bytes
+    done = 0
+    while done < len(data):
+        done += _write_at(fd, data[done:], offset + done)
+
+
+def _write_at(fd: int, data: memoryview, offset: int) -> int:
+    """Writes `data` at byte `offset` of `fd`. Returns how many bytes were written."""
+    if hasattr(os, "pwrite"):
+        return os.pwrite(fd, data, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # no pwrite (Windows): this task's own descriptor, so no race
+    return os.write(fd, data)
 
 
 def decode_all(
     root: Path, paths: list[str], array_path: Path, workers: int | None, advance: Callable[[int], None] | None,
 ) -> tuple[dict[int, str], set[Size]]:
-    """Decodes every image into the existing ``.npy`` file `array_path` (N×H×W×3, N = len(paths)).
+    """Decodes every image into the existing ``.npy`` file `array_path` (uint8 N×H×W×3, N = len(paths)).
 
     Returns (row → reason for the bad images, the original (height, width) sizes seen).
     `advance(n)` is called as chunks finish. On an exception (Ctrl-C included) the pending
