@@ -255,7 +255,8 @@ def fit(
     store = ImageStore(data.images, device)
     augmenter = Augmenter.fit(data.images, device, flip=data.flip)
     method = build_method(config, data, device, world)
-    check_host_memory(host_memory_needs(method, data, device), config.max_ram, processes_on_this_machine(world))
+    needs = host_memory_needs(method, data, device)
+    check_host_memory(needs, config.max_ram, processes_on_this_machine(world), memory_remedies(config, device, needs))
     optimizer = torch.optim.SGD(
         method.networks.parameters(), lr=config.lr, momentum=config.momentum,
         weight_decay=config.weight_decay, nesterov=config.momentum > 0,
@@ -371,6 +372,14 @@ def training_module(method: Method, world: World) -> nn.Module:
     if not world.distributed:
         return step
     return DistributedDataParallel(step, find_unused_parameters=method.unused_parameters, gradient_as_bucket_view=True)
+
+
+def memory_remedies(config: RunConfig, device: torch.device, needs: dict[str, int]) -> tuple[str, ...]:
+    """Returns the options that would shrink the per-sample state in host memory, for the --max-ram message."""
+    if not needs["per-sample state"]:
+        return ()
+    remedies = () if config.state_dtype == "float16" else ("--state-dtype float16",)
+    return remedies + (("--state-on device",) if device.type == "cuda" and config.state_on != "device" else ())
 
 
 def processes_on_this_machine(world: World) -> int:

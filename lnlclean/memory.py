@@ -50,11 +50,12 @@ def available_ram() -> int | None:
     return None
 
 
-def check_host_memory(needs: dict[str, int], max_ram: str | None, processes: int = 1) -> None:
+def check_host_memory(needs: dict[str, int], max_ram: str | None, processes: int = 1, remedies: tuple[str, ...] = ()) -> None:
     """Raises UserError when the host memory `needs` (what → bytes, per process) of `processes` processes exceed the limit. Returns None.
 
     The limit is `max_ram` (``--max-ram``) when given, else the memory available now; without
-    either nothing is checked.
+    either nothing is checked. The message suggests the options in `remedies` (e.g.
+    ``--state-dtype float16``) before raising the limit.
     """
     limit = parse_size(max_ram) if max_ram is not None else available_ram()
     total = sum(needs.values()) * processes
@@ -63,7 +64,7 @@ def check_host_memory(needs: dict[str, int], max_ram: str | None, processes: int
     parts = ", ".join(f"{what} {format_size(size)}" for what, size in needs.items() if size)
     per_process = f" for each of {processes} processes" if processes > 1 else ""
     need = f"this run needs about {format_size(total)} ({parts}{per_process})"
-    advice = "keep per-sample state in float16 (--state-dtype float16) or on the GPU (--state-on device), or " if needs.get("per-sample state") else ""
+    advice = f"try {' or '.join(remedies)}, or " if remedies else ""
     if max_ram is not None:
         raise UserError(f"--max-ram {max_ram}: {need}; {advice}raise --max-ram")
     raise UserError(f"--max-ram: {need} but only {format_size(limit)} of memory is available; {advice}free memory")
