@@ -106,6 +106,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _join(rank: int, size: int, port: int) -> None:
+    """Makes this spawned process rank `rank` of `size`, as torchrun's environment would."""
+    os.environ.update(WORLD_SIZE=str(size), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+
+
 def _digits_data(n: int) -> TrainData:
     digits = load_digits()
     rng = np.random.default_rng(0)
@@ -117,8 +123,7 @@ def _digits_data(n: int) -> TrainData:
 
 
 def _checksums_in_process(rank: int, size: int, port: int, out_dir: str) -> None:
-    os.environ.update(WORLD_SIZE=str(size), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    _join(rank, size, port)
     sums = {}
     for method in ALL_METHODS:
         result = fit(_digits_data(250), RunConfig(method=method, epochs=2, batch_size=64, device="cpu"))
@@ -132,8 +137,7 @@ def _checksums_in_process(rank: int, size: int, port: int, out_dir: str) -> None
 
 
 def _stop_or_resume_in_process(rank: int, size: int, port: int, out_dir: str, phase: str) -> None:
-    os.environ.update(WORLD_SIZE=str(size), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    _join(rank, size, port)
     method_cls = METHODS["alr"]
     if phase == "stop" and rank == 1:  # only one process gets the signal, in epoch 2
         calls = {"n": 0}
