@@ -84,3 +84,21 @@ def test_float16_tables_detect_noise_as_well_as_float32(digits_benchmark, method
     half = run_benchmark_one("digits", parse_noise_spec("sym40"), config, train_size=600)
     assert half["f1"] >= 0.9
     assert abs(half["f1"] - digits_benchmark(method)["f1"]) <= 0.03
+
+
+@pytest.mark.parametrize("method, formula", [
+    ("ce", lambda n, k: 0),
+    ("alr", lambda n, k: 4 * n * k),
+    ("alim", lambda n, k: 4 * n * k + 4 * n),
+    ("pmnar", lambda n, k: n * k + 16 * n),
+    ("promix", lambda n, k: 26 * n),
+    ("flywheel", lambda n, k: 20 * n),
+])
+def test_per_sample_state_takes_what_the_readme_formula_says(method, formula):
+    from conftest import make_method
+
+    from lnlclean.methods import METHODS
+
+    n, k = 50, 7
+    built = make_method(METHODS[method], [i % k for i in range(n)], n_classes=k)
+    assert built.state.nbytes() == formula(n, k)
