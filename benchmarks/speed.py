@@ -42,6 +42,7 @@ from PIL import Image
 from lnlclean import __version__
 from lnlclean.config import RunConfig
 from lnlclean.data.cache import load_or_build
+from lnlclean.data.imagefile import ImageArray
 from lnlclean.data.manifest import read_manifest
 from lnlclean.engine import TrainData, build_method, describe_device, device_tag, fit, resolve_device
 from lnlclean.fileio import write_json
@@ -129,12 +130,12 @@ def cache_build_rate(folder: Path, cache_dir: Path) -> tuple[float, np.ndarray, 
 
 
 def timed_fit(config: RunConfig, images_path: Path, labels: np.ndarray, n_classes: int) -> dict:
-    """Trains `config` on the first len(`labels`) images of the ``.npy`` file `images_path` (memory-mapped, as a cache is).
+    """Trains `config` on the first len(`labels`) images of the ``.npy`` file `images_path` (read as the image cache is, with pread).
 
     Returns seconds and data share per epoch (medians over the epochs after the first), the
     last epoch's seconds, peak memory (MB) and the per-sample state (MB). Meant for `isolated`.
     """
-    images = np.load(images_path, mmap_mode="r")[: len(labels)]
+    images = ImageArray(images_path).subset(np.arange(len(labels)))
     device = resolve_device(config.device)
     reset_peak_memory(device)
     result = fit(TrainData(images=images, labels=labels, n_classes=n_classes), config)

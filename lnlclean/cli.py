@@ -101,7 +101,7 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
     "overwrite": (Annotated[bool, typer.Option("--overwrite", help="Replace the outputs of an earlier run instead of refusing to.")], False),
     "allow_outside_root": (Annotated[bool, typer.Option("--allow-outside-root", help="Accept CSV paths that leave IMAGES (absolute, .., links pointing out).")], False),
     "noise_rate": (Annotated[Optional[float], typer.Option(help="Expected share of wrong labels, 0–1, for methods that use one (alim). Default: estimated from the data.", show_default=False)], None),
-    "compile": (Annotated[bool, typer.Option("--compile", help="Compile the networks with torch.compile: slow to start and, measured on CPU, slower per step (README: Performance).")], False),
+    "compile": (Annotated[bool, typer.Option("--compile", help="Compile the networks with torch.compile: about 20 s to start, with no dependable gain measured on CPU (README: Performance).")], False),
     "state_dtype": (Annotated[StateDtype, typer.Option(help="Per-sample tables (soft labels): float32, float16, or auto (float16 when float32 would take over a quarter of the device's free memory).")], StateDtype(DEFAULTS.state_dtype)),
     "state_on": (Annotated[StatePlace, typer.Option(help="Where per-sample tables live: the training device, CPU memory (pinned), or auto (CPU when they do not fit in a quarter of the device's free memory).")], StatePlace(DEFAULTS.state_on)),
     "max_ram": (Annotated[Optional[str], typer.Option(help="Refuse to start when the run would need more host memory than this, e.g. 64G. Default: the memory available.", show_default=False)], None),
