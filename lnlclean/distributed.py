@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterable, Iterator
 
 import torch
 import torch.distributed as dist

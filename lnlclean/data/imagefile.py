@@ -145,7 +145,7 @@ class ImageArray:
         block = self._read(self._file_rows(np.arange(len(self), dtype=np.int64)))
         return block if dtype is None else block.astype(dtype, copy=False)
 
-    def subset(self, rows) -> "ImageArray":
+    def subset(self, rows) -> ImageArray:
         """Returns an ImageArray of the rows `rows` (an int array or list, or a boolean mask of length ``len(self)``) without reading them."""
         positions = _positions(rows, len(self))
         if positions is None or positions.ndim != 1:
