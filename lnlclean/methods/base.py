@@ -77,7 +77,8 @@ class Setup:
         world: the processes of the run. A method that sums or averages over a mini-batch
             outside its loss (a class prior, selection counts) uses ``world.sum`` or
             ``world.row_mean``, so every process sees the whole mini-batch.
-        tables: where the method's N×K per-sample tables go (``--state-dtype``, ``--state-on``).
+        tables: where the method's N×K per-sample tables go (``--state-dtype``, ``--state-on``);
+            the default, without a budget, keeps them float32 on `device`.
     """
 
     n_samples: int
@@ -90,7 +91,7 @@ class Setup:
     noise_rate: float | None = None
     true_labels: torch.Tensor | None = None
     world: World = field(default_factory=World)
-    tables: TablePolicy = field(default_factory=lambda: TablePolicy(dtype="float32", place="device"))
+    tables: TablePolicy = field(default_factory=lambda: TablePolicy())
 
 
 TABLE_CHUNK = 65_536  # rows per pass when a table is filled or read whole
@@ -149,19 +150,18 @@ class SampleTable:
     def _locate(self, index):
         return index.to(self.data.device) if isinstance(index, torch.Tensor) else index
 
+    def chunks(self) -> list[slice]:
+        """Returns the row slices of `TABLE_CHUNK` rows (the last one shorter) that cover the table."""
+        return [slice(start, min(start + TABLE_CHUNK, len(self))) for start in range(0, len(self), TABLE_CHUNK)]
+
     def fill(self, rows_of: Callable[[slice], torch.Tensor]) -> None:
-        """Sets every row, `TABLE_CHUNK` rows at a time, to `rows_of(rows)` (float rows for the slice `rows`). Returns None."""
-        for start in range(0, len(self), TABLE_CHUNK):
-            rows = slice(start, min(start + TABLE_CHUNK, len(self)))
+        """Sets every row, a chunk at a time, to `rows_of(rows)` (float rows for the slice `rows`). Returns None."""
+        for rows in self.chunks():
             self[rows] = rows_of(rows)
 
     def map(self, function: Callable[[torch.Tensor, slice], torch.Tensor]) -> torch.Tensor:
-        """Returns `function(values, rows)` over the table, `TABLE_CHUNK` float32 rows at a time, concatenated on the CPU."""
-        parts = []
-        for start in range(0, len(self), TABLE_CHUNK):
-            rows = slice(start, min(start + TABLE_CHUNK, len(self)))
-            parts.append(function(self[rows], rows).cpu())
-        return torch.cat(parts)
+        """Returns `function(values, rows)` over the table, a chunk of float32 rows at a time, concatenated on the CPU."""
+        return torch.cat([function(self[rows], rows).cpu() for rows in self.chunks()])
 
 
 class SampleState:
@@ -177,7 +177,7 @@ class SampleState:
     def __init__(self, device: torch.device | None = None, tables: TablePolicy | None = None) -> None:
         self._tensors: dict[str, torch.Tensor] = {}
         self.device = device or torch.device("cpu")
-        self.tables = tables or TablePolicy(dtype="float32", place="device")
+        self.tables = tables or TablePolicy()  # no budget: float32 tables on `device`
 
     def add(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """Registers `tensor` (first dimension N) under `name`. Returns the tensor."""
