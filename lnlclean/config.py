@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import UserError
+from .distributed import current as current_world
 from .memory import parse_size
 
 
@@ -47,10 +48,16 @@ class RunConfig:
         return asdict(self)
 
     def validate(self) -> "RunConfig":
-        """Returns self after checking value ranges and typing `method_params`; raises UserError naming the option."""
+        """Returns self after checking value ranges and typing `method_params`; raises UserError naming the option.
+
+        Under torchrun the mini-batch is split between the processes, and each needs at least
+        two images of it (batch norm needs two), so ``--batch-size`` must be at least twice
+        the number of processes.
+        """
+        processes = current_world().size
         checks = [
             (self.epochs >= 1, "--epochs", "must be at least 1"),
-            (self.batch_size >= 2, "--batch-size", "must be at least 2"),
+            (self.batch_size >= 2 * processes, "--batch-size", batch_size_rule(processes)),
             (self.lr > 0, "--lr", "must be positive"),
             (0 <= self.momentum < 1, "--momentum", "must be in [0, 1)"),
             (self.weight_decay >= 0, "--weight-decay", "must not be negative"),
@@ -77,6 +84,13 @@ class RunConfig:
         # Keep typed values, so "3" from the command line and 3 from Python are the same run.
         self.method_params = {name: getattr(hparams, name) for name in self.method_params}
         return self
+
+
+def batch_size_rule(processes: int) -> str:
+    """Returns what ``--batch-size`` must satisfy with `processes` processes, for the error message."""
+    if processes == 1:
+        return "must be at least 2"
+    return f"each of the {processes} processes needs at least 2 images of a mini-batch; use --batch-size {2 * processes} or more"
 
 
 def option_name(method: str, field_name: str) -> str:

@@ -130,15 +130,6 @@ def _process_gpu(name: str, world: World) -> torch.device:
     return torch.device("cuda", world.local_rank)
 
 
-def check_world(config: RunConfig, world: World) -> None:
-    """Raises UserError when `config` cannot be split between the processes of `world`. Returns None.
-
-    Every process needs at least two images of each mini-batch (batch norm needs two).
-    """
-    if config.batch_size < 2 * world.size:
-        raise UserError(f"--batch-size {config.batch_size}: each of the {world.size} processes needs at least 2 images of a mini-batch; use --batch-size {2 * world.size} or more")
-
-
 def device_tag(device: torch.device) -> str:
     """Returns a short file-name tag for `device`: ``cpu`` or ``cuda-<gpu name>``, e.g. ``cuda-nvidia-h100-80gb-hbm3``."""
     if device.type == "cuda":
@@ -249,7 +240,6 @@ def fit(
     reporter = reporter or Reporter(quiet=True)
     started = time.perf_counter()
     world = current_world()
-    check_world(config, world)
     device = resolve_device(config.device, world)
     _configure_torch(device, config.seed)
     store = ImageStore(data.images, device)

@@ -22,7 +22,7 @@ from .data.datasets import load_benchmark
 from .data.manifest import Manifest, read_manifest
 from .data.noise import NoiseSpec, inject_noise, partial_candidates
 from .distributed import current as current_world
-from .engine import FitResult, TrainData, check_world, fit
+from .engine import FitResult, TrainData, fit
 from .errors import UserError
 from .fileio import check_output_dir, output_directory, refuse_earlier_output, remove_stale_temporaries, write_json
 from .methods import candidate_readers, get_method
@@ -184,7 +184,6 @@ def run_audit(
     started = time.perf_counter()
     world = current_world()
     config.validate()
-    check_world(config, world)
     get_method(config.method)
     check_output_dir(out_dir, out_option)
     check_previous_run(out_dir, resume, overwrite, out_option)
@@ -278,7 +277,6 @@ def run_benchmark_one(
     reporter = reporter or Reporter(quiet=True)
     world = current_world()
     config.validate()
-    check_world(config, world)
     method_cls = get_method(config.method)
     if partial_rate is not None:
         check_partial_benchmark(noise, method_cls, partial_rate)

@@ -22,7 +22,7 @@ from sklearn.datasets import load_digits
 from lnlclean import distributed
 from lnlclean.config import RunConfig
 from lnlclean.distributed import World, keep_last
-from lnlclean.engine import TrainData, check_world, fit, resolve_device, steps_in_epoch
+from lnlclean.engine import TrainData, fit, resolve_device, steps_in_epoch
 from lnlclean.errors import UserError
 from lnlclean.interrupt import Interrupted
 from lnlclean.methods import METHODS
@@ -222,9 +222,10 @@ def test_last_batch_too_small_to_split_is_left_out():
     assert steps_in_epoch(132, 64, processes=2) == 3
 
 
-def test_batch_size_and_device_are_checked_against_the_processes():
+def test_batch_size_and_device_are_checked_against_the_processes(monkeypatch):
+    monkeypatch.setattr(distributed, "_CURRENT", World(rank=0, size=4))
     with pytest.raises(UserError, match="--batch-size 6: each of the 4 processes"):
-        check_world(RunConfig(batch_size=6), World(rank=0, size=4))
+        RunConfig(batch_size=6).validate()
     with pytest.raises(UserError, match="--device cuda:1: under torchrun"):
         resolve_device("cuda:1", World(rank=1, size=2, local_rank=1))
     assert resolve_device("cpu", World(rank=1, size=2, local_rank=1)) == torch.device("cpu")
