@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .config import RunConfig, field_name, option_name
+from .config import CHOICES, RunConfig, field_name, option_name
 from .data.datasets import DATASETS
 from .data.manifest import read_manifest
 from .data.noise import parse_noise_spec
@@ -58,22 +58,14 @@ class BadImage(str, Enum):
     skip = "skip"
 
 
-class StateDtype(str, Enum):
-    auto = "auto"
-    float32 = "float32"
-    float16 = "float16"
+def choice_enum(name: str, setting: str) -> type[Enum]:
+    """Returns an Enum class `name` whose members are the words RunConfig accepts for `setting` (see config.CHOICES)."""
+    return Enum(name, {word: word for word in CHOICES[setting]}, type=str)
 
 
-class StatePlace(str, Enum):
-    auto = "auto"
-    device = "device"
-    cpu = "cpu"
-
-
-class Schedule(str, Enum):
-    cosine = "cosine"
-    step = "step"
-    constant = "constant"
+Schedule = choice_enum("Schedule", "schedule")
+StateDtype = choice_enum("StateDtype", "state_dtype")
+StatePlace = choice_enum("StatePlace", "state_on")
 
 
 Images = Annotated[Path, typer.Argument(help="Folder holding the images (paths in the CSV are relative to it).", show_default=False)]

@@ -17,6 +17,14 @@ from .distributed import current as current_world
 from .memory import parse_size
 
 
+# Settings that take one of a few words: field → the words (the command line offers the same).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "schedule": ("cosine", "step", "constant"),
+    "state_dtype": ("auto", "float32", "float16"),
+    "state_on": ("auto", "device", "cpu"),
+}
+
+
 @dataclass
 class RunConfig:
     """Settings of one training run (defaults are the CPU-friendly ones the README lists)."""
@@ -61,15 +69,16 @@ class RunConfig:
             (self.lr > 0, "--lr", "must be positive"),
             (0 <= self.momentum < 1, "--momentum", "must be in [0, 1)"),
             (self.weight_decay >= 0, "--weight-decay", "must not be negative"),
-            (self.schedule in ("cosine", "step", "constant"), "--schedule", "must be cosine, step or constant"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "--device", "must be auto, cpu or cuda"),
             (0 < self.threshold < 1, "--threshold", "must be between 0 and 1"),
             (self.image_size is None or 4 <= self.image_size <= 1024, "--image-size", "must be between 4 and 1024"),
             (self.noise_rate is None or 0 <= self.noise_rate < 1, "--noise-rate", "must be in [0, 1)"),
             (self.workers is None or self.workers >= 1, "--workers", "must be at least 1"),
             (self.seed >= 0, "--seed", "must not be negative"),
-            (self.state_dtype in ("auto", "float32", "float16"), "--state-dtype", "must be auto, float32 or float16"),
-            (self.state_on in ("auto", "device", "cpu"), "--state-on", "must be auto, device or cpu"),
+            *(
+                (getattr(self, name) in values, "--" + name.replace("_", "-"), f"must be {', '.join(values[:-1])} or {values[-1]}")
+                for name, values in CHOICES.items()
+            ),
         ]
         for ok, option, rule in checks:
             if not ok:
