@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from ..fileio import atomic_path, prepare_output_dir
 from .decode import decode_all
 from .manifest import Manifest
-from .imagefile import ImageArray
+from .imagefile import ImageArray, allocate_npy
 
 CACHE_FORMAT = 1
 KEEP_SIZE_LIMIT = 64
@@ -163,11 +163,3 @@ def _build(manifest, array_path, meta_path, side, workers, advance, only_size=No
     with atomic_path(meta_path) as tmp:
         tmp.write_text(json.dumps(meta))
     return ImageCache(images=ImageArray(array_path), bad=bad, path=array_path, reused=False)
-
-
-def allocate_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
-    """Writes a ``.npy`` header for a C-order `shape` array of `dtype` to `path` and extends the file to its full size (zeros, sparse where the file system allows). Returns None."""
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
-    with open(path, "wb") as handle:
-        np.lib.format.write_array_header_1_0(handle, header)
-        handle.truncate(handle.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)

@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .imagefile import NpyLayout, read_npy_layout
+from .imagefile import NpyLayout, read_npy_layout, write_rows
 
 MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS (a 0.25 GB RGB bitmap)
 CHUNK = 512  # images per task: large enough to amortise the task, small enough for smooth progress
@@ -136,23 +136,6 @@ def _decode_block(root: Path, paths: list[str], layout: NpyLayout, first_row: in
         except ImageError as err:
             bad[first_row + offset] = str(err)
     return block, bad, sizes
-
-
-def write_rows(fd: int, layout: NpyLayout, first_row: int, rows: np.ndarray) -> None:
-    """Writes `rows` (of the file's row shape) into the open ``.npy`` file `fd` from row `first_row` on. Returns None."""
-    data = memoryview(np.ascontiguousarray(rows, dtype=layout.dtype).reshape(-1).view(np.uint8))
-    offset = layout.offset + first_row * layout.row_bytes
-    done = 0
-    while done < len(data):
-        done += _write_at(fd, data[done:], offset + done)
-
-
-def _write_at(fd: int, data: memoryview, offset: int) -> int:
-    """Writes `data` at byte `offset` of `fd`. Returns how many bytes were written."""
-    if hasattr(os, "pwrite"):
-        return os.pwrite(fd, data, offset)
-    os.lseek(fd, offset, os.SEEK_SET)  # no pwrite (Windows): this task's own descriptor, so no race
-    return os.write(fd, data)
 
 
 def decode_all(

@@ -1,4 +1,5 @@
-"""Read-only arrays of ``.npy`` files read with positioned reads instead of a memory map.
+"""Image arrays in ``.npy`` files, created, written and read a block of rows at a time with
+positioned I/O (``pwrite``, ``pread``) instead of a memory map.
 
 Pages of a memory map that a process touches count in its resident set, so reading a whole
 cache through one over an epoch grows the process to the size of the cache. Rows read with
@@ -18,6 +19,7 @@ import numpy as np
 
 _HAS_PREADV = hasattr(os, "preadv")
 _HAS_PREAD = hasattr(os, "pread")
+_HAS_PWRITE = hasattr(os, "pwrite")
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,31 @@ class ImageArray:
                 data = os.read(fd, len(target))
         target[:len(data)] = data
         return len(data)
+
+
+def allocate_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Writes a ``.npy`` header for a C-order `shape` array of `dtype` to `path` and extends the file to its full size (zeros, sparse where the file system allows). Returns None."""
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        handle.truncate(handle.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+
+
+def write_rows(fd: int, layout: NpyLayout, first_row: int, rows: np.ndarray) -> None:
+    """Writes `rows` (of the file's row shape) into the open ``.npy`` file `fd` from row `first_row` on. Returns None."""
+    data = memoryview(np.ascontiguousarray(rows, dtype=layout.dtype).reshape(-1).view(np.uint8))
+    offset = layout.offset + first_row * layout.row_bytes
+    done = 0
+    while done < len(data):
+        done += _write_at(fd, data[done:], offset + done)
+
+
+def _write_at(fd: int, data: memoryview, offset: int) -> int:
+    """Writes `data` at byte `offset` of `fd`. Returns how many bytes were written."""
+    if _HAS_PWRITE:
+        return os.pwrite(fd, data, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # no pwrite (Windows): this task's own descriptor, so no race
+    return os.write(fd, data)
 
 
 def _in_range(position: int, n_rows: int) -> int:
