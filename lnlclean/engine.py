@@ -142,7 +142,8 @@ def describe_device(device: torch.device, world: World = World()) -> str:
     if device.type == "cuda":
         name = f"cuda ({torch.cuda.get_device_name(device)})"
     else:
-        name = f"cpu ({torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        name = f"cpu ({threads} thread{'s' if threads != 1 else ''})"  # one per process under torchrun
     return f"{name} × {world.size} processes" if world.distributed else name
 
 
