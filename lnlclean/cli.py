@@ -28,9 +28,10 @@ from .fileio import check_output_dir, check_output_file, output_directory, refus
 from .interrupt import Interrupted, Stopped, install_stop_handlers, restore_handlers
 from .methods import METHODS, get_method
 from .models import backbone_names
-from .pipeline import check_relabel_input, input_table, run_audit, run_benchmark_one, run_relabel
+from .pipeline import check_relabel_input, input_table, run_audit, run_benchmark_one, run_relabel, run_report
 from .progress import Reporter
 from .report.audit import load_audit
+from .report.html import GALLERY_SIZE
 
 app = typer.Typer(
     name="lnlclean",
@@ -197,14 +198,15 @@ def audit(
     ctx: typer.Context,
     images: Images,
     labels_csv: LabelsCsv = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for audit.parquet, summary.json and the checkpoint.")] = Path("lnlclean-out"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for audit.parquet, summary.json, report.html and the checkpoint.")] = Path("lnlclean-out"),
     opts: SimpleNamespace = None,
 ):
     """Train a method on your images and write a per-sample audit.
 
     Writes OUT/audit.parquet (one row per image: clean_prob, is_label_issue,
-    suggested_label, method signals) and OUT/summary.json (noise rate overall and
-    per class, class confusions, timings).
+    suggested_label, method signals), OUT/summary.json (noise rate overall and
+    per class, class confusions, timings) and OUT/report.html (plots and the most
+    suspect images, one file that opens in any browser).
 
     Examples:
 
@@ -223,7 +225,7 @@ def audit(
         overwrite=opts.overwrite, allow_outside_root=opts.allow_outside_root,
     )
     print_audit_summary(result.summary)
-    stdout.print(f"wrote {result.audit_path} and {result.summary_path}")
+    print_written(result)
 
 
 @app.command()
@@ -255,7 +257,7 @@ def relabel(
     if from_audit is not None:
         if (ctx.obj or {}).get("method_options"):
             raise UserError(f"{ctx.obj['method_options'][0][0]}: method options have no effect with --from-audit")
-        audit_frame = load_audit(from_audit, option="--from-audit")
+        audit_frame, _ = load_audit(from_audit, option="--from-audit")
         manifest = read_manifest(images, labels_csv, opts.allow_outside_root)
         check_relabel_input(manifest)
         rows = input_table(manifest)
@@ -267,7 +269,7 @@ def relabel(
             allow_outside_root=opts.allow_outside_root, out_option="--audit-dir",
         )
         audit_frame, rows = result.audit, result.input_rows
-        stdout.print(f"wrote {result.audit_path} and {result.summary_path}")
+        print_written(result)
     corrected = run_relabel(rows, audit_frame, out, policy.value)
     counts = corrected["action"].value_counts().to_dict()
     dropped = len(rows) - len(corrected)
@@ -291,7 +293,8 @@ def benchmark(
 ):
     """Inject known label noise into a standard dataset and score detection.
 
-    Writes OUT/benchmark.json (one entry per method × noise) and prints a table.
+    Writes OUT/benchmark.json (one entry per method × noise), an HTML report per run
+    (OUT/<dataset>-<noise>-<method>.html) and prints a table.
     digits needs no download; cifar10/cifar100 download through torchvision unless
     --data-dir points at a local copy.
 
@@ -322,7 +325,10 @@ def benchmark(
         for spec in specs:
             for name in methods:
                 reporter.log(f"benchmark {dataset} {spec} {name}")
-                runs.append(run_benchmark_one(dataset, spec, configs[name], data_dir, train_size, opts.cache_dir, reporter, partial_rate))
+                report_path = out_dir / f"{run_label(dataset, str(spec), partial_rate, name).replace(' ', '-')}.html"
+                runs.append(run_benchmark_one(
+                    dataset, spec, configs[name], data_dir, train_size, opts.cache_dir, reporter, partial_rate, report_path,
+                ))
                 if writes:
                     write_json(out_dir / BENCHMARK_FILE, {"lnlclean_version": __version__, "runs": runs})
     print_benchmark_table(runs)
@@ -381,8 +387,13 @@ BENCHMARK_COLUMNS = (
 
 def run_name(run: dict) -> str:
     """Returns the label of a benchmark run: dataset, noise (with the partial rate, if any) and method."""
-    partial = f"+partial{run['partial_rate']:g}" if run.get("partial_rate") is not None else ""
-    return f"{run['dataset']} {run['noise']}{partial} {run['method']}"
+    return run_label(run["dataset"], run["noise"], run.get("partial_rate"), run["method"])
+
+
+def run_label(dataset: str, noise: str, partial_rate: float | None, method: str) -> str:
+    """Returns e.g. ``digits sym40 ce`` or ``digits sym20+partial0.3 alim``; its report file uses dashes for spaces."""
+    partial = f"+partial{partial_rate:g}" if partial_rate is not None else ""
+    return f"{dataset} {noise}{partial} {method}"
 
 
 def print_benchmark_table(runs: list[dict]) -> None:
@@ -418,6 +429,36 @@ def print_audit_summary(summary: dict) -> None:
         for row in summary["top_confusions"][:5]:
             table.add_row(row["given_label"], row["suggested_label"], str(row["count"]))
         stdout.print(table)
+
+
+@app.command()
+def report(
+    audit_dir: Annotated[Path, typer.Argument(help="Directory of a finished audit (the --out of lnlclean audit).", show_default=False)],
+    images: Annotated[Optional[Path], typer.Option(help="Image folder, when it moved since the audit. Default: the folder the audit read.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file to write. Default: AUDIT_DIR/report.html.", show_default=False)] = None,
+    gallery: Annotated[int, typer.Option(help="How many of the most suspect samples the gallery shows.")] = GALLERY_SIZE,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file at --out that is not an lnlclean report.")] = False,
+):
+    """Write the HTML report of an existing audit: plots and the most suspect images.
+
+    One self-contained file (plots and thumbnails inlined) that opens in any browser.
+    An earlier report at the same place is replaced.
+
+    Examples:
+
+        lnlclean report lnlclean-out
+
+        lnlclean report audit/ --images /data/images --gallery 600 --out review.html
+    """
+    path, unreadable = run_report(audit_dir, images, out, gallery, overwrite)
+    stdout.print(f"wrote {path}")
+    if unreadable:
+        stdout.print(f"[yellow]{unreadable} gallery image(s) could not be read[/yellow]; if the images moved, pass --images")
+
+
+def print_written(result) -> None:
+    """Prints the files an audit wrote. Returns None."""
+    stdout.print(f"wrote {result.audit_path}, {result.summary_path} and {result.report_path}")
 
 
 @app.command("methods")

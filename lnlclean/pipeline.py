@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +25,21 @@ from .data.noise import NoiseSpec, inject_noise, partial_candidates
 from .distributed import current as current_world
 from .engine import FitResult, TrainData, fit
 from .errors import UserError
-from .fileio import check_output_dir, output_directory, refuse_earlier_output, remove_stale_temporaries, write_json
+from .fileio import check_output_dir, check_output_file, output_directory, refuse_earlier_output, remove_stale_temporaries, write_json
 from .methods import candidate_readers, get_method
 from .models import default_image_size
 from .progress import Reporter
 from .report import metrics
-from .report.audit import AuditInputs, build_audit_table, summarize, write_audit
+from .report.audit import AuditInputs, build_audit_table, load_audit, summarize, write_audit
+from .report.html import GALLERY_SIZE, ReportInputs, is_report, render_report, write_report
+from .report.thumbnails import ArrayImages, FolderImages
 from .report.manifest import corrected_manifest, write_manifest
 
 AUDIT_FILE = "audit.parquet"
 SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
 CHECKPOINT_FILE = "checkpoint.pt"
-OUTPUT_FILES = (AUDIT_FILE, SUMMARY_FILE, CHECKPOINT_FILE)
+OUTPUT_FILES = (AUDIT_FILE, SUMMARY_FILE, REPORT_FILE, CHECKPOINT_FILE)
 MIN_CLASS_SIZE = 2
 
 
@@ -47,6 +51,7 @@ class AuditResult:
     summary: dict
     audit_path: Path
     summary_path: Path
+    report_path: Path
     input_rows: pd.DataFrame
 
 
@@ -126,7 +131,7 @@ def check_class_sizes(manifest: Manifest) -> None:
 
 def check_previous_run(out_dir: Path, resume: bool, overwrite: bool, option: str = "--out") -> None:
     """Raises UserError when `out_dir` already holds a finished audit (unless `overwrite`) or an unfinished run's checkpoint (unless `resume` or `overwrite`). Returns None."""
-    refuse_earlier_output(out_dir, (AUDIT_FILE, SUMMARY_FILE), overwrite, option)
+    refuse_earlier_output(out_dir, (AUDIT_FILE, SUMMARY_FILE, REPORT_FILE), overwrite, option)
     if not overwrite and not resume and (out_dir / CHECKPOINT_FILE).exists():
         raise UserError(
             f"{option} {out_dir}: holds the checkpoint of an unfinished run; pass --resume to continue it, "
@@ -171,7 +176,7 @@ def run_audit(
     reporter: Reporter | None = None, require_labels: bool = False, overwrite: bool = False,
     allow_outside_root: bool = False, out_option: str = "--out",
 ) -> AuditResult:
-    """Trains `config.method` on the folder and writes ``audit.parquet`` and ``summary.json`` to `out_dir`.
+    """Trains `config.method` on the folder and writes ``audit.parquet``, ``summary.json`` and ``report.html`` to `out_dir`.
 
     Returns the audit table, the summary and the paths written. Raises UserError for bad input,
     including a candidates-only CSV when `require_labels` (a relabel needs labels to correct),
@@ -201,18 +206,20 @@ def run_audit(
             "train_seconds": result.seconds, "epoch_seconds": [h["seconds"] for h in result.history],
         }
         summary = audit_summary(manifest, skipped, config, result, frame, timings)
-        audit_path, summary_path = out_dir / AUDIT_FILE, out_dir / SUMMARY_FILE
+        audit_path, summary_path, report_path = out_dir / AUDIT_FILE, out_dir / SUMMARY_FILE, out_dir / REPORT_FILE
         if world.is_main:
             write_audit(frame, audit_path, metadata=audit_metadata(config, manifest.class_names))
             write_json(summary_path, summary)
-    return AuditResult(frame, summary, audit_path, summary_path, input_rows)
+            images = FolderImages(manifest.root, manifest.paths)
+            write_report(report_path, render_report(ReportInputs(frame, summary, manifest.class_names, images, source=str(manifest.root))))
+    return AuditResult(frame, summary, audit_path, summary_path, report_path, input_rows)
 
 
 def audit_summary(manifest: Manifest, skipped: dict[str, str], config: RunConfig, result: FitResult, frame: pd.DataFrame, timings: dict) -> dict:
     """Returns the content of summary.json for a finished audit (see the README's Outputs section)."""
     return {
         **run_header(config, result),
-        "images": str(manifest.root), "labels_csv": str(manifest.source) if manifest.source else None,
+        "images": str(manifest.root.resolve()), "labels_csv": str(manifest.source.resolve()) if manifest.source else None,
         **summarize(frame, manifest.class_names),
         "n_skipped": len(skipped),
         "skipped": [{"path": p, "reason": r} for p, r in skipped.items()],
@@ -247,6 +254,51 @@ def audit_metadata(config: RunConfig, class_names: list[str]) -> dict:
     }
 
 
+def run_report(audit_dir: Path, images: Path | None = None, out: Path | None = None,
+               gallery_size: int = GALLERY_SIZE, overwrite: bool = False) -> tuple[Path, int]:
+    """Writes the HTML report of the finished audit in `audit_dir` (see :mod:`lnlclean.report.html`).
+
+    Images are read from `images`, or from the folder the audit was made on. The report goes to
+    `out` (default: AUDIT_DIR/report.html); an earlier report there is replaced, any other
+    file only with `overwrite`. Returns the path written and how many gallery images could not
+    be read. Raises UserError when `audit_dir` holds no finished audit or `out` cannot be written.
+    """
+    audit_dir = Path(audit_dir)
+    if not audit_dir.is_dir():
+        raise UserError(f"{audit_dir}: no such directory; pass the --out directory of lnlclean audit")
+    audit_path, summary_path = audit_dir / AUDIT_FILE, audit_dir / SUMMARY_FILE
+    for needed in (audit_path, summary_path):
+        if not needed.is_file():
+            raise UserError(f"{audit_dir}: holds no {needed.name}; pass the --out directory of a finished lnlclean audit")
+    if gallery_size < 0:
+        raise UserError(f"--gallery {gallery_size}: must be 0 or more")
+    frame, metadata = load_audit(audit_path, option="AUDIT_DIR")
+    summary = read_summary(summary_path)
+    out = Path(out) if out is not None else audit_dir / REPORT_FILE
+    out = check_output_file(out, "--out", overwrite=overwrite or is_report(out), inputs=[audit_path, summary_path])
+    class_names = metadata.get("class_names") or summary.get("class_transition", {}).get("classes")
+    if not class_names:
+        class_names = sorted(set(frame["given_label"].astype(str)) | set(frame["suggested_label"].astype(str)))
+    root = Path(images) if images is not None else Path(summary.get("images") or audit_dir)
+    if images is not None and not root.is_dir():
+        raise UserError(f"--images {root}: no such directory")
+    inputs = ReportInputs(frame, summary, [str(c) for c in class_names], FolderImages(root, frame["path"].astype(str).tolist()), source=str(root))
+    report = render_report(inputs, gallery_size)
+    write_report(out, report)
+    return out, report.unreadable_images
+
+
+def read_summary(path: Path) -> dict:
+    """Returns the content of the summary.json at `path`. Raises UserError naming it when it is not a JSON object."""
+    try:
+        summary = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: not a readable summary.json ({err}); pass the --out directory of a finished lnlclean audit")
+    if not isinstance(summary, dict):
+        raise UserError(f"{path}: not an lnlclean summary.json (expected a JSON object)")
+    return summary
+
+
 def run_relabel(input_rows: pd.DataFrame, audit: pd.DataFrame, out_file: Path, policy: str) -> pd.DataFrame:
     """Writes the corrected-label CSV for `input_rows` under `policy` to `out_file` (rank 0 under torchrun). Returns it."""
     corrected = corrected_manifest(input_rows, audit, policy)
@@ -259,7 +311,7 @@ def run_relabel(input_rows: pd.DataFrame, audit: pd.DataFrame, out_file: Path, p
 def run_benchmark_one(
     dataset: str, noise: NoiseSpec, config: RunConfig, data_dir: Path | None = None,
     train_size: int | None = None, cache_dir: Path | None = None, reporter: Reporter | None = None,
-    partial_rate: float | None = None,
+    partial_rate: float | None = None, report_path: Path | None = None,
 ) -> dict:
     """Injects `noise` into `dataset`, trains `config.method`, and returns the scored run as a dict.
 
@@ -272,7 +324,9 @@ def run_benchmark_one(
     :func:`~lnlclean.data.noise.partial_candidates`; `noise` gives η): a sample is noisy when its
     true label is outside its set, "label accuracy before" is the expected accuracy of picking a
     candidate at random, and "after" that of the method's suggested label for every sample.
-    Raises UserError for a method that does not read candidate sets or a non-symmetric `noise`.
+    With `report_path` the run's HTML report is written there too, its clean_prob histogram
+    split by which labels are truly wrong. Raises UserError for a method that does not read
+    candidate sets or a non-symmetric `noise`.
     """
     reporter = reporter or Reporter(quiet=True)
     world = current_world()
@@ -309,6 +363,19 @@ def run_benchmark_one(
         is_noisy = ~candidates[rows, true_labels]
         before = float(np.mean(candidates[rows, true_labels] / candidates.sum(axis=1)))
         after = suggested
+    if report_path is not None and world.is_main:
+        names = np.asarray(bench.class_names, dtype=object)
+        frame = build_audit_table(AuditInputs(
+            paths=[f"train/{i:05d}" for i in rows], given_labels=given, class_names=list(bench.class_names), probs=result.probs,
+            method_columns=columns, threshold=config.threshold, extra=pd.DataFrame({"true_label": names[true_labels]}),
+        ))
+        summary = {
+            **run_header(config, result), **summarize(frame, list(bench.class_names)), "timings": {"total_seconds": result.seconds},
+            "history": result.history, "method_summary": result.method.summary(),
+        }
+        source = f"{dataset} {noise}" + (f" (candidate sets, partial rate {partial_rate:g})" if partial_rate is not None else "")
+        inputs = ReportInputs(frame, summary, list(bench.class_names), ArrayImages(bench.train_images), is_noisy=is_noisy, source=source)
+        write_report(report_path, render_report(inputs))
     return {
         "dataset": dataset, "noise": str(noise), "partial_rate": partial_rate, "method": config.method, "seed": config.seed,
         "epochs": config.epochs, "backbone": config.backbone, "n_train": int(len(given)),

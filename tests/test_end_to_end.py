@@ -138,6 +138,8 @@ def test_benchmark_digits_writes_every_field(tmp_path):
     assert runs[0]["true_noise_rate"] == pytest.approx(0.4, abs=0.001)
     assert 0.0 < runs[1]["true_noise_rate"] < 0.4
     assert runs[0]["label_accuracy_before"] == pytest.approx(1 - runs[0]["true_noise_rate"])
+    for noise in ("sym40", "asym40"):  # one report per run, its histogram split by the injected noise
+        assert 'aria-label="clean_prob by truth"' in (out / f"digits-{noise}-ce.html").read_text(encoding="utf-8")
 
 
 def test_benchmark_fail_under_exits_1(tmp_path):

@@ -58,23 +58,31 @@ def decode_image(path: Path, size: Size) -> np.ndarray:
 
 def _decode(path: Path, size: Size) -> tuple[np.ndarray, Size]:
     """Returns the decoded image (as `decode_image`) and its original (height, width)."""
+    rgb = open_rgb(path)
+    original = (rgb.height, rgb.width)
+    height, width = size
+    if original != (height, width):
+        rgb = resize_center_crop(rgb, height, width)
+    return np.asarray(rgb, dtype=np.uint8), original
+
+
+def open_rgb(path: Path) -> Image.Image:
+    """Returns the image at `path` decoded as 8-bit RGB at its own size (see :func:`to_rgb`).
+
+    Raises ImageError when the file is missing, not a complete image, or over the pixel limit.
+    """
     try:
         with Image.open(path) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise ImageError(f"{image.width}×{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb")
             image.load()
-            rgb = to_rgb(image)
+            return to_rgb(image)
     except Image.DecompressionBombError:
         raise ImageError(f"over twice the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb")
     except UnidentifiedImageError:
         raise ImageError("not an image file Pillow can read")
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"cannot decode ({err})")
-    original = (rgb.height, rgb.width)
-    height, width = size
-    if original != (height, width):
-        rgb = resize_center_crop(rgb, height, width)
-    return np.asarray(rgb, dtype=np.uint8), original
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

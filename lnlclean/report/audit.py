@@ -103,22 +103,22 @@ def read_audit(path: Path) -> tuple[pd.DataFrame, dict]:
     return table.to_pandas(), (json.loads(raw) if raw else {})
 
 
-def load_audit(path: Path, option: str = "--from-audit") -> pd.DataFrame:
-    """Returns the audit table at `path` after checking it is an lnlclean audit.
+def load_audit(path: Path, option: str = "--from-audit") -> tuple[pd.DataFrame, dict]:
+    """Returns the audit table at `path` and its lnlclean metadata, after checking it is an lnlclean audit.
 
     Raises UserError naming `option` when the file is missing, not Parquet, or lacks the
-    columns a corrected manifest needs.
+    columns a corrected manifest and a report need.
     """
     if not Path(path).is_file():
         raise UserError(f"{option} {path}: no such file")
     try:
-        frame, _ = read_audit(path)
+        frame, metadata = read_audit(path)
     except Exception as err:  # pyarrow raises several types for a file that is not Parquet
         raise UserError(f"{option} {path}: not a readable audit.parquet ({type(err).__name__}); pass the audit.parquet that lnlclean audit wrote")
-    missing = {"path", "is_label_issue", "suggested_label", "suggested_prob", "clean_prob"} - set(frame.columns)
+    missing = {"path", "given_label", "is_label_issue", "suggested_label", "suggested_prob", "clean_prob"} - set(frame.columns)
     if missing:
         raise UserError(f"{option} {path}: missing column(s) {', '.join(sorted(missing))}; is it an lnlclean audit?")
-    return frame
+    return frame, metadata
 
 
 def summarize(frame: pd.DataFrame, class_names: list[str], top: int = 10) -> dict:

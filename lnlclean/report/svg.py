@@ -1,0 +1,218 @@
+"""Plots written as inline SVG: line charts, stacked histograms and heatmaps.
+
+The report draws its plots itself rather than through matplotlib. It needs three kinds of plot,
+each a few dozen lines of SVG. Written by hand, a plot is a few kilobytes of text in the page
+(not a base64 PNG), stays sharp at any zoom, takes its colours from the page's stylesheet, and
+carries a tooltip (``<title>``) on every bar, cell and point, plus the data attributes the page's
+script uses to filter the gallery when a heatmap cell is clicked. It also keeps a large plotting
+dependency, and its font cache built on first import, out of the install.
+
+Every function returns one ``<svg>`` element as a string. Colours come from CSS classes
+(``series-0`` …) defined in ``assets/report.css``; heatmap cells carry their fill inline.
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+from typing import Callable, Sequence
+
+import numpy as np
+
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 48, 12, 12, 34
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Returns about `count` round tick values covering [low, high] (1, 2, 2.5 or 5 times a power of ten apart)."""
+    if not high > low:
+        low, high = low - 0.5, high + 0.5
+    raw = (high - low) / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.floor(low / step + 1e-9) * step
+    ticks, value = [], first
+    while value <= high + step * 1e-6:
+        ticks.append(round(value, 12))
+        value += step
+    if ticks[-1] < high:
+        ticks.append(round(value, 12))
+    return ticks
+
+
+def format_number(value: float) -> str:
+    """Returns `value` in at most four significant digits, without trailing zeros."""
+    if value == 0:
+        return "0"
+    if abs(value) >= 1e5 or abs(value) < 1e-3:
+        return f"{value:.2g}"
+    return f"{value:.4g}"
+
+
+def _linear(domain: tuple[float, float], extent: tuple[float, float]) -> Callable[[float], float]:
+    (d0, d1), (r0, r1) = domain, extent
+    span = d1 - d0 or 1.0
+    return lambda v: r0 + (v - d0) / span * (r1 - r0)
+
+
+def _open(width: int, height: int, label: str) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 {width} {height}" '
+            f'width="{width}" height="{height}" role="img" aria-label="{escape(label)}">')
+
+
+def _axes(width: int, height: int, x_ticks, x, y_ticks, y, x_label: str, y_label: str) -> list[str]:
+    """Returns the SVG elements of both axes: grid lines, tick labels and axis titles."""
+    left, bottom = MARGIN_LEFT, height - MARGIN_BOTTOM
+    parts = [f'<line class="axis" x1="{left}" y1="{bottom}" x2="{width - MARGIN_RIGHT}" y2="{bottom}"/>']
+    for tick in y_ticks:
+        ty = y(tick)
+        parts.append(f'<line class="grid" x1="{left}" y1="{ty:.1f}" x2="{width - MARGIN_RIGHT}" y2="{ty:.1f}"/>')
+        parts.append(f'<text class="tick" x="{left - 4}" y="{ty + 3:.1f}" text-anchor="end">{format_number(tick)}</text>')
+    for tick in x_ticks:
+        tx = x(tick)
+        parts.append(f'<text class="tick" x="{tx:.1f}" y="{bottom + 13}" text-anchor="middle">{format_number(tick)}</text>')
+    parts.append(f'<text class="label" x="{(left + width - MARGIN_RIGHT) / 2:.0f}" y="{height - 4}" text-anchor="middle">{escape(x_label)}</text>')
+    if y_label:
+        parts.append(f'<text class="label" transform="translate(11 {(MARGIN_TOP + bottom) / 2:.0f}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>')
+    return parts
+
+
+def _legend(width: int, names: Sequence[str]) -> list[str]:
+    """Returns legend entries (a swatch and a name per series) along the top right."""
+    parts = []
+    right = width - MARGIN_RIGHT
+    for k, name in reversed(list(enumerate(names))):
+        text_width = 5.6 * len(name)
+        parts.append(f'<rect class="series-{k}" x="{right - text_width - 12:.0f}" y="{MARGIN_TOP - 8}" width="9" height="9"/>')
+        parts.append(f'<text class="tick" x="{right:.0f}" y="{MARGIN_TOP}" text-anchor="end">{escape(name)}</text>')
+        right -= text_width + 22
+    return parts
+
+
+def line_chart(
+    x_values: Sequence[float], series: dict[str, Sequence[float | None]], title: str,
+    x_label: str = "epoch", y_label: str = "", width: int = 340, height: int = 190,
+) -> str:
+    """Returns an SVG line chart of each of `series` (name → one value or None per x) against `x_values`.
+
+    None values leave a gap in the line. Every point has a tooltip with its x and value.
+    """
+    finite = [v for values in series.values() for v in values if v is not None and math.isfinite(v)]
+    y_ticks = nice_ticks(min(finite, default=0.0), max(finite, default=1.0), 4)
+    x_ticks = nice_ticks(min(x_values, default=0), max(x_values, default=1), 5)
+    x = _linear((x_ticks[0], x_ticks[-1]), (MARGIN_LEFT, width - MARGIN_RIGHT))
+    y = _linear((y_ticks[0], y_ticks[-1]), (height - MARGIN_BOTTOM, MARGIN_TOP + 6))
+    parts = [_open(width, height, title), *_axes(width, height, x_ticks, x, y_ticks, y, x_label, y_label)]
+    for k, (name, values) in enumerate(series.items()):
+        points = [(xv, v) for xv, v in zip(x_values, values)]
+        for run in _unbroken_runs(points):
+            coords = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in run)
+            parts.append(f'<polyline class="line series-{k}" points="{coords}"/>')
+        for a, b in points:
+            if b is not None and math.isfinite(b):
+                parts.append(f'<circle class="point series-{k}" cx="{x(a):.1f}" cy="{y(b):.1f}" r="2.2">'
+                             f'<title>{escape(name)}, {escape(x_label)} {format_number(a)}: {format_number(b)}</title></circle>')
+    if len(series) > 1:
+        parts += _legend(width, list(series))
+    return "".join(parts) + "</svg>"
+
+
+def _unbroken_runs(points: list[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
+    """Returns the maximal runs of consecutive points whose value is a finite number."""
+    runs, current = [], []
+    for a, b in points:
+        if b is None or not math.isfinite(b):
+            if current:
+                runs.append(current)
+            current = []
+        else:
+            current.append((a, b))
+    return runs + ([current] if current else [])
+
+
+def stacked_histogram(
+    edges: np.ndarray, groups: dict[str, np.ndarray], title: str, x_label: str,
+    marker: float | None = None, marker_label: str = "", width: int = 520, height: int = 220,
+) -> str:
+    """Returns an SVG histogram with one bar per bin of `edges`, stacked from `groups` (name → count per bin).
+
+    A dashed vertical line marks `marker` (e.g. the flagging threshold). Every bar segment has a
+    tooltip with its bin, group and count.
+    """
+    totals = np.sum(list(groups.values()), axis=0)
+    y_ticks = nice_ticks(0, max(1, int(totals.max(initial=0))), 4)
+    x_ticks = nice_ticks(float(edges[0]), float(edges[-1]), 5)
+    x = _linear((float(edges[0]), float(edges[-1])), (MARGIN_LEFT, width - MARGIN_RIGHT))
+    y = _linear((0, y_ticks[-1]), (height - MARGIN_BOTTOM, MARGIN_TOP + 6))
+    parts = [_open(width, height, title), *_axes(width, height, x_ticks, x, y_ticks, y, x_label, "samples")]
+    base = np.zeros(len(edges) - 1)
+    for k, (name, counts) in enumerate(groups.items()):
+        for b, count in enumerate(counts):
+            if count <= 0:
+                continue
+            x0, x1 = x(edges[b]) + 0.5, x(edges[b + 1]) - 0.5
+            top, bottom = y(base[b] + count), y(base[b])
+            parts.append(
+                f'<rect class="series-{k}" x="{x0:.1f}" y="{top:.1f}" width="{max(x1 - x0, 0.5):.1f}" height="{bottom - top:.1f}">'
+                f'<title>{escape(x_label)} {format_number(edges[b])}–{format_number(edges[b + 1])}: {int(count)} {escape(name)}</title></rect>'
+            )
+        base += counts
+    if marker is not None:
+        mx = x(marker)
+        parts.append(f'<line class="marker" x1="{mx:.1f}" y1="{MARGIN_TOP}" x2="{mx:.1f}" y2="{height - MARGIN_BOTTOM}"/>')
+        parts.append(f'<text class="tick" x="{mx + 3:.1f}" y="{MARGIN_TOP + 18}">{escape(marker_label)}</text>')
+    parts += _legend(width, list(groups))
+    return "".join(parts) + "</svg>"
+
+
+def heat_colour(share: float) -> str:
+    """Returns the fill for a cell holding `share` (0–1) of the scale: white through blue to deep navy."""
+    stops = ((255, 255, 255), (158, 202, 225), (49, 130, 189), (8, 48, 107))
+    position = min(max(share, 0.0), 1.0) * (len(stops) - 1)
+    k = min(int(position), len(stops) - 2)
+    t = position - k
+    r, g, b = (round(a + (c - a) * t) for a, c in zip(stops[k], stops[k + 1]))
+    return f"rgb({r},{g},{b})"
+
+
+def heatmap(
+    values: np.ndarray, labels: Sequence[str], title: str, row_title: str, column_title: str,
+    tooltip: Callable[[int, int], str], cell_text: Callable[[int, int], str] | None = None,
+    skip_diagonal: bool = False, cell_attributes: Callable[[int, int], str] | None = None,
+) -> str:
+    """Returns an SVG heatmap of the square matrix `values`, one row and one column per label.
+
+    Colour is proportional to the value over the largest value shown. With `skip_diagonal`
+    the diagonal is drawn in grey and left out of the colour scale, so off-diagonal structure
+    stays visible. `tooltip(i, j)` gives each cell's hover text, `cell_text(i, j)` the text drawn
+    in it (only when the matrix is small enough to read), and `cell_attributes(i, j)` extra
+    attributes for the cell (e.g. data attributes the page's script reacts to; '' for none).
+    """
+    n = len(labels)
+    cell = max(5, min(34, 440 // max(n, 1)))
+    show_labels, show_text = n <= 60, cell_text is not None and cell >= 22
+    gutter = 16 + (7 * max((len(str(label)) for label in labels), default=1) + 6 if show_labels else 0)
+    size = gutter + n * cell
+    off = ~np.eye(n, dtype=bool) if skip_diagonal else np.ones((n, n), dtype=bool)
+    top_value = float(values[off].max(initial=0.0)) or 1.0
+    parts = [_open(size + 8, size + 8, title)]
+    for i in range(n):
+        for j in range(n):
+            value = float(values[i, j])
+            grey = skip_diagonal and i == j
+            fill = "var(--diagonal)" if grey else heat_colour(value / top_value)
+            extra = cell_attributes(i, j) if cell_attributes else ""
+            cx, cy = gutter + j * cell, gutter + i * cell
+            parts.append(f'<rect class="cell" x="{cx}" y="{cy}" width="{cell}" height="{cell}" style="fill:{fill}"{extra}>'
+                         f"<title>{escape(tooltip(i, j))}</title></rect>")
+            text = cell_text(i, j) if show_text else ""
+            if text:
+                dark = not grey and value / top_value > 0.45
+                parts.append(f'<text class="cell-text{" on-dark" if dark else ""}" x="{cx + cell / 2:.1f}" y="{cy + cell / 2 + 3.5:.1f}" text-anchor="middle">{escape(text)}</text>')
+    if show_labels:
+        for k, label in enumerate(labels):
+            middle = gutter + k * cell + cell / 2
+            parts.append(f'<text class="tick" x="{gutter - 4}" y="{middle + 3:.1f}" text-anchor="end">{escape(str(label))}</text>')
+            parts.append(f'<text class="tick" transform="translate({middle + 3:.1f} {gutter - 4}) rotate(-90)">{escape(str(label))}</text>')
+    parts.append(f'<text class="label" transform="translate(9 {gutter + n * cell / 2:.0f}) rotate(-90)" text-anchor="middle">{escape(row_title)} ↓</text>')
+    parts.append(f'<text class="label" x="{gutter + n * cell / 2:.0f}" y="10" text-anchor="middle">{escape(column_title)} →</text>')
+    return "".join(parts) + "</svg>"
