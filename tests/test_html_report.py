@@ -255,13 +255,26 @@ def test_page_weight_does_not_grow_with_the_dataset():
     assert len(large) < 1.02 * len(small)
 
 
+def test_many_classes_draw_each_heatmap_as_one_image_and_keep_the_page_light():
+    inputs = synthetic_inputs(50_000, n_classes=100)
+    page = render_report(inputs).html
+    assert len(page) < 1_000_000  # one rect per cell would take about 2 MB for the heatmap alone
+    image = Page(page).find("image")[0]
+    values = np.array(json.loads(image["data-values"]))
+    flagged = inputs.audit[inputs.audit["is_label_issue"]]
+    index = {name: k for k, name in enumerate(inputs.class_names)}
+    expected = np.zeros((100, 100))
+    np.add.at(expected, (flagged["given_label"].map(index), flagged["suggested_label"].map(index)), 1)
+    assert image["data-pick"] == "pairs" and (values == expected).all()
+
+
 def test_svg_helpers():
     ticks = svg.nice_ticks(0.013, 0.87)
     assert ticks[0] <= 0.013 and ticks[-1] >= 0.87 and len(ticks) <= 7
     assert np.allclose(np.diff(ticks), ticks[1] - ticks[0])
     chart = svg.line_chart([1, 2, 3, 4, 5], {"gamma": [None, 0.5, 0.6, None, 0.7]}, "gamma")
     assert chart.count("<polyline") == 2 and chart.count("<circle") == 3
-    assert svg.heat_colour(0.0) == "rgb(255,255,255)" and svg.heat_colour(1.0) == "rgb(8,48,107)"
+    assert svg.heat_colours(np.array([0.0, 1.0])).tolist() == [[255, 255, 255], [8, 48, 107]]
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -277,6 +290,25 @@ def test_report_renders_in_headless_chromium(audited, tmp_path):
     cards = [a for t, a in shown.elements if t == "figure" and "card" in a.get("class", "")]
     assert sum("hidden" not in a for a in cards) == PAGE_SIZE
     assert len(shown.find("button")) == -(-N_IMAGES // PAGE_SIZE) + 2  # page numbers plus previous / next
+    # the page's script at work: sort the class table by 'flagged', then click a heatmap cell
+    clicks = """<script>
+    document.querySelectorAll('#class-table th')[2].click();
+    document.querySelectorAll('#class-table th')[2].click();
+    var cell = document.querySelector('svg rect[data-given]');
+    cell.dispatchEvent(new MouseEvent('click'));
+    document.body.dataset.picked = cell.dataset.given + '-' + cell.dataset.suggested;
+    </script></body>"""
+    clicked = tmp_path / "clicked.html"
+    clicked.write_text(report.read_text(encoding="utf-8").replace("</body>", clicks), encoding="utf-8")
+    after = subprocess.run([*command, "--dump-dom", clicked.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    picked = re.search(r'data-picked="(\d+)-(\d+)"', after).groups()
+    visible = [a for t, a in Page(after).elements if t == "figure" and "card" in a.get("class", "") and "hidden" not in a]
+    expected = audited["frame"].query("given_label == @picked[0] and suggested_label == @picked[1]")  # the gallery holds every sample
+    assert len(visible) == len(expected) > 0
+    assert all((a["data-given"], a["data-suggested"]) == picked for a in visible)
+    table = re.search(r'<table class="sortable" id="class-table">.*?<tbody>(.*?)</tbody>', after, re.S).group(1)
+    flagged_column = [int(re.findall(r'data-value="([^"]*)"', row)[2]) for row in re.findall(r"<tr>(.*?)</tr>", table)]
+    assert flagged_column == sorted(flagged_column, reverse=True)
     shot = tmp_path / "report.png"
     subprocess.run([*command, f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120, check=True)
     image = Image.open(shot).convert("RGB")

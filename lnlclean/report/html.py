@@ -219,8 +219,8 @@ def _setting_text(value) -> str:
 
 
 def class_section(class_names: list[str], labels: Labels) -> str:
-    """Returns the per-class table: samples, flagged, estimated noise rate and most common suggested label (sortable)."""
-    header = ["class", "samples", "flagged", "estimated noise rate", "most common suggestion (flagged)"]
+    """Returns the per-class table (sortable): samples, flagged, estimated noise rate, and the label most often suggested instead."""
+    header = ["class", "samples", "flagged", "estimated noise rate", "most common suggested label"]
     if labels.is_noisy is not None:
         header.append("true noise rate")
     numeric = {"samples", "flagged", "estimated noise rate", "true noise rate"}
@@ -230,17 +230,21 @@ def class_section(class_names: list[str], labels: Labels) -> str:
         members = labels.given == k
         count, flagged = int(members.sum()), int((members & labels.flagged).sum())
         rate = flagged / count if count else 0.0
-        suggestions = np.bincount(labels.suggested[members & labels.flagged], minlength=len(class_names))
-        top = int(suggestions.argmax()) if flagged else -1
-        top_text = f"{class_names[top]} ({suggestions[top]})" if flagged else "–"
+        relabelled = members & labels.flagged & (labels.suggested != k)
+        suggestions = np.bincount(labels.suggested[relabelled], minlength=len(class_names))
+        top = int(suggestions.argmax())
+        top_text = f"{class_names[top]} ({suggestions[top]})" if relabelled.any() else "–"
         cells = [_cell(name, name), _cell(f"{count:,}", count), _cell(f"{flagged:,}", flagged), _cell(f"{rate:.1%}", rate),
-                 _cell(top_text, class_names[top] if flagged else "")]
+                 _cell(top_text, class_names[top] if relabelled.any() else "")]
         if labels.is_noisy is not None:
             true_rate = float(labels.is_noisy[members].mean()) if count else 0.0
             cells.append(_cell(f"{true_rate:.1%}", true_rate))
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    table = f'<table class="sortable" id="class-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-    return _section("classes", "Classes", table, "Click a column title to sort by it.")
+    table = (f'<div class="table-scroll"><table class="sortable" id="class-table"><thead><tr>{head}</tr></thead>'
+             f'<tbody>{"".join(rows)}</tbody></table></div>')
+    note = ("Most common suggested label: among the class's flagged samples, the other label the method suggests most "
+            "often (with its count). Click a column title to sort by it.")
+    return _section("classes", "Classes", table, note)
 
 
 def _cell(text: str, sort_value) -> str:
@@ -258,12 +262,9 @@ def transition_section(inputs: ReportInputs, labels: Labels) -> str:
         share = counts[i, j] / class_sizes[i] if class_sizes[i] else 0.0
         return f"given {names[i]} → suggested {names[j]}: {counts[i, j]} flagged ({share:.1%} of {names[i]})"
 
-    def clickable(i: int, j: int) -> str:
-        return f' data-given="{i}" data-suggested="{j}"' if counts[i, j] and i != j else ""
-
     figures = [_figure(svg.heatmap(
         counts, names, "given → suggested label", "given label", "suggested label", tooltip,
-        cell_text=lambda i, j: str(counts[i, j]) if counts[i, j] else "", skip_diagonal=True, cell_attributes=clickable,
+        cell_text=lambda i, j: str(counts[i, j]) if counts[i, j] else "", skip_diagonal=True, pick_pairs=True,
     ), "Flagged samples by given (row) and suggested (column) label. Click a cell to see those samples in the gallery.")]
     for key, matrix in method_matrices(inputs.summary.get("method_summary") or {}, k):
         rows_are, columns_are = MATRIX_AXES.get(key, ("row", "column"))

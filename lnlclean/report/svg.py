@@ -13,11 +13,15 @@ Every function returns one ``<svg>`` element as a string. Colours come from CSS 
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import math
 from html import escape
 from typing import Callable, Sequence
 
 import numpy as np
+from PIL import Image
 
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 48, 12, 12, 34
 
@@ -164,50 +168,51 @@ def stacked_histogram(
     return "".join(parts) + "</svg>"
 
 
-def heat_colour(share: float) -> str:
-    """Returns the fill for a cell holding `share` (0–1) of the scale: white through blue to deep navy."""
-    stops = ((255, 255, 255), (158, 202, 225), (49, 130, 189), (8, 48, 107))
-    position = min(max(share, 0.0), 1.0) * (len(stops) - 1)
-    k = min(int(position), len(stops) - 2)
-    t = position - k
-    r, g, b = (round(a + (c - a) * t) for a, c in zip(stops[k], stops[k + 1]))
-    return f"rgb({r},{g},{b})"
+HEAT_STOPS = np.array([(255, 255, 255), (158, 202, 225), (49, 130, 189), (8, 48, 107)], dtype=np.float64)
+DIAGONAL_RGB = (228, 231, 236)
+CELL_LIMIT = 30  # above this many classes a heatmap is one inline PNG, not a shape per cell
+
+
+def heat_colours(shares: np.ndarray) -> np.ndarray:
+    """Returns uint8 RGB (shape of `shares` + (3,)) for `shares` of the colour scale (0–1): white through blue to deep navy."""
+    position = np.clip(np.asarray(shares, dtype=np.float64), 0.0, 1.0) * (len(HEAT_STOPS) - 1)
+    stops = np.arange(len(HEAT_STOPS))
+    channels = [np.interp(position, stops, HEAT_STOPS[:, c]) for c in range(3)]
+    return np.round(np.stack(channels, axis=-1)).astype(np.uint8)
 
 
 def heatmap(
     values: np.ndarray, labels: Sequence[str], title: str, row_title: str, column_title: str,
     tooltip: Callable[[int, int], str], cell_text: Callable[[int, int], str] | None = None,
-    skip_diagonal: bool = False, cell_attributes: Callable[[int, int], str] | None = None,
+    skip_diagonal: bool = False, pick_pairs: bool = False,
 ) -> str:
     """Returns an SVG heatmap of the square matrix `values`, one row and one column per label.
 
     Colour is proportional to the value over the largest value shown. With `skip_diagonal`
     the diagonal is drawn in grey and left out of the colour scale, so off-diagonal structure
-    stays visible. `tooltip(i, j)` gives each cell's hover text, `cell_text(i, j)` the text drawn
-    in it (only when the matrix is small enough to read), and `cell_attributes(i, j)` extra
-    attributes for the cell (e.g. data attributes the page's script reacts to; '' for none).
+    stays visible. With `pick_pairs`, off-diagonal cells holding a value carry ``data-given`` /
+    ``data-suggested`` (row and column), which the page's script turns into gallery filters.
+
+    Up to :data:`CELL_LIMIT` labels every cell is a shape with its tooltip `tooltip(i, j)` and,
+    when there is room, its text `cell_text(i, j)`. Beyond that the colours are one inline PNG
+    (a pixel per cell) so the page stays light, and the values travel as JSON in ``data-values``
+    for the page's script to show on hover.
     """
     n = len(labels)
-    cell = max(5, min(34, 440 // max(n, 1)))
-    show_labels, show_text = n <= 60, cell_text is not None and cell >= 22
-    gutter = 16 + (7 * max((len(str(label)) for label in labels), default=1) + 6 if show_labels else 0)
-    size = gutter + n * cell
     off = ~np.eye(n, dtype=bool) if skip_diagonal else np.ones((n, n), dtype=bool)
     top_value = float(values[off].max(initial=0.0)) or 1.0
+    rgb = heat_colours(values / top_value)
+    if skip_diagonal:
+        rgb[~off] = DIAGONAL_RGB
+    cell = max(3, min(34, 440 // max(n, 1)))
+    show_labels = n <= 60
+    gutter = 16 + (7 * max((len(str(label)) for label in labels), default=1) + 6 if show_labels else 0)
+    size = gutter + n * cell
     parts = [_open(size + 8, size + 8, title)]
-    for i in range(n):
-        for j in range(n):
-            value = float(values[i, j])
-            grey = skip_diagonal and i == j
-            fill = "var(--diagonal)" if grey else heat_colour(value / top_value)
-            extra = cell_attributes(i, j) if cell_attributes else ""
-            cx, cy = gutter + j * cell, gutter + i * cell
-            parts.append(f'<rect class="cell" x="{cx}" y="{cy}" width="{cell}" height="{cell}" style="fill:{fill}"{extra}>'
-                         f"<title>{escape(tooltip(i, j))}</title></rect>")
-            text = cell_text(i, j) if show_text else ""
-            if text:
-                dark = not grey and value / top_value > 0.45
-                parts.append(f'<text class="cell-text{" on-dark" if dark else ""}" x="{cx + cell / 2:.1f}" y="{cy + cell / 2 + 3.5:.1f}" text-anchor="middle">{escape(text)}</text>')
+    if n <= CELL_LIMIT:
+        parts += _heat_cells(values, rgb, gutter, cell, tooltip, cell_text if cell >= 22 else None, off, top_value, pick_pairs)
+    else:
+        parts.append(_heat_image(values, rgb, labels, gutter, cell, row_title, column_title, pick_pairs))
     if show_labels:
         for k, label in enumerate(labels):
             middle = gutter + k * cell + cell / 2
@@ -216,3 +221,37 @@ def heatmap(
     parts.append(f'<text class="label" transform="translate(9 {gutter + n * cell / 2:.0f}) rotate(-90)" text-anchor="middle">{escape(row_title)} ↓</text>')
     parts.append(f'<text class="label" x="{gutter + n * cell / 2:.0f}" y="10" text-anchor="middle">{escape(column_title)} →</text>')
     return "".join(parts) + "</svg>"
+
+
+def _heat_cells(values, rgb, gutter, cell, tooltip, cell_text, off, top_value, pick_pairs) -> list[str]:
+    """Returns one ``<rect>`` per cell, with its tooltip and, where given, its text."""
+    parts = []
+    for i in range(len(values)):
+        for j in range(len(values)):
+            r, g, b = rgb[i, j]
+            pick = f' data-given="{i}" data-suggested="{j}"' if pick_pairs and off[i, j] and values[i, j] else ""
+            cx, cy = gutter + j * cell, gutter + i * cell
+            parts.append(f'<rect class="cell" x="{cx}" y="{cy}" width="{cell}" height="{cell}" fill="#{r:02x}{g:02x}{b:02x}"{pick}>'
+                         f"<title>{escape(tooltip(i, j))}</title></rect>")
+            text = cell_text(i, j) if cell_text else ""
+            if text:
+                dark = off[i, j] and values[i, j] / top_value > 0.45
+                parts.append(f'<text class="cell-text{" on-dark" if dark else ""}" x="{cx + cell / 2:.1f}" y="{cy + cell / 2 + 3.5:.1f}" text-anchor="middle">{escape(text)}</text>')
+    return parts
+
+
+def _heat_image(values, rgb, labels, gutter, cell, row_title, column_title, pick_pairs) -> str:
+    """Returns the heatmap's cells as one pixelated inline PNG, with the values and labels for the hover script."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG", optimize=True)
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    side = len(labels) * cell
+    data = {
+        "values": json.dumps([[float(format_number(float(v))) for v in row] for row in values], separators=(",", ":")),
+        "labels": json.dumps([str(label) for label in labels], separators=(",", ":")),
+        "row-title": row_title, "column-title": column_title,
+    }
+    attributes = "".join(f' data-{key}="{escape(value)}"' for key, value in data.items())
+    pick = ' data-pick="pairs"' if pick_pairs else ""
+    return (f'<image class="heat" x="{gutter}" y="{gutter}" width="{side}" height="{side}" preserveAspectRatio="none" '
+            f'href="{uri}"{attributes}{pick}><title>{escape(row_title)} → {escape(column_title)}</title></image>')

@@ -68,26 +68,59 @@
     }
   }
 
+  function pickPair(given, suggested) {
+    var pair = given + "-" + suggested;
+    if (!pairFilter.querySelector('option[value="' + pair + '"]')) {
+      var option = document.createElement("option");
+      option.value = pair;
+      option.textContent = "(none in the gallery)";
+      pairFilter.appendChild(option);
+    }
+    classFilter.value = "";
+    pairFilter.value = pair;
+    page = 0;
+    show();
+    document.getElementById("gallery").scrollIntoView();
+  }
+
   if (cards.length && classFilter && pairFilter) {
     classFilter.addEventListener("change", function () { page = 0; show(); });
     pairFilter.addEventListener("change", function () { page = 0; show(); });
     document.querySelectorAll("svg rect[data-given]").forEach(function (cell) {
-      cell.addEventListener("click", function () {
-        var pair = cell.dataset.given + "-" + cell.dataset.suggested;
-        if (!pairFilter.querySelector('option[value="' + pair + '"]')) {
-          var option = document.createElement("option");
-          option.value = pair;
-          option.textContent = "(none in the gallery)";
-          pairFilter.appendChild(option);
-        }
-        classFilter.value = "";
-        pairFilter.value = pair;
-        page = 0;
-        show();
-        document.getElementById("gallery").scrollIntoView();
-      });
+      cell.addEventListener("click", function () { pickPair(cell.dataset.given, cell.dataset.suggested); });
     });
     show();
   }
+
+  // Heatmaps of many classes are one image; the cell under the pointer is worked out here.
+  var tip = document.createElement("div");
+  tip.className = "heat-tip";
+  tip.hidden = true;
+  document.body.appendChild(tip);
+  document.querySelectorAll("svg image.heat").forEach(function (image) {
+    var values = JSON.parse(image.dataset.values), labels = JSON.parse(image.dataset.labels);
+    function cellAt(event) {
+      var box = image.getBoundingClientRect(), n = labels.length;
+      var i = Math.floor((event.clientY - box.top) / box.height * n), j = Math.floor((event.clientX - box.left) / box.width * n);
+      return i >= 0 && j >= 0 && i < n && j < n ? [i, j] : null;
+    }
+    image.addEventListener("mousemove", function (event) {
+      var cell = cellAt(event);
+      if (!cell) { tip.hidden = true; return; }
+      tip.textContent = image.dataset.rowTitle + " " + labels[cell[0]] + ", " + image.dataset.columnTitle + " " +
+        labels[cell[1]] + ": " + values[cell[0]][cell[1]];
+      tip.style.left = (event.pageX + 12) + "px";
+      tip.style.top = (event.pageY + 12) + "px";
+      tip.hidden = false;
+    });
+    image.addEventListener("mouseleave", function () { tip.hidden = true; });
+    if (image.dataset.pick === "pairs" && cards.length) {
+      image.style.cursor = "pointer";
+      image.addEventListener("click", function (event) {
+        var cell = cellAt(event);
+        if (cell && cell[0] !== cell[1] && values[cell[0]][cell[1]] > 0) pickPair(String(cell[0]), String(cell[1]));
+      });
+    }
+  });
   document.body.dataset.ready = "true";
 })();
