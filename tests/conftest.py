@@ -69,6 +69,36 @@ def digits_folder(tmp_path) -> DigitsFolder:
     return DigitsFolder(root=root, csv=csv, labels=labels.copy(), pixels=pixels.copy(), paths=paths)
 
 
+def write_noisy_digits(
+    root: Path, n_images: int, n_wrong: int, seed: int, side: int = 16, jpeg_every: int = 3, true_column: bool = False,
+) -> dict:
+    """Writes the first `n_images` digits under ``root/images`` and ``root/labels.csv`` with `n_wrong` labels moved to another digit.
+
+    Images are `side` px (nearest-neighbour), every `jpeg_every`-th as JPEG (from the first),
+    the rest PNG (0: all PNG). The CSV has path, label, annotator and, with `true_column`, the
+    true digit in ``true_label``. Returns root, images, csv, true, given and wrong (the moved rows).
+    """
+    from sklearn.datasets import load_digits
+
+    images = root / "images"
+    images.mkdir()
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    true_labels = digits.target[:n_images]
+    given = true_labels.copy()
+    wrong = rng.choice(n_images, size=n_wrong, replace=False)
+    given[wrong] = (given[wrong] + rng.integers(1, 10, size=n_wrong)) % 10
+    rows = []
+    for i in range(n_images):
+        pixels = np.round(digits.images[i] * 255 / 16).astype(np.uint8)
+        name = f"d{i:04d}.{'jpg' if jpeg_every and i % jpeg_every == 0 else 'png'}"
+        Image.fromarray(pixels, mode="L").resize((side, side), Image.NEAREST).save(images / name)
+        rows.append({"path": name, "label": str(given[i]), "annotator": f"a{i % 4}", **({"true_label": str(true_labels[i])} if true_column else {})})
+    csv = root / "labels.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return {"root": root, "images": images, "csv": csv, "true": true_labels, "given": given, "wrong": wrong}
+
+
 @pytest.fixture
 def cache_dir(tmp_path) -> Path:
     """An (as yet non-existent) cache directory inside tmp_path."""

@@ -71,7 +71,7 @@ class Workspace:
     def unfinished_run(self, *extra: str) -> None:
         """Leaves `out` as an interrupted run would: a checkpoint, no audit."""
         self.finished_run(*extra)
-        for name in ("audit.parquet", "summary.json"):
+        for name in ("audit.parquet", "summary.json", "report.html"):
             (self.out / name).unlink()
 
 

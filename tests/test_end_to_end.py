@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from conftest import write_noisy_digits
 from lnlclean.cli import main
 from lnlclean.config import RunConfig
 from lnlclean.methods import get_method
@@ -23,24 +24,7 @@ FLIPPED = 30
 @pytest.fixture(scope="module")
 def noisy_folder(tmp_path_factory):
     """240 digits as PNG/JPEG files with a labels CSV in which 30 labels are wrong."""
-    root = tmp_path_factory.mktemp("noisy")
-    images = root / "images"
-    images.mkdir()
-    digits = load_digits()
-    rng = np.random.default_rng(0)
-    rows = []
-    true_labels = digits.target[:N_IMAGES]
-    given = true_labels.copy()
-    wrong = rng.choice(N_IMAGES, size=FLIPPED, replace=False)
-    given[wrong] = (given[wrong] + rng.integers(1, 10, size=FLIPPED)) % 10
-    for i in range(N_IMAGES):
-        pixels = np.round(digits.images[i] * 255 / 16).astype(np.uint8)
-        name = f"d{i:04d}.{'png' if i % 3 else 'jpg'}"
-        Image.fromarray(pixels, mode="L").resize((16, 16), Image.NEAREST).save(images / name)
-        rows.append({"path": name, "label": str(given[i]), "annotator": f"a{i % 4}"})
-    csv = root / "labels.csv"
-    pd.DataFrame(rows).to_csv(csv, index=False)
-    return {"root": root, "images": images, "csv": csv, "true": true_labels, "given": given, "wrong": wrong}
+    return write_noisy_digits(tmp_path_factory.mktemp("noisy"), N_IMAGES, FLIPPED, seed=0)
 
 
 def cli(*args: str) -> int:

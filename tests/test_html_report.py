@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from sklearn.datasets import load_digits
 
+from conftest import write_noisy_digits
 from lnlclean.cli import main
 from lnlclean.report import svg
 from lnlclean.report.audit import read_audit
@@ -64,21 +64,8 @@ class Page(HTMLParser):
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory):
     """A flywheel audit of 150 digits (16 px PNG) with 30 wrong labels and a true_label column."""
-    root = tmp_path_factory.mktemp("report")
-    images = root / "images"
-    images.mkdir()
-    digits = load_digits()
-    rng = np.random.default_rng(1)
-    true = digits.target[:N_IMAGES]
-    given = true.copy()
-    wrong = rng.choice(N_IMAGES, N_WRONG, replace=False)
-    given[wrong] = (given[wrong] + rng.integers(1, 10, N_WRONG)) % 10
-    rows = []
-    for i in range(N_IMAGES):
-        pixels = np.round(digits.images[i] * 255 / 16).astype(np.uint8)
-        Image.fromarray(pixels, mode="L").resize((16, 16), Image.NEAREST).save(images / f"d{i:03d}.png")
-        rows.append({"path": f"d{i:03d}.png", "label": str(given[i]), "true_label": str(true[i])})
-    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    folder = write_noisy_digits(tmp_path_factory.mktemp("report"), N_IMAGES, N_WRONG, seed=1, jpeg_every=0, true_column=True)
+    root, images, given, true = folder["root"], folder["images"], folder["given"], folder["true"]
     out = root / "audit"
     code = main(["audit", str(images), str(root / "labels.csv"), "--out", str(out), "--cache-dir", str(root / "cache"),
                  "--method", "flywheel", "--epochs", str(EPOCHS), "--flywheel-warmup", "2", "--device", "cpu", "--no-flip", "--quiet"])

@@ -66,15 +66,19 @@ def _decode(path: Path, size: Size) -> tuple[np.ndarray, Size]:
     return np.asarray(rgb, dtype=np.uint8), original
 
 
-def open_rgb(path: Path) -> Image.Image:
-    """Returns the image at `path` decoded as 8-bit RGB at its own size (see :func:`to_rgb`).
+def open_rgb(path: Path, at_least: int | None = None) -> Image.Image:
+    """Returns the image at `path` decoded as 8-bit RGB (see :func:`to_rgb`), at its own size.
 
+    With `at_least`, a JPEG may be decoded at a half, quarter or eighth of its size, as long as
+    both sides stay at least `at_least` pixels (much faster for a thumbnail of a large photo).
     Raises ImageError when the file is missing, not a complete image, or over the pixel limit.
     """
     try:
         with Image.open(path) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise ImageError(f"{image.width}×{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb")
+            if at_least is not None:
+                image.draft("RGB", (at_least, at_least))
             image.load()
             return to_rgb(image)
     except Image.DecompressionBombError:

@@ -36,7 +36,7 @@ class FolderImages:
 
     def open(self, index: int) -> Image.Image:
         """Returns the decoded image of sample `index`. Raises ImageError when it is missing or unreadable."""
-        return open_rgb(self.root / self.paths[index])
+        return open_rgb(self.root / self.paths[index], at_least=THUMBNAIL_SIDE)
 
 
 class ArrayImages:
