@@ -107,7 +107,7 @@ def main() -> None:
     for r in runs:
         print(f"{r['gallery']:>8} {r['bytes'] / 2**20:>6.2f} {r['thumbnail_bytes'] / 2**20:>10.2f} "
               f"{r['svg_bytes'] / 1024:>7.0f} {r['other_bytes'] / 1024:>9.0f} {r['seconds']:>8.2f}")
-    print(f"worst thumbnail {worst_thumbnail} bytes: any folder's page at the default gallery is at most {worst_page / 2**20:.2f} MB")
+    print(f"worst thumbnail {worst_thumbnail} bytes: the page of any 10-class folder at the default gallery is at most {worst_page / 2**20:.2f} MB")
     print(f"default gallery: {default['bytes'] / 2**20:.2f} MB, target {TARGET_BYTES / 2**20:.0f} MB: "
           f"{'met' if result['meets_target'] else 'MISSED'}; wrote {args.out}")
 
