@@ -180,6 +180,7 @@ def output_directory(out_dir: str | os.PathLike, option: str = "--out", create: 
 
 def check_output_file(
     target: str | os.PathLike, option: str = "--out", overwrite: bool = False, inputs: list | None = None,
+    example_name: str = "fixed.csv",
 ) -> Path:
     """Checks, without creating anything, that `target` can be written as a file.
 
@@ -189,7 +190,7 @@ def check_output_file(
     """
     target = Path(target)
     if target.is_dir():
-        raise UserError(f"{option} {target}: is a directory; give a file name such as {target / 'fixed.csv'}")
+        raise UserError(f"{option} {target}: is a directory; give a file name such as {target / example_name}")
     for source in inputs or []:
         if source is not None and target.exists() and Path(source).exists() and target.samefile(source):
             raise UserError(f"{option} {target}: is an input of this run; inputs are never modified, so choose another {option}")

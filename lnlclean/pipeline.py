@@ -275,17 +275,23 @@ def run_report(audit_dir: Path, images: Path | None = None, out: Path | None = N
     frame, metadata = load_audit(audit_path, option="AUDIT_DIR")
     summary = read_summary(summary_path)
     out = Path(out) if out is not None else audit_dir / REPORT_FILE
-    out = check_output_file(out, "--out", overwrite=overwrite or is_report(out), inputs=[audit_path, summary_path])
-    class_names = metadata.get("class_names") or summary.get("class_transition", {}).get("classes")
-    if not class_names:
-        class_names = sorted(set(frame["given_label"].astype(str)) | set(frame["suggested_label"].astype(str)))
+    out = check_output_file(out, "--out", overwrite=overwrite or is_report(out), inputs=[audit_path, summary_path], example_name=REPORT_FILE)
     root = Path(images) if images is not None else Path(summary.get("images") or audit_dir)
     if images is not None and not root.is_dir():
         raise UserError(f"--images {root}: no such directory")
-    inputs = ReportInputs(frame, summary, [str(c) for c in class_names], FolderImages(root, frame["path"].astype(str).tolist()), source=str(root))
-    report = render_report(inputs, gallery_size)
+    folder = FolderImages(root, frame["path"].astype(str).tolist())
+    report = render_report(ReportInputs(frame, summary, audit_class_names(frame, metadata, summary), folder, source=str(root)), gallery_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_report(out, report)
     return out, report.unreadable_images
+
+
+def audit_class_names(frame: pd.DataFrame, metadata: dict, summary: dict) -> list[str]:
+    """Returns the class names of an audit: from its Parquet metadata, else its summary, else the labels it holds (sorted)."""
+    names = metadata.get("class_names") or summary.get("class_transition", {}).get("classes")
+    if not names:
+        names = sorted(set(frame["given_label"].astype(str)) | set(frame["suggested_label"].astype(str)))
+    return [str(name) for name in names]
 
 
 def read_summary(path: Path) -> dict:

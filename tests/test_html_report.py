@@ -175,6 +175,7 @@ def test_report_command_rebuilds_a_report_and_refuses_to_replace_other_files(aud
     assert "already exists" in capsys.readouterr().err
     assert main(["report", str(out), "--out", str(other), "--overwrite"]) == 0
     assert "lnlclean" in other.read_text()
+    assert main(["report", str(out), "--out", str(tmp_path / "new" / "dir" / "review.html")]) == 0
 
 
 def test_report_command_shows_placeholders_for_moved_images_and_finds_them_with_images_option(audited, tmp_path, capsys):
@@ -198,6 +199,8 @@ def test_report_command_shows_placeholders_for_moved_images_and_finds_them_with_
     ("broken summary", "not a readable summary.json"),
     ("negative gallery", "--gallery -1: must be 0 or more"),
     ("missing images option", "--images"),
+    ("out is a directory", "is a directory; give a file name such as"),
+    ("out is the audit", "is an input of this run"),
 ])
 def test_report_command_bad_input_is_one_line_and_exit_2(audited, tmp_path, capsys, case, expected):
     out = tmp_path / "audit"
@@ -211,6 +214,10 @@ def test_report_command_bad_input_is_one_line_and_exit_2(audited, tmp_path, caps
         (out / "summary.json").write_text("{not json")
     elif case == "negative gallery":
         args += ["--gallery", "-1"]
+    elif case == "out is a directory":
+        args += ["--out", str(out)]
+    elif case == "out is the audit":
+        args += ["--out", str(out / "audit.parquet"), "--overwrite"]
     else:
         args += ["--images", str(tmp_path / "nowhere")]
     before = sorted(p.name for p in out.iterdir())
@@ -259,6 +266,7 @@ def test_svg_helpers():
     ticks = svg.nice_ticks(0.013, 0.87)
     assert ticks[0] <= 0.013 and ticks[-1] >= 0.87 and len(ticks) <= 7
     assert np.allclose(np.diff(ticks), ticks[1] - ticks[0])
+    assert svg.nice_ticks(1, 12, integer=True) == [0, 5, 10, 15] and svg.nice_ticks(1, 3, integer=True) == [1, 2, 3]
     chart = svg.line_chart([1, 2, 3, 4, 5], {"gamma": [None, 0.5, 0.6, None, 0.7]}, "gamma")
     assert chart.count("<polyline") == 2 and chart.count("<circle") == 3
     assert svg.heat_colours(np.array([0.0, 1.0])).tolist() == [[255, 255, 255], [8, 48, 107]]

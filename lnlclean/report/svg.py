@@ -26,13 +26,19 @@ from PIL import Image
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 48, 12, 12, 34
 
 
-def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Returns about `count` round tick values covering [low, high] (1, 2, 2.5 or 5 times a power of ten apart)."""
+def nice_ticks(low: float, high: float, count: int = 5, integer: bool = False) -> list[float]:
+    """Returns about `count` round tick values covering [low, high] (1, 2, 2.5 or 5 times a power of ten apart).
+
+    With `integer` the ticks are whole numbers (for epochs): no step below 1, and no 2.5.
+    """
     if not high > low:
         low, high = low - 0.5, high + 0.5
     raw = (high - low) / count
     magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    steps = (1, 2, 5, 10) if integer else (1, 2, 2.5, 5, 10)
+    step = next(m * magnitude for m in steps if m * magnitude >= raw)
+    if integer:
+        step = max(1, round(step))
     first = math.floor(low / step + 1e-9) * step
     ticks, value = [], first
     while value <= high + step * 1e-6:
@@ -102,8 +108,10 @@ def line_chart(
     """
     finite = [v for values in series.values() for v in values if v is not None and math.isfinite(v)]
     y_ticks = nice_ticks(min(finite, default=0.0), max(finite, default=1.0), 4)
-    x_ticks = nice_ticks(min(x_values, default=0), max(x_values, default=1), 5)
-    x = _linear((x_ticks[0], x_ticks[-1]), (MARGIN_LEFT, width - MARGIN_RIGHT))
+    first, last = min(x_values, default=0), max(x_values, default=1)
+    whole = all(float(v).is_integer() for v in x_values)
+    x_ticks = [t for t in nice_ticks(first, last, 5, integer=whole) if first <= t <= last] or [first]
+    x = _linear((first, last), (MARGIN_LEFT + 4, width - MARGIN_RIGHT))
     y = _linear((y_ticks[0], y_ticks[-1]), (height - MARGIN_BOTTOM, MARGIN_TOP + 6))
     parts = [_open(width, height, title), *_axes(width, height, x_ticks, x, y_ticks, y, x_label, y_label)]
     for k, (name, values) in enumerate(series.items()):
