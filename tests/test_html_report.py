@@ -310,3 +310,28 @@ def test_report_renders_in_headless_chromium(audited, tmp_path):
     assert image.size == (1280, 3000)
     colours = image.getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 500  # text, plots and thumbnails, not a blank page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium (Debian package chromium) is not installed")
+def test_image_heatmap_click_in_headless_chromium_filters_the_gallery_to_that_cell(tmp_path):
+    inputs = synthetic_inputs(3_000, n_classes=40)
+    page = render_report(inputs).html
+    image = Page(page).find("image")[0]
+    values = np.array(json.loads(image["data-values"]))
+    np.fill_diagonal(values, 0)
+    row, column = np.unravel_index(values.argmax(), values.shape)
+    click = f"""<script>
+    var image = document.querySelector('svg image.heat'), box = image.getBoundingClientRect(), n = 40;
+    var at = {{clientX: box.left + ({column} + 0.5) * box.width / n, clientY: box.top + ({row} + 0.5) * box.height / n}};
+    image.dispatchEvent(new MouseEvent('mousemove', at));
+    image.dispatchEvent(new MouseEvent('click', at));
+    document.body.dataset.pair = document.getElementById('filter-pair').value;
+    document.body.dataset.tip = document.querySelector('.heat-tip').textContent;
+    </script></body>"""
+    report = tmp_path / "report.html"
+    report.write_text(page.replace("</body>", click), encoding="utf-8")
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,3000", "--dump-dom", report.as_uri()]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+    names = inputs.class_names
+    assert f'data-pair="{row}-{column}"' in dom
+    assert f'data-tip="given label {names[row]}, suggested label {names[column]}: {int(values[row, column])}"' in dom

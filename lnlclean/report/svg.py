@@ -255,7 +255,7 @@ def _heat_image(values, rgb, labels, gutter, cell, row_title, column_title, pick
     uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     side = len(labels) * cell
     data = {
-        "values": json.dumps([[float(format_number(float(v))) for v in row] for row in values], separators=(",", ":")),
+        "values": json.dumps([[_compact(float(v)) for v in row] for row in values], separators=(",", ":")),
         "labels": json.dumps([str(label) for label in labels], separators=(",", ":")),
         "row-title": row_title, "column-title": column_title,
     }
@@ -263,3 +263,8 @@ def _heat_image(values, rgb, labels, gutter, cell, row_title, column_title, pick
     pick = ' data-pick="pairs"' if pick_pairs else ""
     return (f'<image class="heat" x="{gutter}" y="{gutter}" width="{side}" height="{side}" preserveAspectRatio="none" '
             f'href="{uri}"{attributes}{pick}><title>{escape(row_title)} → {escape(column_title)}</title></image>')
+
+
+def _compact(value: float) -> int | float:
+    """Returns `value` as an int when it is whole, else rounded to four significant digits (for JSON in the page)."""
+    return int(value) if value.is_integer() else float(format_number(value))
