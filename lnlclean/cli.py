@@ -157,8 +157,10 @@ def split_method_options(argv: list[str]) -> tuple[list[str], list[tuple[str, st
     """Returns `argv` without its ``--<method>-<field> VALUE`` options, and those options as (name, value).
 
     Method options are taken out before the command line is parsed, so every method's
-    Hparams field is settable without the CLI listing it. Raises UserError for one without a value.
+    Hparams field is settable without the CLI listing it; a method's short aliases (such as
+    ``--folds``) are returned under their full name. Raises UserError for one without a value.
     """
+    aliases = {alias: option_name(m, name) for m, cls in METHODS.items() for alias, name in cls.option_aliases.items()}
     rest, options = [], []
     tokens = list(argv)
     while tokens:
@@ -167,6 +169,7 @@ def split_method_options(argv: list[str]) -> tuple[list[str], list[tuple[str, st
             rest += [token, *tokens]
             break
         name, has_value, value = token.partition("=")
+        name = aliases.get(name, name)
         if not any(name.startswith(f"--{m}-") for m in METHODS):
             rest.append(token)
             continue

@@ -173,6 +173,7 @@ def build_method(config: RunConfig, data: TrainData, device: torch.device, world
         true_labels=None if data.true_labels is None else torch.as_tensor(np.asarray(data.true_labels), dtype=torch.int64, device=device),
         world=world,
         tables=TablePolicy(config.state_dtype, config.state_on, device_memory(device) // 4),
+        seed=config.seed,
     )
     return method_cls(hparams, setup)
 
@@ -265,7 +266,7 @@ def fit(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
     def evaluate_train() -> torch.Tensor:
-        return predict_all(method, store, augmenter, autocast, world)
+        return predict_all(method, store, augmenter, autocast, world, training_set=True)
 
     remaining = total_steps - position.epoch * steps_per_epoch - position.step
     description = f"training {config.method} on {describe_device(device, world)}"
@@ -394,10 +395,14 @@ def share_samples(method: Method, index: torch.Tensor, capacity: int, world: Wor
 
 
 @torch.no_grad()
-def predict_all(method: Method, store: ImageStore, augmenter: Augmenter, autocast, world: World = World()) -> torch.Tensor:
+def predict_all(
+    method: Method, store: ImageStore, augmenter: Augmenter, autocast, world: World = World(), training_set: bool = False,
+) -> torch.Tensor:
     """Returns eval-mode probabilities (float32 N×K, on the CPU) for every image in `store`.
 
-    In a run of several processes each predicts every P-th image and all receive every row.
+    With `training_set`, row i of `store` is training sample i, and the method is told so
+    (``predict(x, index)``). In a run of several processes each predicts every P-th image and
+    all receive every row.
     """
     was_training = method.networks.training
     method.networks.eval()
@@ -408,7 +413,8 @@ def predict_all(method: Method, store: ImageStore, augmenter: Augmenter, autocas
         chunk = torch.arange(start, min(start + whole_chunk, len(store)))
         mine = chunk[world.rank::world.size]
         with autocast:
-            predicted = method.predict(augmenter.clean(store.gather(mine))).float() if len(mine) else torch.empty(0, n_classes, device=store.device)
+            index = mine.to(store.device) if training_set else None
+            predicted = method.predict(augmenter.clean(store.gather(mine)), index).float() if len(mine) else torch.empty(0, n_classes, device=store.device)
         index, rows = world.gather_rows(mine.to(predicted.device), predicted.contiguous().view(torch.uint8), -(-len(chunk) // world.size))
         probs[index.cpu()] = rows.view(torch.float32).cpu()
     method.networks.train(was_training)

@@ -359,7 +359,7 @@ def run_benchmark_one(
     columns = result.method.audit(result.probs)
     clean_prob = np.asarray(columns["clean_prob"], dtype=np.float64)
     suggested = np.asarray(columns["suggested_label"])
-    flagged = clean_prob < config.threshold
+    flagged = np.asarray(columns["is_label_issue"], dtype=bool) if "is_label_issue" in columns else clean_prob < config.threshold
     rows = np.arange(len(given))
     if candidates is None:
         is_noisy = given != true_labels
@@ -386,7 +386,7 @@ def run_benchmark_one(
         "dataset": dataset, "noise": str(noise), "partial_rate": partial_rate, "method": config.method, "seed": config.seed,
         "epochs": config.epochs, "backbone": config.backbone, "n_train": int(len(given)),
         "true_noise_rate": float(is_noisy.mean()), "estimated_noise_rate": float(flagged.mean()),
-        **metrics.detection_metrics(is_noisy, clean_prob, config.threshold),
+        **metrics.detection_metrics(is_noisy, clean_prob, config.threshold, flagged),
         "test_accuracy": result.test_accuracy,
         "relabel_accuracy": metrics.relabel_accuracy(true_labels, given, suggested, flagged, is_noisy),
         "label_accuracy_before": before,

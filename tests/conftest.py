@@ -99,6 +99,12 @@ def write_noisy_digits(
     return {"root": root, "images": images, "csv": csv, "true": true_labels, "given": given, "wrong": wrong}
 
 
+@pytest.fixture(scope="module")
+def noisy_folder_small(tmp_path_factory) -> dict:
+    """120 digits (16 px PNG/JPEG) with a labels CSV in which 24 labels are wrong (see write_noisy_digits)."""
+    return write_noisy_digits(tmp_path_factory.mktemp("noisy-small"), 120, 24, seed=2)
+
+
 @pytest.fixture
 def cache_dir(tmp_path) -> Path:
     """An (as yet non-existent) cache directory inside tmp_path."""

@@ -23,7 +23,7 @@ from lnlclean.methods import get_method
 from lnlclean.pipeline import run_audit
 from lnlclean.report.audit import read_audit
 
-METHODS = [("ce", {}), ("pmnar", {"warmup": 1}), ("alr", {"warmup": 1}), ("alim", {"warmup": 1}), ("promix", {"warmup": 1}), ("flywheel", {"warmup": 1})]
+METHODS = [("ce", {}), ("pmnar", {"warmup": 1}), ("alr", {"warmup": 1}), ("alim", {"warmup": 1}), ("promix", {"warmup": 1}), ("flywheel", {"warmup": 1}), ("confident-learning", {})]
 BATCH = 16  # 60 images: 4 steps per epoch
 
 

@@ -79,6 +79,7 @@ class Setup:
             ``world.row_mean``, so every process sees the whole mini-batch.
         tables: where the method's N×K per-sample tables go (``--state-dtype``, ``--state-on``);
             the default, without a budget, keeps them float32 on `device`.
+        seed: the run's ``--seed``, for a method's own random choices (such as folds).
     """
 
     n_samples: int
@@ -92,6 +93,7 @@ class Setup:
     true_labels: torch.Tensor | None = None
     world: World = field(default_factory=World)
     tables: TablePolicy = field(default_factory=lambda: TablePolicy())
+    seed: int = 0
 
 
 TABLE_CHUNK = 65_536  # rows per pass when a table is filled or read whole
@@ -251,6 +253,8 @@ class Method:
             column); other methods train on the ``label`` column only.
         unused_parameters: whether a training step may leave some network parameters without
             a gradient (an unused head); DistributedDataParallel then looks for them every step.
+        option_aliases: short command-line options for Hparams fields, option → field (for
+            example ``{"--folds": "folds"}``).
         Hparams: a dataclass of hyperparameters with the paper's defaults; every field is
             settable from the command line as ``--<name>-<field>``.
     """
@@ -261,6 +265,7 @@ class Method:
     num_networks: ClassVar[int] = 1
     reads_candidates: ClassVar[bool] = False
     unused_parameters: ClassVar[bool] = False
+    option_aliases: ClassVar[dict[str, str]] = {}
     Hparams: ClassVar[type]
 
     def __init__(self, hparams, setup: Setup):
@@ -286,16 +291,22 @@ class Method:
         """Updates state after `epoch`. Returns numbers to log for the epoch (may be empty)."""
         return {}
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Returns class probabilities B×K for normalised images `x`: the mean over the networks."""
+    def predict(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Returns class probabilities B×K for normalised images `x`: the mean over the networks.
+
+        `index` holds the training-sample index of each image in the final pass over the
+        training set (None for other images); a method whose answer depends on the sample (out-of-fold
+        predictions) reads it, the others ignore it.
+        """
         return torch.stack([net(x).float().softmax(dim=1) for net in self.networks]).mean(dim=0)
 
     def audit(self, probs: np.ndarray) -> dict[str, np.ndarray]:
         """Returns per-sample columns from the final probabilities `probs` (N×K).
 
         Holds ``clean_prob`` (float, N) and ``suggested_label`` (int class index, N); may hold
-        ``suggested_prob`` (default: the probability of the suggested label) and the method's
-        own columns listed in `columns`. The default trusts `probs`: ``clean_prob`` is the
+        ``suggested_prob`` (default: the probability of the suggested label), ``is_label_issue``
+        (bool, N; default: ``clean_prob`` below ``--threshold``) and the method's own columns
+        listed in `columns`. The default trusts `probs`: ``clean_prob`` is the
         probability of the given label and ``suggested_label`` the argmax. Methods with other
         signals override it, usually extending ``super().audit(probs)``.
         """

@@ -296,7 +296,7 @@ class Flywheel(Method):
             figures["refurbish_accuracy"] = float((self.refurbished[flagged] == truth[flagged]).float().mean())
         return figures
 
-    def predict(self, x):
+    def predict(self, x, index=None):
         return self.main(x).float().softmax(dim=1)
 
     def audit(self, probs):

@@ -41,7 +41,8 @@ class AuditInputs:
         class_names: class names in index order.
         probs: final class probabilities (N×K).
         method_columns: the method's ``audit()`` output (clean_prob, suggested_label, ...).
-        threshold: clean_prob below this flags a label issue.
+        threshold: clean_prob below this flags a label issue (unless the method's columns hold
+            ``is_label_issue`` itself).
         extra: the input's extra columns (N rows) or None.
     """
 
@@ -64,6 +65,8 @@ def build_audit_table(inputs: AuditInputs) -> pd.DataFrame:
     clean_prob = np.asarray(columns.pop("clean_prob"), dtype=np.float64)
     suggested = np.asarray(columns.pop("suggested_label"), dtype=np.int64)
     suggested_prob = columns.pop("suggested_prob", probs[rows, suggested])
+    flagged = columns.pop("is_label_issue", None)
+    flagged = clean_prob < inputs.threshold if flagged is None else np.asarray(flagged, dtype=bool)
     frame = pd.DataFrame({
         "index": rows,
         "path": inputs.paths,
@@ -73,7 +76,7 @@ def build_audit_table(inputs: AuditInputs) -> pd.DataFrame:
         "given_label_prob": probs[rows, inputs.given_labels].astype(np.float64),
         "clean_prob": clean_prob,
         "label_score": clean_prob,
-        "is_label_issue": clean_prob < inputs.threshold,
+        "is_label_issue": flagged,
         "suggested_label": names[suggested],
         "suggested_prob": np.asarray(suggested_prob, dtype=np.float64),
     })

@@ -196,7 +196,7 @@ def headline_section(inputs: ReportInputs, labels: Labels) -> str:
         _stat("duration", format_duration(summary.get("timings", {}).get("total_seconds")), "training and inference, with image decoding"),
     ]
     if labels.is_noisy is not None:
-        scores = detection_metrics(labels.is_noisy, labels.clean_prob, labels.threshold)
+        scores = detection_metrics(labels.is_noisy, labels.clean_prob, labels.threshold, labels.flagged)
         stats += [
             _stat("true noise rate", f"{labels.is_noisy.mean():.1%}"),
             _stat("detection F1", f"{scores['f1']:.3f}", f"precision {scores['precision']:.3f}, recall {scores['recall']:.3f}"),

@@ -10,14 +10,17 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 
-def detection_metrics(is_noisy: np.ndarray, clean_prob: np.ndarray, threshold: float = 0.5) -> dict[str, float | None]:
-    """Returns precision, recall and F1 of flagging ``clean_prob < threshold`` as noisy, and AUROC.
+def detection_metrics(
+    is_noisy: np.ndarray, clean_prob: np.ndarray, threshold: float = 0.5, flagged: np.ndarray | None = None,
+) -> dict[str, float | None]:
+    """Returns precision, recall and F1 of the flags as a detector of noisy labels, and AUROC.
 
-    AUROC ranks samples by ``1 − clean_prob``; it is None when only one kind of sample exists.
-    Precision (recall) is 0.0 when nothing is flagged (nothing is noisy).
+    The flags are `flagged` when given (a method that decides them itself), else
+    ``clean_prob < threshold``. AUROC ranks samples by ``1 − clean_prob``; it is None when only
+    one kind of sample exists. Precision (recall) is 0.0 when nothing is flagged (nothing is noisy).
     """
     is_noisy = np.asarray(is_noisy, dtype=bool)
-    flagged = np.asarray(clean_prob) < threshold
+    flagged = np.asarray(clean_prob) < threshold if flagged is None else np.asarray(flagged, dtype=bool)
     true_positive = int(np.sum(flagged & is_noisy))
     precision = true_positive / flagged.sum() if flagged.any() else 0.0
     recall = true_positive / is_noisy.sum() if is_noisy.any() else 0.0

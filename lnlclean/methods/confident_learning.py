@@ -1,0 +1,114 @@
+"""Confident learning (cleanlab) on out-of-fold probabilities from K cross-entropy networks.
+
+Confident learning needs predicted probabilities that are *out of sample*: for every image,
+from a model that never trained on it. Here the samples are split into K folds (stratified by
+given label, shuffled by ``--seed``) and K networks train side by side with plain
+cross-entropy, network f on every sample outside fold f. One run of the engine therefore does
+the K-fold cross-validation: each step costs about K − 1 cross-entropy steps.
+
+The final pass over the training images takes each sample's probabilities from the network
+that did not train on it (``predict(x, index)``), so the audit's probabilities are
+out-of-fold; test images get the mean of the K networks.
+
+Audit (cleanlab 2.x on those probabilities):
+
+- ``is_label_issue``: ``cleanlab.filter.find_label_issues(labels, pred_probs)`` (pruning by
+  noise rate); ``--threshold`` does not apply.
+- ``clean_prob`` and ``cl_label_quality``: ``cleanlab.rank.get_label_quality_scores`` (self
+  confidence: the out-of-fold probability of the given label).
+- ``suggested_label``: the out-of-fold argmax.
+
+The summary adds cleanlab's estimate of the noise rate, 1 − trace of the estimated joint
+distribution of given and true labels (``cleanlab.count.estimate_joint``); it is filled in
+when the audit has been computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Method, register_method
+
+
+@dataclass
+class ConfidentLearningHparams:
+    """K of the K-fold split (``--folds``)."""
+
+    folds: int = field(default=4, metadata={"min": 2, "max": 20})
+
+
+def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> torch.Tensor:
+    """Returns the fold (0…folds−1) of each sample: within each class, a shuffled round-robin, so every fold holds about 1/folds of every class."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = labels.cpu()
+    fold = torch.empty(len(labels), dtype=torch.int64)
+    for k in labels.unique().tolist():
+        members = torch.nonzero(labels == k).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        fold[members] = (torch.arange(len(members)) + k) % folds  # the offset spreads the remainders over the folds
+    return fold
+
+
+@register_method
+class ConfidentLearning(Method):
+    name = "confident-learning"
+    description = "K-fold cross-entropy networks give out-of-fold probabilities; cleanlab's confident learning finds the label issues"
+    columns = {
+        "cl_label_quality": "cleanlab's label quality score (self confidence) of the given label",
+        "cl_fold": "the fold the sample was held out in (the network that predicted it)",
+    }
+    num_networks = ConfidentLearningHparams.folds
+    option_aliases = {"--folds": "folds"}
+    unused_parameters = True  # a process's share of a batch may hold no sample outside some fold
+    Hparams = ConfidentLearningHparams
+
+    def __init__(self, hparams, setup):
+        self.num_networks = hparams.folds
+        super().__init__(hparams, setup)
+        self.fold = stratified_folds(setup.given_labels, hparams.folds, setup.seed).to(setup.device)
+        self.estimates: dict = {}
+
+    def training_step(self, batch, epoch):
+        views, fold = batch.weak, self.fold[batch.index]
+        loss = views.new_zeros(())
+        for f, net in enumerate(self.networks):
+            trains_on = fold != f
+            if trains_on.any():
+                loss = loss + F.cross_entropy(net(views[trains_on]), batch.label[trains_on])
+        return loss
+
+    def predict(self, x, index=None):
+        if index is None:
+            return super().predict(x)
+        fold = self.fold[index]
+        probs = torch.empty(len(x), self.setup.n_classes, device=x.device)
+        for f, net in enumerate(self.networks):
+            held_out = fold == f
+            if held_out.any():
+                probs[held_out] = net(x[held_out]).float().softmax(dim=1)
+        return probs
+
+    def audit(self, probs):
+        from cleanlab.count import estimate_joint
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_scores
+
+        given = self.setup.given_labels.cpu().numpy()
+        pred_probs = np.asarray(probs, dtype=np.float64)
+        pred_probs /= pred_probs.sum(axis=1, keepdims=True)
+        quality = get_label_quality_scores(given, pred_probs)
+        issues = find_label_issues(given, pred_probs, n_jobs=1)
+        joint = estimate_joint(given, pred_probs)
+        self.estimates = {"cleanlab_noise_rate": float(1.0 - np.trace(joint)), "cleanlab_label_issues": int(issues.sum())}
+        return {
+            "clean_prob": quality, "suggested_label": pred_probs.argmax(axis=1), "is_label_issue": issues,
+            "cl_label_quality": quality, "cl_fold": self.fold.cpu().numpy(),
+        }
+
+    def summary(self):
+        sizes = torch.bincount(self.fold, minlength=self.hparams.folds).tolist()
+        return {"folds": self.hparams.folds, "fold_sizes": sizes, **self.estimates}
