@@ -28,7 +28,10 @@ from .fileio import check_output_dir, check_output_file, output_directory, refus
 from .interrupt import Interrupted, Stopped, install_stop_handlers, restore_handlers
 from .methods import METHODS, get_method
 from .models import backbone_names
-from .pipeline import check_relabel_input, input_table, run_audit, run_benchmark_one, run_relabel, run_report
+from .pipeline import (
+    benchmark_run, check_relabel_input, input_table, run_audit, run_audits_and_consensus, run_consensus, run_relabel, run_report,
+    score_consensus,
+)
 from .progress import Reporter
 from .report.audit import load_audit
 from .report.html import GALLERY_SIZE
@@ -153,6 +156,14 @@ def run_config(opts: SimpleNamespace, ctx: typer.Context, method: str | None = N
     ).validate()
 
 
+def method_list(text: str) -> list[str]:
+    """Returns the methods of a ``--method`` value (one name, or several comma-separated). Raises UserError for a repeated or empty name."""
+    methods = [name.strip() for name in text.split(",")]
+    if "" in methods or len(set(methods)) != len(methods):
+        raise UserError(f"--method {text!r}: name each method once, comma-separated, e.g. --method pmnar,alr,flywheel")
+    return methods
+
+
 def split_method_options(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Returns `argv` without its ``--<method>-<field> VALUE`` options, and those options as (name, value).
 
@@ -221,12 +232,20 @@ def audit(
 
     Without LABELS_CSV the class is the subfolder: IMAGES/<class>/<file>.
     Method options: --<method>-<option> VALUE (see lnlclean methods).
+    Several methods (--method pmnar,alr,flywheel) audit into OUT/<method>/ each,
+    then their consensus goes to OUT (see lnlclean consensus).
     """
-    config = run_config(opts, ctx)
-    result = run_audit(
-        images, labels_csv, config, out, opts.cache_dir, opts.on_bad_image.value, opts.resume, Reporter(opts.quiet),
-        overwrite=opts.overwrite, allow_outside_root=opts.allow_outside_root,
-    )
+    methods = method_list(opts.method)
+    options = dict(cache_dir=opts.cache_dir, on_bad_image=opts.on_bad_image.value, resume=opts.resume,
+                   overwrite=opts.overwrite, allow_outside_root=opts.allow_outside_root)
+    if len(methods) > 1:
+        configs = {name: run_config(opts, ctx, method=name, methods=methods) for name in methods}
+        members, result = run_audits_and_consensus(images, labels_csv, configs, out, Reporter(opts.quiet), **options)
+        for name, member in members.items():
+            stdout.print(f"{name}: {member.summary['n_label_issues']} label issues, wrote {member.audit_path.parent}")
+        stdout.print(f"consensus of {', '.join(methods)}:")
+    else:
+        result = run_audit(images, labels_csv, run_config(opts, ctx), out, reporter=Reporter(opts.quiet), **options)
     print_audit_summary(result.summary)
     print_written(result)
 
@@ -292,6 +311,7 @@ def benchmark(
     train_size: Annotated[Optional[int], typer.Option(help="Use a stratified subset of this many training images.", show_default=False)] = None,
     fail_under: Annotated[Optional[str], typer.Option(help="Exit 1 when a run falls short, e.g. f1=0.8,acc=0.9 (keys: f1 precision recall auroc acc relabel_acc).", show_default=False)] = None,
     partial_rate: Annotated[Optional[float], typer.Option(help="Give candidate sets instead of labels: each wrong label joins with this probability; symNN then swaps the true label out with probability NN %.", show_default=False)] = None,
+    consensus: Annotated[bool, typer.Option("--consensus", help="Also score the consensus of the methods (majority of flags) for each noise.")] = False,
     opts: SimpleNamespace = None,
 ):
     """Inject known label noise into a standard dataset and score detection.
@@ -310,10 +330,14 @@ def benchmark(
         lnlclean benchmark digits --noise sym20 --fail-under f1=0.8,acc=0.9
 
         lnlclean benchmark digits --noise sym20 --partial-rate 0.3 --method alim
+
+        lnlclean benchmark digits --noise sym40 --method pmnar --method alr --method flywheel --consensus
     """
     if dataset not in DATASETS:
         raise UserError(f"dataset {dataset!r}: unknown; choose one of {', '.join(DATASETS)}")
     methods = sorted(METHODS) if method == ["all"] else method
+    if consensus and len(set(methods)) < 2:
+        raise UserError("--consensus: needs two or more different --method values")
     for name in methods:
         get_method(name)
     specs = [parse_noise_spec(spec) for spec in noise]
@@ -326,12 +350,18 @@ def benchmark(
     writes = current_world().is_main
     with output_directory(out, create=writes) as out_dir:
         for spec in specs:
+            members = []
             for name in methods:
                 reporter.log(f"benchmark {dataset} {spec} {name}")
                 report_path = out_dir / f"{run_label(dataset, str(spec), partial_rate, name).replace(' ', '-')}.html"
-                runs.append(run_benchmark_one(
+                members.append(benchmark_run(
                     dataset, spec, configs[name], data_dir, train_size, opts.cache_dir, reporter, partial_rate, report_path,
                 ))
+                runs.append(members[-1].scores)
+                if writes:
+                    write_json(out_dir / BENCHMARK_FILE, {"lnlclean_version": __version__, "runs": runs})
+            if consensus:
+                runs.append(score_consensus(members))
                 if writes:
                     write_json(out_dir / BENCHMARK_FILE, {"lnlclean_version": __version__, "runs": runs})
     print_benchmark_table(runs)
@@ -364,6 +394,8 @@ def check_fail_under(runs: list[dict], thresholds: dict[str, float]) -> list[str
     failures = []
     for run in runs:
         for key, minimum in thresholds.items():
+            if key == "acc" and "members" in run:  # a consensus has no network to test
+                continue
             value = run.get(FAIL_KEYS[key])
             if value is None or value < minimum:
                 failures.append(f"{run_name(run)}: {key} {value} < {minimum}")
@@ -423,7 +455,7 @@ def print_audit_summary(summary: dict) -> None:
     stdout.print(
         f"{summary['n_samples']} samples, {summary['n_label_issues']} label issues "
         f"(estimated noise rate {summary['noise_rate']:.1%}, health score {summary['health_score']:.3f})"
-        + (f", {summary['n_skipped']} unreadable skipped" if summary["n_skipped"] else "")
+        + (f", {summary['n_skipped']} unreadable skipped" if summary.get("n_skipped") else "")
     )
     if summary["top_confusions"]:
         table = Table(title="most frequent suspected confusions")
@@ -432,6 +464,31 @@ def print_audit_summary(summary: dict) -> None:
         for row in summary["top_confusions"][:5]:
             table.add_row(row["given_label"], row["suggested_label"], str(row["count"]))
         stdout.print(table)
+
+
+@app.command()
+def consensus(
+    audits: Annotated[list[Path], typer.Argument(help="Directories of two or more finished audits of the same images and labels.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the consensus audit.parquet, summary.json and report.html.")] = Path("lnlclean-consensus"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the outputs of an earlier consensus.")] = False,
+):
+    """Combine audits of several methods into one: mean clean_prob, votes, agreement.
+
+    A sample is flagged when most audits flag it (a tie: when the mean clean_prob is
+    below 0.5); its suggested label is the one most audits suggest. The result is an
+    audit like any other: relabel --from-audit OUT/audit.parquet uses it.
+
+    Examples:
+
+        lnlclean consensus audit-pmnar audit-alr audit-flywheel --out consensus
+
+        lnlclean audit ./images labels.csv --method pmnar,alr,flywheel --out audit
+    """
+    result = run_consensus(audits, out, overwrite)
+    print_audit_summary(result.summary)
+    agreement = result.summary["consensus"]
+    stdout.print(f"flags agree on {agreement['all_flags_agree']:.1%} of samples; {agreement['flagged_by_all']} flagged by all, {agreement['flagged_by_any']} by any")
+    print_written(result)
 
 
 @app.command()

@@ -31,6 +31,7 @@ from .models import default_image_size
 from .progress import Reporter
 from .report import metrics
 from .report.audit import AuditInputs, build_audit_table, load_audit, summarize, write_audit
+from .report.consensus import Verdicts, agreement_summary, check_same_samples, combine, consensus_table, member_names
 from .report.html import GALLERY_SIZE, ReportInputs, is_report, render_report, write_report
 from .report.thumbnails import ArrayImages, FolderImages
 from .report.manifest import corrected_manifest, write_manifest
@@ -39,6 +40,7 @@ AUDIT_FILE = "audit.parquet"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 CHECKPOINT_FILE = "checkpoint.pt"
+CONSENSUS = "consensus"
 OUTPUT_FILES = (AUDIT_FILE, SUMMARY_FILE, REPORT_FILE, CHECKPOINT_FILE)
 MIN_CLASS_SIZE = 2
 
@@ -305,6 +307,104 @@ def read_summary(path: Path) -> dict:
     return summary
 
 
+def run_consensus(audits: list[Path], out_dir: Path, overwrite: bool = False, reporter: Reporter | None = None) -> AuditResult:
+    """Combines the finished audits `audits` (directories or their audit.parquet) of the same data into one audit in `out_dir`.
+
+    Writes ``audit.parquet`` (method ``consensus``; columns in :mod:`lnlclean.report.consensus`),
+    ``summary.json`` (with each member's label issues and how often the flags agree) and
+    ``report.html``. Returns them as an AuditResult. Raises UserError for fewer than two
+    audits, an audit that is missing or covers other samples, labels or classes, an
+    `out_dir` that is one of the audits, or one that holds an earlier audit (unless `overwrite`).
+    """
+    reporter = reporter or Reporter(quiet=True)
+    started = time.perf_counter()
+    if len(audits) < 2:
+        raise UserError("consensus: give at least two audit directories of the same data, e.g. lnlclean consensus audit-alr audit-pmnar")
+    members = [load_member(Path(path)) for path in audits]
+    for member in members:
+        if member.directory.resolve() == Path(out_dir).resolve():
+            raise UserError(f"--out {out_dir}: is one of the audits being combined; choose another --out")
+    check_output_dir(out_dir)
+    refuse_earlier_output(out_dir, (AUDIT_FILE, SUMMARY_FILE, REPORT_FILE), overwrite)
+    check_same_samples({str(m.directory): m.frame for m in members})
+    class_names = audit_class_names(members[0].frame, members[0].metadata, members[0].summary)
+    for member in members[1:]:
+        if audit_class_names(member.frame, member.metadata, member.summary) != class_names:
+            raise UserError(f"{member.directory}: its classes differ from those of {members[0].directory}; combine audits of the same labels")
+    names = member_names([str(m.metadata.get("method") or m.summary.get("method") or "audit") for m in members])
+    frames = {name: m.frame for name, m in zip(names, members)}
+    table = consensus_table(frames, class_names)
+    first = members[0].summary
+    settings = {"audits": [str(m.directory.resolve()) for m in members], "rule": "majority of flags, a tie decided by mean clean_prob < 0.5"}
+    summary = {
+        "lnlclean_version": __version__, "method": CONSENSUS, "settings": settings, "seed": first.get("seed"),
+        "device": first.get("device"), "images": first.get("images"), "labels_csv": first.get("labels_csv"),
+        **summarize(table, class_names), "consensus": agreement_summary(frames, table),
+        "timings": {"total_seconds": sum((m.summary.get("timings") or {}).get("total_seconds") or 0.0 for m in members),
+                    "combine_seconds": time.perf_counter() - started},
+        "history": [],
+    }
+    writes = current_world().is_main
+    with output_directory(out_dir, create=writes) as out_dir:
+        audit_path, summary_path, report_path = out_dir / AUDIT_FILE, out_dir / SUMMARY_FILE, out_dir / REPORT_FILE
+        if not writes:
+            return AuditResult(table, summary, audit_path, summary_path, report_path, input_table_of(table))
+        metadata = {"lnlclean_version": __version__, "method": CONSENSUS, "settings": settings, "class_names": class_names, "seed": first.get("seed")}
+        write_audit(table, audit_path, metadata=metadata)
+        write_json(summary_path, summary)
+        root = Path(first.get("images") or members[0].directory)
+        images = FolderImages(root, table["path"].astype(str).tolist())
+        write_report(report_path, render_report(ReportInputs(table, summary, class_names, images, source=f"{', '.join(names)} on {root}")))
+    reporter.log(f"combined {len(members)} audits: {', '.join(names)}")
+    return AuditResult(table, summary, audit_path, summary_path, report_path, input_table_of(table))
+
+
+def run_audits_and_consensus(
+    images: Path, labels_csv: Path | None, configs: dict[str, RunConfig], out_dir: Path, reporter: Reporter | None = None, **options,
+) -> tuple[dict[str, AuditResult], AuditResult]:
+    """Audits the folder once per method of `configs` (method → settings) into ``out_dir/<method>/``, then combines them in `out_dir`.
+
+    `options` are :func:`run_audit`'s. Returns each method's result and the consensus
+    (see :func:`run_consensus`). Raises UserError, before training, when `out_dir` already holds
+    a consensus (unless ``overwrite``) or fewer than two methods are given.
+    """
+    reporter = reporter or Reporter(quiet=True)
+    if len(configs) < 2:
+        raise UserError("--method: name two or more different methods, comma-separated, e.g. --method pmnar,alr,flywheel")
+    check_output_dir(out_dir)
+    refuse_earlier_output(out_dir, (AUDIT_FILE, SUMMARY_FILE, REPORT_FILE), options.get("overwrite", False))
+    results = {}
+    for name, config in configs.items():
+        reporter.log(f"auditing with {name} ({len(results) + 1} of {len(configs)})")
+        results[name] = run_audit(images, labels_csv, config, out_dir / name, reporter=reporter, **options)
+    return results, run_consensus([out_dir / name for name in configs], out_dir, options.get("overwrite", False), reporter)
+
+
+@dataclass
+class Member:
+    """A finished audit read back: where it is, its table and metadata, and its summary."""
+
+    directory: Path
+    frame: pd.DataFrame
+    metadata: dict
+    summary: dict
+
+
+def load_member(path: Path) -> Member:
+    """Returns the audit at `path` (its directory, or its audit.parquet). Raises UserError when it is not a finished audit."""
+    directory = path.parent if path.suffix == ".parquet" else path
+    if not (directory / AUDIT_FILE).is_file():
+        raise UserError(f"{path}: holds no {AUDIT_FILE}; pass the --out directory of a finished lnlclean audit")
+    frame, metadata = load_audit(directory / AUDIT_FILE, option="audit")
+    summary = read_summary(directory / SUMMARY_FILE) if (directory / SUMMARY_FILE).is_file() else {}
+    return Member(directory, frame, metadata, summary)
+
+
+def input_table_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """Returns the input rows (path, label) an audit table was made from."""
+    return pd.DataFrame({"path": frame["path"].to_numpy(), "label": frame["given_label"].to_numpy()})
+
+
 def run_relabel(input_rows: pd.DataFrame, audit: pd.DataFrame, out_file: Path, policy: str) -> pd.DataFrame:
     """Writes the corrected-label CSV for `input_rows` under `policy` to `out_file` (rank 0 under torchrun). Returns it."""
     corrected = corrected_manifest(input_rows, audit, policy)
@@ -314,14 +414,43 @@ def run_relabel(input_rows: pd.DataFrame, audit: pd.DataFrame, out_file: Path, p
     return corrected
 
 
+@dataclass
+class NoisyLabels:
+    """The labels of a benchmark run: given (noise injected), true, candidate sets (or None), which given labels are wrong, and the number of classes."""
+
+    given: np.ndarray
+    true_labels: np.ndarray
+    candidates: np.ndarray | None
+    is_noisy: np.ndarray
+    n_classes: int
+
+
+@dataclass
+class BenchmarkRun:
+    """A scored benchmark run: its JSON entry (`scores`), the method's per-sample verdicts, and the labels they are scored against."""
+
+    scores: dict
+    verdicts: Verdicts
+    labels: NoisyLabels
+
+
 def run_benchmark_one(
     dataset: str, noise: NoiseSpec, config: RunConfig, data_dir: Path | None = None,
     train_size: int | None = None, cache_dir: Path | None = None, reporter: Reporter | None = None,
     partial_rate: float | None = None, report_path: Path | None = None,
 ) -> dict:
-    """Injects `noise` into `dataset`, trains `config.method`, and returns the scored run as a dict.
+    """Injects `noise` into `dataset`, trains `config.method`, and returns the scored run as a dict (see :func:`benchmark_run`)."""
+    return benchmark_run(dataset, noise, config, data_dir, train_size, cache_dir, reporter, partial_rate, report_path).scores
 
-    The dict holds dataset, noise, method, seed, epochs, true and estimated noise rate,
+
+def benchmark_run(
+    dataset: str, noise: NoiseSpec, config: RunConfig, data_dir: Path | None = None,
+    train_size: int | None = None, cache_dir: Path | None = None, reporter: Reporter | None = None,
+    partial_rate: float | None = None, report_path: Path | None = None,
+) -> BenchmarkRun:
+    """Injects `noise` into `dataset`, trains `config.method`, and returns the scored run.
+
+    Its `scores` hold dataset, noise, method, seed, epochs, true and estimated noise rate,
     detection precision/recall/F1/AUROC, test accuracy, relabel accuracy on flagged noisy
     samples, label accuracy before and after the relabel manifest, seconds, device, and the
     method's own summary (``method_summary``).
@@ -350,6 +479,9 @@ def run_benchmark_one(
     else:
         candidates = partial_candidates(true_labels, partial_rate, noise.rate, len(bench.class_names), seed=config.seed)
         given = candidates.argmax(axis=1)
+    rows = np.arange(len(given))
+    is_noisy = given != true_labels if candidates is None else ~candidates[rows, true_labels]
+    labels = NoisyLabels(given, true_labels, candidates, is_noisy, len(bench.class_names))
     data = TrainData(
         images=bench.train_images, labels=given, n_classes=len(bench.class_names), candidates=candidates,
         test_images=bench.test_images, test_labels=bench.test_labels, flip=bench.flip and config.flip,
@@ -358,17 +490,8 @@ def run_benchmark_one(
     result = fit(data, config, reporter)
     columns = result.method.audit(result.probs)
     clean_prob = np.asarray(columns["clean_prob"], dtype=np.float64)
-    suggested = np.asarray(columns["suggested_label"])
     flagged = np.asarray(columns["is_label_issue"], dtype=bool) if "is_label_issue" in columns else clean_prob < config.threshold
-    rows = np.arange(len(given))
-    if candidates is None:
-        is_noisy = given != true_labels
-        before = metrics.label_accuracy(given, true_labels)
-        after = metrics.corrected_labels(given, suggested, flagged)
-    else:
-        is_noisy = ~candidates[rows, true_labels]
-        before = float(np.mean(candidates[rows, true_labels] / candidates.sum(axis=1)))
-        after = suggested
+    verdicts = Verdicts(config.method, clean_prob, flagged, np.asarray(columns["suggested_label"]))
     if report_path is not None and world.is_main:
         names = np.asarray(bench.class_names, dtype=object)
         frame = build_audit_table(AuditInputs(
@@ -382,18 +505,59 @@ def run_benchmark_one(
         source = f"{dataset} {noise}" + (f" (candidate sets, partial rate {partial_rate:g})" if partial_rate is not None else "")
         inputs = ReportInputs(frame, summary, list(bench.class_names), ArrayImages(bench.train_images), is_noisy=is_noisy, source=source)
         write_report(report_path, render_report(inputs))
-    return {
+    scores = {
         "dataset": dataset, "noise": str(noise), "partial_rate": partial_rate, "method": config.method, "seed": config.seed,
         "epochs": config.epochs, "backbone": config.backbone, "n_train": int(len(given)),
-        "true_noise_rate": float(is_noisy.mean()), "estimated_noise_rate": float(flagged.mean()),
-        **metrics.detection_metrics(is_noisy, clean_prob, config.threshold, flagged),
+        **score_verdicts(verdicts, labels, config.threshold),
         "test_accuracy": result.test_accuracy,
-        "relabel_accuracy": metrics.relabel_accuracy(true_labels, given, suggested, flagged, is_noisy),
-        "label_accuracy_before": before,
-        "label_accuracy_after": metrics.label_accuracy(after, true_labels),
         "seconds": result.seconds, "seconds_per_epoch": float(np.mean([h["seconds"] for h in result.history])) if result.history else None,
         "device": result.device, "settings": config.to_dict(), "lnlclean_version": __version__,
         "method_summary": result.method.summary(),
+    }
+    return BenchmarkRun(scores, verdicts, labels)
+
+
+def score_verdicts(verdicts: Verdicts, labels: NoisyLabels, threshold: float) -> dict:
+    """Returns how well `verdicts` find and fix the wrong labels of `labels`.
+
+    Holds true and estimated noise rate, detection precision/recall/F1/AUROC, relabel accuracy
+    on flagged noisy samples, and label accuracy before and after relabelling (with candidate
+    sets: of a random candidate before, of every suggestion after).
+    """
+    given, true_labels, candidates, is_noisy = labels.given, labels.true_labels, labels.candidates, labels.is_noisy
+    if candidates is None:
+        before = metrics.label_accuracy(given, true_labels)
+        after = metrics.corrected_labels(given, verdicts.suggested, verdicts.flagged)
+    else:
+        rows = np.arange(len(given))
+        before = float(np.mean(candidates[rows, true_labels] / candidates.sum(axis=1)))
+        after = verdicts.suggested
+    return {
+        "true_noise_rate": float(is_noisy.mean()), "estimated_noise_rate": float(verdicts.flagged.mean()),
+        **metrics.detection_metrics(is_noisy, verdicts.clean_prob, threshold, verdicts.flagged),
+        "relabel_accuracy": metrics.relabel_accuracy(true_labels, given, verdicts.suggested, verdicts.flagged, is_noisy),
+        "label_accuracy_before": before,
+        "label_accuracy_after": metrics.label_accuracy(after, true_labels),
+    }
+
+
+def score_consensus(runs: list[BenchmarkRun], threshold: float = 0.5) -> dict:
+    """Returns the benchmark entry of the consensus of `runs` (same dataset, noise and seed; see :mod:`lnlclean.report.consensus`).
+
+    Scored like a method; ``method`` is ``consensus(<member>+<member>…)``, ``seconds`` the sum of
+    the members', ``test_accuracy`` None (no network of its own), and ``members`` each member's F1.
+    """
+    combined = combine([run.verdicts for run in runs], runs[0].labels.n_classes, threshold)
+    names = "+".join(run.scores["method"] for run in runs)
+    verdicts = Verdicts(CONSENSUS, combined["clean_prob"], combined["is_label_issue"], combined["suggested_label"])
+    first = runs[0].scores
+    return {
+        **{key: first[key] for key in ("dataset", "noise", "partial_rate", "seed", "epochs", "backbone", "n_train")},
+        "method": f"{CONSENSUS}({names})",
+        **score_verdicts(verdicts, runs[0].labels, threshold),
+        "test_accuracy": None, "seconds": sum(run.scores["seconds"] for run in runs), "seconds_per_epoch": None,
+        "device": first["device"], "lnlclean_version": __version__,
+        "members": {run.scores["method"]: run.scores["f1"] for run in runs},
     }
 
 
