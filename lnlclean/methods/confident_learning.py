@@ -93,6 +93,7 @@ class ConfidentLearning(Method):
         return probs
 
     def audit(self, probs):
+        # imported here: cleanlab takes seconds to import, which every other command would pay
         from cleanlab.count import estimate_joint
         from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores
