@@ -534,8 +534,10 @@ def list_methods():
         table.add_column(column)
     for name in sorted(METHODS):
         cls = METHODS[name]
+        aliases = {field: alias for alias, field in cls.option_aliases.items()}
         options = ", ".join(
-            f"{option_name(name, f.name)} ({'auto' if f.default is None else f.default})" for f in dataclasses.fields(cls.Hparams)
+            f"{option_name(name, f.name)}{' or ' + aliases[f.name] if f.name in aliases else ''} ({'auto' if f.default is None else f.default})"
+            for f in dataclasses.fields(cls.Hparams)
         )
         table.add_row(name, str(cls.num_networks), cls.description, ", ".join(cls.columns) or "–", options or "–")
     stdout.print(table)
