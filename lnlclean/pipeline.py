@@ -364,7 +364,8 @@ def run_audits_and_consensus(
 ) -> tuple[dict[str, AuditResult], AuditResult]:
     """Audits the folder once per method of `configs` (method → settings) into ``out_dir/<method>/``, then combines them in `out_dir`.
 
-    `options` are :func:`run_audit`'s. Returns each method's result and the consensus
+    `options` are :func:`run_audit`'s; with ``resume``, a method whose audit is already finished
+    in ``out_dir/<method>/`` is not trained again. Returns each method's result and the consensus
     (see :func:`run_consensus`). Raises UserError, before training, when `out_dir` already holds
     a consensus (unless ``overwrite``) or fewer than two methods are given.
     """
@@ -375,6 +376,13 @@ def run_audits_and_consensus(
     refuse_earlier_output(out_dir, (AUDIT_FILE, SUMMARY_FILE, REPORT_FILE), options.get("overwrite", False))
     results = {}
     for name, config in configs.items():
+        finished = out_dir / name / AUDIT_FILE
+        if options.get("resume") and finished.is_file():  # an earlier, interrupted run got this far
+            reporter.log(f"{name}: reusing the finished audit in {finished.parent}")
+            member = load_member(finished.parent)
+            results[name] = AuditResult(member.frame, member.summary, finished, finished.parent / SUMMARY_FILE,
+                                        finished.parent / REPORT_FILE, input_table_of(member.frame))
+            continue
         reporter.log(f"auditing with {name} ({len(results) + 1} of {len(configs)})")
         results[name] = run_audit(images, labels_csv, config, out_dir / name, reporter=reporter, **options)
     return results, run_consensus([out_dir / name for name in configs], out_dir, options.get("overwrite", False), reporter)

@@ -145,3 +145,17 @@ def test_benchmark_consensus_row_follows_its_members(tmp_path):
     assert [r["method"] for r in runs] == ["ce", "alim", "consensus(ce+alim)"]
     assert runs[2]["members"] == {"ce": runs[0]["f1"], "alim": runs[1]["f1"]}
     assert runs[2]["seconds"] == pytest.approx(runs[0]["seconds"] + runs[1]["seconds"])
+
+
+def test_resume_reuses_the_finished_audits_and_writes_the_consensus(two_audits, noisy_folder_small, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(two_audits, out)
+    for name in ("audit.parquet", "summary.json", "report.html"):  # stopped after the last method, before the consensus
+        (out / name).unlink()
+    before = (out / "alr" / "audit.parquet").stat().st_mtime_ns
+    code = main(["audit", str(noisy_folder_small["images"]), str(noisy_folder_small["csv"]), "--method", "ce,alr", "--epochs", "12",
+                 "--device", "cpu", "--no-flip", "--out", str(out), "--resume"])
+    assert code == 0
+    assert (out / "alr" / "audit.parquet").stat().st_mtime_ns == before
+    assert read_audit(out / "audit.parquet")[0].equals(read_audit(two_audits / "audit.parquet")[0])
+    assert "reusing the finished audit" in capsys.readouterr().err
