@@ -31,7 +31,7 @@ from .models import default_image_size
 from .progress import Reporter
 from .report import metrics
 from .report.audit import AuditInputs, build_audit_table, load_audit, summarize, write_audit
-from .report.consensus import Verdicts, agreement_summary, check_same_samples, combine, consensus_table, member_names
+from .report.consensus import CONSENSUS, Verdicts, agreement_summary, check_same_samples, combine, consensus_table, member_names
 from .report.html import GALLERY_SIZE, ReportInputs, is_report, render_report, write_report
 from .report.thumbnails import ArrayImages, FolderImages
 from .report.manifest import corrected_manifest, write_manifest
@@ -40,7 +40,6 @@ AUDIT_FILE = "audit.parquet"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 CHECKPOINT_FILE = "checkpoint.pt"
-CONSENSUS = "consensus"
 OUTPUT_FILES = (AUDIT_FILE, SUMMARY_FILE, REPORT_FILE, CHECKPOINT_FILE)
 MIN_CLASS_SIZE = 2
 

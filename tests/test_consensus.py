@@ -92,7 +92,8 @@ def test_audit_with_several_methods_writes_each_and_their_consensus(two_audits):
     summary = json.loads((two_audits / "summary.json").read_text())
     assert [m["name"] for m in summary["consensus"]["members"]] == ["ce", "alr"]
     assert summary["consensus"]["flagged_by_all"] == int((votes == 2).sum())
-    assert "consensus_votes" in (two_audits / "report.html").read_text(encoding="utf-8")
+    page = (two_audits / "report.html").read_text(encoding="utf-8")  # gallery cards show the votes and each member's clean_prob
+    assert '<dt title="consensus_votes">votes</dt>' in page and '<dt title="alr_clean_prob">alr_clean_prob</dt>' in page
 
 
 def test_consensus_command_output_is_an_audit_relabel_can_use(two_audits, noisy_folder_small, tmp_path):

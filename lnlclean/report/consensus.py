@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..errors import UserError
 
+CONSENSUS = "consensus"  # the method name of a combined audit
 COLUMNS = {
     "consensus_votes": "how many of the combined audits flag the sample",
     "consensus_agreement": "share of the combined audits that suggest the consensus label",

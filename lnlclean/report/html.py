@@ -34,6 +34,7 @@ from ..fileio import atomic_path
 from ..methods import METHODS
 from . import svg
 from .audit import CORE_COLUMNS
+from .consensus import CONSENSUS
 from .metrics import detection_metrics
 from .thumbnails import ImageSource, try_thumbnail
 
@@ -318,12 +319,13 @@ def gallery_section(inputs: ReportInputs, labels: Labels, gallery_size: int) -> 
     """Returns the gallery of the `gallery_size` samples with the lowest clean_prob (with its filters and pager), and how many images could not be read."""
     frame, names = inputs.audit, inputs.class_names
     order = np.lexsort((np.arange(len(frame)), labels.clean_prob))[:gallery_size]
-    signal_columns = method_columns(frame, inputs.summary.get("method", ""))
+    method = inputs.summary.get("method", "")
+    signal_columns = method_columns(frame, method)
     cards, unreadable = [], 0
     for row in order:
         uri, size, problem = try_thumbnail(inputs.images, int(row))
         unreadable += uri is None
-        cards.append(_card(frame, int(row), labels, names, signal_columns, uri, size, problem))
+        cards.append(_card(frame, int(row), labels, names, signal_columns, uri, size, problem, method))
     shown = f"{len(order):,} samples with the lowest clean_prob (of {len(frame):,}; {int(labels.flagged.sum()):,} flagged)"
     note = f"The {shown}, most suspect first. Filters apply to these."
     if unreadable:
@@ -350,13 +352,19 @@ def _gallery_controls(labels: Labels, order: np.ndarray, names: list[str]) -> st
 
 
 def method_columns(frame: pd.DataFrame, method: str) -> list[str]:
-    """Returns the columns of `frame` that are `method`'s own signals (its registered columns, else those named ``<method>_*``)."""
+    """Returns the columns of `frame` that are `method`'s own signals.
+
+    Those are its registered columns and those named ``<method>_*``; for a consensus, also each
+    member's ``<member>_clean_prob``.
+    """
     known = METHODS[method].columns if method in METHODS else {}
-    return [c for c in frame.columns if c not in CORE_COLUMNS and (c in known or c.startswith(f"{method}_"))]
+    members = method == CONSENSUS
+    return [c for c in frame.columns if c not in CORE_COLUMNS
+            and (c in known or c.startswith(f"{method}_") or (members and c.endswith("_clean_prob")))]
 
 
 def _card(frame: pd.DataFrame, row: int, labels: Labels, names: list[str], signal_columns: list[str],
-          uri: str | None, size: tuple[int, int] | None, problem: str | None) -> str:
+          uri: str | None, size: tuple[int, int] | None, problem: str | None, method: str) -> str:
     """Returns one gallery card: thumbnail, given → suggested label, clean_prob, the method's signals, path."""
     given, suggested = int(labels.given[row]), int(labels.suggested[row])
     path = str(frame["path"].iat[row])
@@ -367,7 +375,7 @@ def _card(frame: pd.DataFrame, row: int, labels: Labels, names: list[str], signa
         picture = f'<img class="thumb{pixel}" src="{uri}" alt="{escape(path)}" width="96" height="96">'
     verdict = "flagged" if labels.flagged[row] else "kept"
     signals = "".join(
-        f'<dt title="{escape(c)}">{escape(c.split("_", 1)[-1])}</dt><dd>{escape(_signal_text(frame[c].iat[row]))}</dd>'
+        f'<dt title="{escape(c)}">{escape(c.removeprefix(f"{method}_"))}</dt><dd>{escape(_signal_text(frame[c].iat[row]))}</dd>'
         for c in signal_columns
     )
     truth = ""
