@@ -76,3 +76,31 @@ def test_folds_option_is_checked_and_belongs_to_confident_learning(tmp_path, cap
     assert "--confident-learning-folds 1" in capsys.readouterr().err
     assert main([*common, "--method", "ce", "--folds", "3"]) == 2
     assert "applies to another method" in capsys.readouterr().err
+
+
+def test_each_network_ends_with_its_weights_from_the_epoch_its_fold_agreed_most():
+    given = [0, 1, 2] * 4
+    method = make_method(ConfidentLearning, given, epochs=2, folds=2)
+    labels = torch.tensor(given)
+    fold = method.fold.cpu()
+
+    def evaluate_with(right_in_fold):  # out-of-fold probabilities that get the given label right only in these folds
+        right = torch.isin(fold, torch.tensor(right_in_fold))
+        predicted = torch.where(right, labels, (labels + 1) % 3)
+        return lambda: torch.nn.functional.one_hot(predicted, 3).float()
+
+    method.end_epoch(0, evaluate_with([0]))  # fold 0 agrees fully at epoch 1, fold 1 not at all
+    first = {name: tensor.clone() for name, tensor in method.networks[0].state_dict().items()}
+    with torch.no_grad():
+        for net in method.networks:
+            for parameter in net.parameters():
+                parameter.add_(1.0)
+    after_training = {name: tensor.clone() for name, tensor in method.networks[1].state_dict().items()}
+    logged = method.end_epoch(1, evaluate_with([1]))  # the last epoch: fold 1 agrees now, fold 0 no longer
+    assert logged["held_out_agreement"] == 0.5
+    assert method.best_epoch.tolist() == [1, 2]
+    for name, tensor in method.networks[0].state_dict().items():
+        torch.testing.assert_close(tensor, first[name])  # restored from epoch 1
+    for name, tensor in method.networks[1].state_dict().items():
+        torch.testing.assert_close(tensor, after_training[name])  # its best epoch is the last
+    assert method.summary()["best_epochs"] == [1, 2]

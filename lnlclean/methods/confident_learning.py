@@ -6,6 +6,14 @@ given label, shuffled by ``--seed``) and K networks train side by side with plai
 cross-entropy, network f on every sample outside fold f. One run of the engine therefore does
 the K-fold cross-validation: each step costs about K − 1 cross-entropy steps.
 
+Early stopping on the held-out fold (``--confident-learning-select best``, the default): after
+every epoch each network predicts its own fold, and its weights are kept from the epoch where
+those predictions agree most with the fold's given labels, noisy as they are; the last epoch
+restores them. A network trained with cross-entropy on noisy labels learns the noise as it goes
+on, so its held-out predictions get worse late in training; the given labels of the held-out
+fold are the only validation data there is, and no true label is read. ``last`` keeps the final
+weights.
+
 The final pass over the training images takes each sample's probabilities from the network
 that did not train on it (``predict(x, index)``), so the audit's probabilities are
 out-of-fold; test images get the mean of the K networks.
@@ -36,9 +44,10 @@ from .base import Method, register_method
 
 @dataclass
 class ConfidentLearningHparams:
-    """K of the K-fold split (``--folds``)."""
+    """K of the K-fold split (``--folds``), and which weights each network ends with."""
 
     folds: int = field(default=4, metadata={"min": 2, "max": 20})
+    select: str = field(default="best", metadata={"choices": ("best", "last")})
 
 
 def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> torch.Tensor:
@@ -70,6 +79,9 @@ class ConfidentLearning(Method):
         self.num_networks = hparams.folds
         super().__init__(hparams, setup)
         self.fold = stratified_folds(setup.given_labels, hparams.folds, setup.seed).to(setup.device)
+        self.best_agreement = torch.full((hparams.folds,), -1.0)
+        self.best_epoch = torch.zeros(hparams.folds, dtype=torch.int64)
+        self.best_weights = [cpu_copy(net) for net in self.networks]
         self.estimates: dict = {}
 
     def training_step(self, batch, epoch):
@@ -80,6 +92,20 @@ class ConfidentLearning(Method):
             if trains_on.any():
                 loss = loss + F.cross_entropy(net(views[trains_on]), batch.label[trains_on])
         return loss
+
+    def end_epoch(self, epoch, evaluate):
+        probs = evaluate()  # out of fold: each sample from the network that does not train on it
+        fold = self.fold.cpu()
+        hits = (probs.argmax(dim=1) == self.setup.given_labels.cpu()).float()
+        agreement = torch.stack([hits[fold == f].mean() for f in range(self.hparams.folds)])
+        if self.hparams.select == "best":
+            for f in torch.nonzero(agreement > self.best_agreement).flatten().tolist():
+                self.best_agreement[f], self.best_epoch[f] = agreement[f], epoch + 1
+                self.best_weights[f] = cpu_copy(self.networks[f])
+            if epoch + 1 == self.setup.epochs:
+                for net, weights in zip(self.networks, self.best_weights):
+                    net.load_state_dict(weights)
+        return {"held_out_agreement": float(agreement.mean())}
 
     def predict(self, x, index=None):
         if index is None:
@@ -112,4 +138,20 @@ class ConfidentLearning(Method):
 
     def summary(self):
         sizes = torch.bincount(self.fold, minlength=self.hparams.folds).tolist()
-        return {"folds": self.hparams.folds, "fold_sizes": sizes, **self.estimates}
+        chosen = {"best_epochs": self.best_epoch.tolist()} if self.hparams.select == "best" else {}
+        return {"folds": self.hparams.folds, "fold_sizes": sizes, "select": self.hparams.select, **chosen, **self.estimates}
+
+    def state_dict(self):
+        best = {"agreement": self.best_agreement, "epoch": self.best_epoch, "weights": self.best_weights}
+        return {**super().state_dict(), "best": best}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.best_agreement = state["best"]["agreement"].clone()
+        self.best_epoch = state["best"]["epoch"].clone()
+        self.best_weights = state["best"]["weights"]
+
+
+def cpu_copy(network) -> dict:
+    """Returns a CPU copy of `network`'s state dict (weights and batch-norm buffers)."""
+    return {name: tensor.detach().cpu().clone() for name, tensor in network.state_dict().items()}
