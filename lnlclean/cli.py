@@ -275,6 +275,9 @@ def relabel(
 
     Method options: --<method>-<option> VALUE (see lnlclean methods).
     """
+    if len(method_list(opts.method)) > 1:
+        raise UserError(f"--method {opts.method}: relabel trains one method; for a consensus run lnlclean audit --method {opts.method}, "
+                        "then relabel --from-audit OUT/audit.parquet")
     out = check_output_file(out, overwrite=opts.overwrite, inputs=[labels_csv, from_audit])
     if from_audit is not None:
         if (ctx.obj or {}).get("method_options"):
@@ -305,7 +308,7 @@ def benchmark(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help=f"One of {', '.join(DATASETS)}.", show_default=False)],
     noise: Annotated[list[str], typer.Option("--noise", "-n", help="clean, symNN or asymNN (repeatable).")] = ["sym40"],
-    method: Annotated[list[str], typer.Option("--method", "-m", help="Method (repeatable), or 'all'.")] = [DEFAULTS.method],
+    method: Annotated[list[str], typer.Option("--method", "-m", help="Method (repeatable or comma-separated), or 'all'.")] = [DEFAULTS.method],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for benchmark.json.")] = Path("lnlclean-bench"),
     data_dir: Annotated[Optional[Path], typer.Option(help="Local CIFAR: torchvision's files, or train/<class>/* and test/<class>/* folders.", show_default=False)] = None,
     train_size: Annotated[Optional[int], typer.Option(help="Use a stratified subset of this many training images.", show_default=False)] = None,
@@ -335,7 +338,7 @@ def benchmark(
     """
     if dataset not in DATASETS:
         raise UserError(f"dataset {dataset!r}: unknown; choose one of {', '.join(DATASETS)}")
-    methods = sorted(METHODS) if method == ["all"] else method
+    methods = sorted(METHODS) if method == ["all"] else [name for value in method for name in method_list(value)]
     if consensus and len(set(methods)) < 2:
         raise UserError("--consensus: needs two or more different --method values")
     for name in methods:

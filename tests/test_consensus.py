@@ -114,6 +114,7 @@ def test_consensus_command_output_is_an_audit_relabel_can_use(two_audits, noisy_
     ("out is a member", "is one of the audits being combined"),
     ("method twice", "name each method once"),
     ("consensus of one method", "--consensus: needs two or more"),
+    ("relabel with several methods", "relabel trains one method"),
 ])
 def test_consensus_bad_input_is_one_line_and_exit_2(two_audits, tmp_path, capsys, case, expected):
     ce, alr = two_audits / "ce", two_audits / "alr"
@@ -123,6 +124,7 @@ def test_consensus_bad_input_is_one_line_and_exit_2(two_audits, tmp_path, capsys
         "out is a member": ["consensus", str(ce), str(alr), "--out", str(alr), "--overwrite"],
         "method twice": ["audit", str(tmp_path), "--method", "ce,ce", "--out", str(tmp_path / "c")],
         "consensus of one method": ["benchmark", "digits", "--method", "ce", "--consensus", "--out", str(tmp_path / "c")],
+        "relabel with several methods": ["relabel", str(tmp_path), "--method", "ce,alr", "--out", str(tmp_path / "c")],
     }.get(case)
     if case == "other samples":
         shorter = tmp_path / "shorter"
@@ -139,7 +141,7 @@ def test_consensus_bad_input_is_one_line_and_exit_2(two_audits, tmp_path, capsys
 
 def test_benchmark_consensus_row_follows_its_members(tmp_path):
     out = tmp_path / "bench"
-    code = main(["benchmark", "digits", "--method", "ce", "--method", "alim", "--consensus", "--epochs", "3", "--train-size", "200",
+    code = main(["benchmark", "digits", "--method", "ce,alim", "--consensus", "--epochs", "3", "--train-size", "200",
                  "--device", "cpu", "--out", str(out), "--quiet", "--fail-under", "acc=0.0"])
     assert code == 0
     runs = json.loads((out / "benchmark.json").read_text())["runs"]
