@@ -30,9 +30,9 @@ from .methods import candidate_readers, get_method
 from .models import default_image_size
 from .progress import Reporter
 from .report import metrics
-from .report.audit import AuditInputs, build_audit_table, load_audit, summarize, write_audit
+from .report.audit import AuditInputs, build_audit_table, label_issues, load_audit, summarize, write_audit
 from .report.consensus import CONSENSUS, Verdicts, agreement_summary, check_same_samples, combine, consensus_table, member_names
-from .report.html import GALLERY_SIZE, ReportInputs, is_report, render_report, write_report
+from .report.html import GALLERY_SIZE, RenderedReport, ReportInputs, is_report, render_report, write_report
 from .report.thumbnails import ArrayImages, FolderImages
 from .report.manifest import corrected_manifest, write_manifest
 
@@ -40,7 +40,8 @@ AUDIT_FILE = "audit.parquet"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 CHECKPOINT_FILE = "checkpoint.pt"
-OUTPUT_FILES = (AUDIT_FILE, SUMMARY_FILE, REPORT_FILE, CHECKPOINT_FILE)
+AUDIT_OUTPUTS = (AUDIT_FILE, SUMMARY_FILE, REPORT_FILE)  # what a finished audit (or consensus) leaves in its directory
+OUTPUT_FILES = (*AUDIT_OUTPUTS, CHECKPOINT_FILE)
 MIN_CLASS_SIZE = 2
 
 
@@ -132,7 +133,7 @@ def check_class_sizes(manifest: Manifest) -> None:
 
 def check_previous_run(out_dir: Path, resume: bool, overwrite: bool, option: str = "--out") -> None:
     """Raises UserError when `out_dir` already holds a finished audit (unless `overwrite`) or an unfinished run's checkpoint (unless `resume` or `overwrite`). Returns None."""
-    refuse_earlier_output(out_dir, (AUDIT_FILE, SUMMARY_FILE, REPORT_FILE), overwrite, option)
+    refuse_earlier_output(out_dir, AUDIT_OUTPUTS, overwrite, option)
     if not overwrite and not resume and (out_dir / CHECKPOINT_FILE).exists():
         raise UserError(
             f"{option} {out_dir}: holds the checkpoint of an unfinished run; pass --resume to continue it, "
@@ -211,8 +212,7 @@ def run_audit(
         if world.is_main:
             write_audit(frame, audit_path, metadata=audit_metadata(config, manifest.class_names))
             write_json(summary_path, summary)
-            images = FolderImages(manifest.root, manifest.paths)
-            write_report(report_path, render_report(ReportInputs(frame, summary, manifest.class_names, images, source=str(manifest.root))))
+            write_folder_report(report_path, frame, summary, manifest.class_names, manifest.root)
     return AuditResult(frame, summary, audit_path, summary_path, report_path, input_rows)
 
 
@@ -280,11 +280,23 @@ def run_report(audit_dir: Path, images: Path | None = None, out: Path | None = N
     root = Path(images) if images is not None else Path(summary.get("images") or audit_dir)
     if images is not None and not root.is_dir():
         raise UserError(f"--images {root}: no such directory")
-    folder = FolderImages(root, frame["path"].astype(str).tolist())
-    report = render_report(ReportInputs(frame, summary, audit_class_names(frame, metadata, summary), folder, source=str(root)), gallery_size)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_report(out, report)
+    report = write_folder_report(out, frame, summary, audit_class_names(frame, metadata, summary), root, gallery_size=gallery_size)
     return out, report.unreadable_images
+
+
+def write_folder_report(
+    path: Path, frame: pd.DataFrame, summary: dict, class_names: list[str], root: Path, source: str | None = None,
+    gallery_size: int = GALLERY_SIZE,
+) -> RenderedReport:
+    """Writes the HTML report of the audit table `frame` to `path`, its thumbnails read from the image folder `root`. Returns the rendered report.
+
+    `source` is what the page says was audited (default: `root`).
+    """
+    images = FolderImages(root, frame["path"].astype(str).tolist())
+    report = render_report(ReportInputs(frame, summary, class_names, images, source=source or str(root)), gallery_size)
+    write_report(path, report)
+    return report
 
 
 def audit_class_names(frame: pd.DataFrame, metadata: dict, summary: dict) -> list[str]:
@@ -324,7 +336,7 @@ def run_consensus(audits: list[Path], out_dir: Path, overwrite: bool = False, re
         if member.directory.resolve() == Path(out_dir).resolve():
             raise UserError(f"--out {out_dir}: is one of the audits being combined; choose another --out")
     check_output_dir(out_dir)
-    refuse_earlier_output(out_dir, (AUDIT_FILE, SUMMARY_FILE, REPORT_FILE), overwrite)
+    refuse_earlier_output(out_dir, AUDIT_OUTPUTS, overwrite)
     check_same_samples({str(m.directory): m.frame for m in members})
     class_names = audit_class_names(members[0].frame, members[0].metadata, members[0].summary)
     for member in members[1:]:
@@ -352,8 +364,7 @@ def run_consensus(audits: list[Path], out_dir: Path, overwrite: bool = False, re
         write_audit(table, audit_path, metadata=metadata)
         write_json(summary_path, summary)
         root = Path(first.get("images") or members[0].directory)
-        images = FolderImages(root, table["path"].astype(str).tolist())
-        write_report(report_path, render_report(ReportInputs(table, summary, class_names, images, source=f"{', '.join(names)} on {root}")))
+        write_folder_report(report_path, table, summary, class_names, root, source=f"{', '.join(names)} on {root}")
     reporter.log(f"combined {len(members)} audits: {', '.join(names)}")
     return AuditResult(table, summary, audit_path, summary_path, report_path, input_table_of(table))
 
@@ -372,7 +383,7 @@ def run_audits_and_consensus(
     if len(configs) < 2:
         raise UserError("--method: name two or more different methods, comma-separated, e.g. --method pmnar,alr,flywheel")
     check_output_dir(out_dir)
-    refuse_earlier_output(out_dir, (AUDIT_FILE, SUMMARY_FILE, REPORT_FILE), options.get("overwrite", False))
+    refuse_earlier_output(out_dir, AUDIT_OUTPUTS, options.get("overwrite", False))
     results = {}
     for name, config in configs.items():
         finished = out_dir / name / AUDIT_FILE
@@ -497,8 +508,8 @@ def benchmark_run(
     result = fit(data, config, reporter)
     columns = result.method.audit(result.probs)
     clean_prob = np.asarray(columns["clean_prob"], dtype=np.float64)
-    flagged = np.asarray(columns["is_label_issue"], dtype=bool) if "is_label_issue" in columns else clean_prob < config.threshold
-    verdicts = Verdicts(config.method, clean_prob, flagged, np.asarray(columns["suggested_label"]))
+    verdicts = Verdicts(config.method, clean_prob, label_issues(columns, config.threshold), np.asarray(columns["suggested_label"]))
+    method_summary = result.method.summary()
     if report_path is not None and world.is_main:
         names = np.asarray(bench.class_names, dtype=object)
         frame = build_audit_table(AuditInputs(
@@ -507,7 +518,7 @@ def benchmark_run(
         ))
         summary = {
             **run_header(config, result), **summarize(frame, list(bench.class_names)), "timings": {"total_seconds": result.seconds},
-            "history": result.history, "method_summary": result.method.summary(),
+            "history": result.history, "method_summary": method_summary,
         }
         source = f"{dataset} {noise}" + (f" (candidate sets, partial rate {partial_rate:g})" if partial_rate is not None else "")
         inputs = ReportInputs(frame, summary, list(bench.class_names), ArrayImages(bench.train_images), is_noisy=is_noisy, source=source)
@@ -519,7 +530,7 @@ def benchmark_run(
         "test_accuracy": result.test_accuracy,
         "seconds": result.seconds, "seconds_per_epoch": float(np.mean([h["seconds"] for h in result.history])) if result.history else None,
         "device": result.device, "settings": config.to_dict(), "lnlclean_version": __version__,
-        "method_summary": result.method.summary(),
+        "method_summary": method_summary,
     }
     return BenchmarkRun(scores, verdicts, labels)
 

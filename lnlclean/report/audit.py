@@ -65,8 +65,8 @@ def build_audit_table(inputs: AuditInputs) -> pd.DataFrame:
     clean_prob = np.asarray(columns.pop("clean_prob"), dtype=np.float64)
     suggested = np.asarray(columns.pop("suggested_label"), dtype=np.int64)
     suggested_prob = columns.pop("suggested_prob", probs[rows, suggested])
-    flagged = columns.pop("is_label_issue", None)
-    flagged = clean_prob < inputs.threshold if flagged is None else np.asarray(flagged, dtype=bool)
+    flagged = label_issues(inputs.method_columns, inputs.threshold)
+    columns.pop("is_label_issue", None)
     frame = pd.DataFrame({
         "index": rows,
         "path": inputs.paths,
@@ -87,6 +87,13 @@ def build_audit_table(inputs: AuditInputs) -> pd.DataFrame:
             if name not in frame.columns:
                 frame[name] = inputs.extra[name].to_numpy()
     return frame
+
+
+def label_issues(method_columns: dict, threshold: float) -> np.ndarray:
+    """Returns which samples are label issues (bool, N): the method's own ``is_label_issue`` column when it gives one, else ``clean_prob < threshold``."""
+    if "is_label_issue" in method_columns:
+        return np.asarray(method_columns["is_label_issue"], dtype=bool)
+    return np.asarray(method_columns["clean_prob"], dtype=np.float64) < threshold
 
 
 def write_audit(frame: pd.DataFrame, path: Path, metadata: dict) -> None:
