@@ -50,19 +50,26 @@ def combine(verdicts: list[Verdicts], n_classes: int, threshold: float = 0.5) ->
     clean = np.mean([v.clean_prob for v in verdicts], axis=0)
     votes = np.sum([v.flagged for v in verdicts], axis=0)
     flagged = (2 * votes > m) | ((2 * votes == m) & (clean < threshold))
-    rows = np.arange(len(clean))
-    counts = np.zeros((len(clean), n_classes))
+    suggested, agreement = majority_label(verdicts, n_classes)
+    return {
+        "clean_prob": clean, "is_label_issue": flagged, "suggested_label": suggested,
+        "consensus_votes": votes.astype(np.int64), "consensus_agreement": agreement,
+    }
+
+
+def majority_label(verdicts: list[Verdicts], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Returns per sample the label most of `verdicts` suggest (a tie: the suggestion of the lowest clean_prob) and the share that suggest it."""
+    m = len(verdicts)
+    rows = np.arange(len(verdicts[0].suggested))
+    counts = np.zeros((len(rows), n_classes))
     for v in verdicts:
         np.add.at(counts, (rows, v.suggested), 1)
     most_doubtful = np.argmin([v.clean_prob for v in verdicts], axis=0)
     tie_breaker = np.stack([v.suggested for v in verdicts])[most_doubtful, rows]
     score = counts * m
     score[rows, tie_breaker] += 1  # less than one vote: decides ties only
-    suggested = score.argmax(axis=1)
-    return {
-        "clean_prob": clean, "is_label_issue": flagged, "suggested_label": suggested,
-        "consensus_votes": votes.astype(np.int64), "consensus_agreement": counts[rows, suggested] / m,
-    }
+    label = score.argmax(axis=1)
+    return label, counts[rows, label] / m
 
 
 def check_same_samples(frames: dict[str, pd.DataFrame]) -> None:
@@ -102,7 +109,7 @@ def consensus_table(frames: dict[str, pd.DataFrame], class_names: list[str], thr
     names = np.asarray(class_names, dtype=object)
     verdicts = _verdicts(frames, "suggested_label", index_of)
     combined = combine(verdicts, len(class_names), threshold)
-    predicted = combine(_verdicts(frames, "predicted_label", index_of), len(class_names), threshold)["suggested_label"]
+    predicted, _ = majority_label(_verdicts(frames, "predicted_label", index_of), len(class_names))
     first = next(iter(frames.values()))
     mean = lambda column: np.mean([frame[column].to_numpy(np.float64) for frame in frames.values()], axis=0)  # noqa: E731
     agreeing = [np.where(v.suggested == combined["suggested_label"], frame["suggested_prob"].to_numpy(np.float64), np.nan)
