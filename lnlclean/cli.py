@@ -352,6 +352,12 @@ def benchmark(
     runs = []
     writes = current_world().is_main
     with output_directory(out, create=writes) as out_dir:
+
+        def record(run: dict) -> None:  # benchmark.json is rewritten after every run, so a stopped benchmark keeps what it finished
+            runs.append(run)
+            if writes:
+                write_json(out_dir / BENCHMARK_FILE, {"lnlclean_version": __version__, "runs": runs})
+
         for spec in specs:
             members = []
             for name in methods:
@@ -360,13 +366,9 @@ def benchmark(
                 members.append(benchmark_run(
                     dataset, spec, configs[name], data_dir, train_size, opts.cache_dir, reporter, partial_rate, report_path,
                 ))
-                runs.append(members[-1].scores)
-                if writes:
-                    write_json(out_dir / BENCHMARK_FILE, {"lnlclean_version": __version__, "runs": runs})
+                record(members[-1].scores)
             if consensus:
-                runs.append(score_consensus(members))
-                if writes:
-                    write_json(out_dir / BENCHMARK_FILE, {"lnlclean_version": __version__, "runs": runs})
+                record(score_consensus(members))
     print_benchmark_table(runs)
     stdout.print(f"wrote {out_dir / BENCHMARK_FILE}")
     failures = check_fail_under(runs, thresholds)
