@@ -21,7 +21,7 @@ from . import __version__
 from .config import CHOICES, RunConfig, field_name, option_name
 from .data.datasets import DATASETS
 from .data.manifest import read_manifest
-from .data.noise import parse_noise_spec
+from .data.noise import NoiseSpec, parse_noise_spec
 from .distributed import current as current_world
 from .errors import UserError
 from .fileio import check_output_dir, check_output_file, output_directory, refuse_earlier_output, write_json
@@ -307,7 +307,9 @@ def relabel(
 def benchmark(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help=f"One of {', '.join(DATASETS)}.", show_default=False)],
-    noise: Annotated[list[str], typer.Option("--noise", "-n", help="clean, symNN or asymNN (repeatable).")] = ["sym40"],
+    noise: Annotated[Optional[list[str]], typer.Option("--noise", "-n", help="clean, symNN, asymNN or idnNN (repeatable). Default: sym40, or none with --noise-file.", show_default=False)] = None,
+    noise_file: Annotated[Optional[Path], typer.Option(help="Real noisy labels for the training images: a CSV with columns index,label, or a CIFAR-N file such as CIFAR-10_human.pt.", show_default=False)] = None,
+    noise_key: Annotated[Optional[str], typer.Option(help="The label set of a CIFAR-N --noise-file, e.g. worse_label or aggre_label.", show_default=False)] = None,
     method: Annotated[list[str], typer.Option("--method", "-m", help="Method (repeatable or comma-separated), or 'all'.")] = [DEFAULTS.method],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for benchmark.json.")] = Path("lnlclean-bench"),
     data_dir: Annotated[Optional[Path], typer.Option(help="Local CIFAR: torchvision's files, or train/<class>/* and test/<class>/* folders.", show_default=False)] = None,
@@ -335,6 +337,8 @@ def benchmark(
         lnlclean benchmark digits --noise sym20 --partial-rate 0.3 --method alim
 
         lnlclean benchmark digits --noise sym40 --method pmnar --method alr --method flywheel --consensus
+
+        lnlclean benchmark cifar10 --data-dir ./cifar10 --noise-file CIFAR-10_human.pt --noise-key worse_label
     """
     if dataset not in DATASETS:
         raise UserError(f"dataset {dataset!r}: unknown; choose one of {', '.join(DATASETS)}")
@@ -343,7 +347,7 @@ def benchmark(
         raise UserError("--consensus: needs two or more different --method values")
     for name in methods:
         get_method(name)
-    specs = [parse_noise_spec(spec) for spec in noise]
+    specs = noise_specs(noise, noise_file, noise_key)
     thresholds = parse_fail_under(fail_under)
     configs = {name: run_config(opts, ctx, method=name, methods=methods) for name in methods}
     check_output_dir(out)
@@ -376,6 +380,18 @@ def benchmark(
         stdout.print(f"[red]below threshold[/red]: {line}")
     if failures:
         raise typer.Exit(1)
+
+
+def noise_specs(noise: list[str] | None, noise_file: Path | None, noise_key: str | None) -> list[NoiseSpec]:
+    """Returns the noises a benchmark runs: each ``--noise``, then the ``--noise-file`` (sym40 when neither is given). Raises UserError for a bad spec."""
+    if noise_key is not None and noise_file is None:
+        raise UserError(f"--noise-key {noise_key}: names a label set of --noise-file; give --noise-file too")
+    specs = [parse_noise_spec(spec) for spec in noise or ([] if noise_file else ["sym40"])]
+    if noise_file is not None:
+        if not noise_file.is_file():
+            raise UserError(f"--noise-file {noise_file}: no such file")
+        specs.append(NoiseSpec("file", 0.0, str(noise_file), noise_key))
+    return specs
 
 
 def parse_fail_under(text: str | None) -> dict[str, float]:

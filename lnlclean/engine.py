@@ -147,9 +147,11 @@ def describe_device(device: torch.device, world: World = World()) -> str:
     return f"{name} × {world.size} processes" if world.distributed else name
 
 
-def build_method(config: RunConfig, data: TrainData, device: torch.device, world: World = World()) -> Method:
-    """Returns the configured method with freshly initialised networks on `device`."""
-    method_cls = get_method(config.method)
+def build_method(
+    config: RunConfig, data: TrainData, device: torch.device, world: World = World(), method_cls: type[Method] | None = None,
+) -> Method:
+    """Returns the configured method (or `method_cls`, a Method subclass taking `config.method`'s settings) with freshly initialised networks on `device`."""
+    method_cls = method_cls or get_method(config.method)
     hparams = method_hparams(method_cls, config.method_params)
     in_channels = data.images.shape[-1]
 
@@ -228,8 +230,9 @@ def fit(
     reporter: Reporter | None = None,
     checkpoint_path: Path | None = None,
     resume: bool = False,
+    method_cls: type[Method] | None = None,
 ) -> FitResult:
-    """Trains `config.method` on `data` and returns the final per-sample probabilities.
+    """Trains `config.method` (or `method_cls`, an unregistered variant of it) on `data` and returns the final per-sample probabilities.
 
     A checkpoint is written atomically to `checkpoint_path` after every epoch, and within an
     epoch whenever :data:`CHECKPOINT_SECONDS` have passed since the last one. On SIGINT or
@@ -246,7 +249,7 @@ def fit(
     _configure_torch(device, config.seed)
     store = ImageStore(data.images, device)
     augmenter = Augmenter.fit(data.images, device, flip=data.flip)
-    method = build_method(config, data, device, world)
+    method = build_method(config, data, device, world, method_cls)
     needs = host_memory_needs(method, data, device)
     check_host_memory(needs, config.max_ram, processes_on_this_machine(world), memory_remedies(config, device, needs))
     optimizer = torch.optim.SGD(

@@ -19,12 +19,14 @@ import pandas as pd
 from . import __version__
 from .config import RunConfig
 from .data import cache as image_cache
-from .data.datasets import load_benchmark
+from .data.datasets import BenchmarkData, load_benchmark
 from .data.manifest import Manifest, read_manifest
 from .data.noise import NoiseSpec, inject_noise, partial_candidates
+from .data.noise_file import noisy_training_labels, read_noise_file
 from .distributed import current as current_world
 from .engine import FitResult, TrainData, fit
 from .errors import UserError
+from .idn import idn_labels
 from .fileio import check_output_dir, check_output_file, output_directory, refuse_earlier_output, remove_stale_temporaries, write_json
 from .methods import candidate_readers, get_method
 from .models import default_image_size
@@ -493,7 +495,7 @@ def benchmark_run(
     true_labels = bench.train_labels
     candidates = None
     if partial_rate is None:
-        given = inject_noise(true_labels, noise, bench.class_names, dataset, seed=config.seed)
+        given = benchmark_labels(bench, noise, config, cache_dir, reporter)
     else:
         candidates = partial_candidates(true_labels, partial_rate, noise.rate, len(bench.class_names), seed=config.seed)
         given = candidates.argmax(axis=1)
@@ -533,6 +535,20 @@ def benchmark_run(
         "method_summary": method_summary,
     }
     return BenchmarkRun(scores, verdicts, labels)
+
+
+def benchmark_labels(bench: BenchmarkData, noise: NoiseSpec, config: RunConfig, cache_dir: Path | None, reporter: Reporter) -> np.ndarray:
+    """Returns the given labels of a benchmark's training images under `noise` (deterministic in ``config.seed``).
+
+    Instance-dependent noise trains (or reuses) its classifier, see :mod:`lnlclean.idn`; file
+    noise reads the file, see :mod:`lnlclean.data.noise_file`.
+    """
+    if noise.kind == "idn":
+        return idn_labels(bench, noise.rate, config.seed, config.device, cache_dir or image_cache.default_cache_dir(), reporter)
+    if noise.kind == "file":
+        labels = read_noise_file(Path(noise.path), noise.key, bench.class_names)
+        return noisy_training_labels(bench, labels, Path(noise.path))
+    return inject_noise(bench.train_labels, noise, bench.class_names, bench.name, seed=config.seed)
 
 
 def score_verdicts(verdicts: Verdicts, labels: NoisyLabels, threshold: float) -> dict:
@@ -583,7 +599,7 @@ def check_partial_benchmark(noise: NoiseSpec, method_cls, partial_rate: float) -
     """Raises UserError naming the option when a partial-label benchmark cannot run as asked. Returns None."""
     if not 0 < partial_rate < 1:
         raise UserError(f"--partial-rate {partial_rate}: must be between 0 and 1")
-    if noise.kind == "asym":
-        raise UserError(f"--noise {noise}: partial labels take clean or symNN noise (η = NN %), not asymNN")
+    if noise.kind not in ("clean", "sym"):
+        raise UserError(f"--noise {noise}: partial labels take clean or symNN noise (η = NN %), not {noise.kind} noise")
     if not method_cls.reads_candidates:
         raise UserError(f"--partial-rate: --method {method_cls.name} does not read candidate sets; use --method {candidate_readers()}")

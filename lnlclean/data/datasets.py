@@ -7,7 +7,9 @@
   ``train/<class>/*`` and ``test/<class>/*`` — else downloaded by torchvision into the cache.
 
 ``train_size`` keeps a stratified random subset of the training split (fixed seed), for quick
-checks on CPU.
+checks on CPU. Every dataset remembers where each kept training image sits in its whole
+training split (``split_index``), so label sets published for the whole split (a noise file)
+can be matched to a subset.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ class BenchmarkData:
         train_labels, test_labels: true labels, int64.
         class_names: names in label order.
         flip: whether a horizontal flip keeps the label (False for digits).
+        split_index: position of each training image in the whole training split as loaded
+            (torchvision's order, or for folders: class folders, then file names, both sorted);
+            None means 0…N−1.
+        split_labels: the true labels of the whole training split, or None when it is not subsampled.
+        from_folders: whether the split was read from train/<class>/* folders.
     """
 
     name: str
@@ -45,6 +52,17 @@ class BenchmarkData:
     test_labels: np.ndarray
     class_names: list[str]
     flip: bool = True
+    split_index: np.ndarray | None = None
+    split_labels: np.ndarray | None = None
+    from_folders: bool = False
+
+    def positions(self) -> np.ndarray:
+        """Returns the position of each training image in the whole training split (int64, N)."""
+        return np.arange(len(self.train_labels)) if self.split_index is None else self.split_index
+
+    def whole_split_labels(self) -> np.ndarray:
+        """Returns the true labels of the whole training split, subsampled or not."""
+        return self.train_labels if self.split_labels is None else self.split_labels
 
 
 def load_benchmark(
@@ -123,7 +141,7 @@ def _cifar_from_folders(name: str, root: Path, cache_dir: Path, advance) -> Benc
         raise UserError(f"--data-dir {root}: {train_manifest.n_classes} class folders, {name} has {expected}")
     return BenchmarkData(
         name, splits["train"][1], train_manifest.labels, splits["test"][1], test_manifest.labels,
-        train_manifest.class_names,
+        train_manifest.class_names, from_folders=True,
     )
 
 
@@ -142,4 +160,5 @@ def _subsample(data: BenchmarkData, train_size: int) -> BenchmarkData:
     return BenchmarkData(
         data.name, np.asarray(data.train_images[keep]), data.train_labels[keep],
         data.test_images, data.test_labels, data.class_names, data.flip,
+        split_index=keep, split_labels=data.train_labels, from_folders=data.from_folders,
     )
