@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -88,7 +89,7 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
     "device": (Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")], DEFAULTS.device),
     "seed": (Annotated[int, typer.Option(help="Random seed; CPU runs are reproducible for a given seed.")], DEFAULTS.seed),
     "image_size": (Annotated[Optional[int], typer.Option(help="Side in pixels. Default: keep images ≤ 64 px of one size, else the backbone's size (64, or 224 for tv: models).", show_default=False)], None),
-    "threshold": (Annotated[float, typer.Option(help="Flag a label issue when clean_prob is below this.")], DEFAULTS.threshold),
+    "threshold": (Annotated[Optional[float], typer.Option(help=f"Flag a label issue when clean_prob is below this. Default: {DEFAULTS.threshold}, or with relabel --from-audit the audit's own flags.", show_default=False)], None),
     "weights": (Annotated[Optional[str], typer.Option(help="Initial weights: a local state-dict file, or 'imagenet' for tv: models (needs internet).", show_default=False)], None),
     "no_flip": (Annotated[bool, typer.Option("--no-flip", help="Do not mirror images when augmenting (for text, digits, ...).")], False),
     "cache_dir": (Annotated[Optional[Path], typer.Option(help="Where decoded images are cached. Default: $LNLCLEAN_CACHE or ~/.cache/lnlclean.", show_default=False)], None),
@@ -149,7 +150,8 @@ def run_config(opts: SimpleNamespace, ctx: typer.Context, method: str | None = N
     return RunConfig(
         method=method, backbone=opts.backbone, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
         weight_decay=opts.weight_decay, schedule=opts.schedule.value, device=opts.device, seed=opts.seed,
-        image_size=getattr(opts, "image_size", None), threshold=opts.threshold, weights=getattr(opts, "weights", None),
+        image_size=getattr(opts, "image_size", None), threshold=DEFAULTS.threshold if opts.threshold is None else opts.threshold,
+        weights=getattr(opts, "weights", None),
         flip=not opts.no_flip, workers=getattr(opts, "workers", None), noise_rate=opts.noise_rate, compile=opts.compile,
         state_dtype=opts.state_dtype.value, state_on=opts.state_on.value, max_ram=opts.max_ram,
         method_params=params.get(method, {}),
@@ -282,10 +284,12 @@ def relabel(
     if from_audit is not None:
         if (ctx.obj or {}).get("method_options"):
             raise UserError(f"{ctx.obj['method_options'][0][0]}: method options have no effect with --from-audit")
-        audit_frame, _ = load_audit(from_audit, option="--from-audit")
+        audit_frame, metadata = load_audit(from_audit, option="--from-audit")
         manifest = read_manifest(images, labels_csv, opts.allow_outside_root)
         check_relabel_input(manifest)
-        rows = input_table(manifest)
+        if opts.threshold is not None and not 0 < opts.threshold < 1:
+            raise UserError(f"--threshold {opts.threshold}: must be between 0 and 1")
+        rows, threshold, calibration = input_table(manifest), opts.threshold, metadata.get("calibration")
     else:
         config = run_config(opts, ctx)
         result = run_audit(
@@ -293,13 +297,14 @@ def relabel(
             Reporter(opts.quiet), require_labels=True, overwrite=opts.overwrite,
             allow_outside_root=opts.allow_outside_root, out_option="--audit-dir",
         )
-        audit_frame, rows = result.audit, result.input_rows
+        audit_frame, rows, threshold, calibration = result.audit, result.input_rows, None, result.summary["calibration"]
         print_written(result)
-    corrected = run_relabel(rows, audit_frame, out, policy.value)
+    corrected, warnings = run_relabel(rows, audit_frame, out, policy.value, threshold, calibration)
     counts = corrected["action"].value_counts().to_dict()
     dropped = len(rows) - len(corrected)
     parts = [f"{counts.get(a, 0)} {a}" for a in ("keep", "relabel", "review")] + ([f"{dropped} dropped"] if dropped else [])
     stdout.print(f"wrote {out}: {', '.join(parts)}")
+    print_warnings(warnings)
 
 
 @app.command()
@@ -472,12 +477,13 @@ def print_benchmark_table(runs: list[dict]) -> None:
 
 
 def print_audit_summary(summary: dict) -> None:
-    """Prints the headline numbers of an audit to stdout. Returns None."""
+    """Prints the headline numbers of an audit to stdout, then its warnings. Returns None."""
     stdout.print(
         f"{summary['n_samples']} samples, {summary['n_label_issues']} label issues "
         f"(estimated noise rate {summary['noise_rate']:.1%}, health score {summary['health_score']:.3f})"
         + (f", {summary['n_skipped']} unreadable skipped" if summary.get("n_skipped") else "")
     )
+    print_warnings(summary.get("warnings") or [])
     if summary["top_confusions"]:
         table = Table(title="most frequent suspected confusions")
         for column in ("given label", "suggested label", "count"):
@@ -485,6 +491,12 @@ def print_audit_summary(summary: dict) -> None:
         for row in summary["top_confusions"][:5]:
             table.add_row(row["given_label"], row["suggested_label"], str(row["count"]))
         stdout.print(table)
+
+
+def print_warnings(warnings: list[dict]) -> None:
+    """Prints each warning of an audit (see lnlclean.report.trust) as one line to stdout. Returns None."""
+    for warning in warnings:
+        stdout.print(f"[yellow]warning[/yellow]: {escape(warning['message'])}")
 
 
 @app.command()

@@ -48,9 +48,9 @@ from .methods.base import Batch, Method, Setup, TablePolicy
 from .models import build_backbone
 from .progress import Reporter
 
-CHECKPOINT_FORMAT = 3
+CHECKPOINT_FORMAT = 4
 EVAL_BATCH = 512
-RESUMABLE_CHANGES = ("device", "workers", "compile", "state_dtype", "state_on", "max_ram")  # settings a resume may change
+RESUMABLE_CHANGES = ("device", "workers", "compile", "state_dtype", "state_on", "max_ram", "threshold")  # settings a resume may change (threshold: a verdict setting)
 CHECKPOINT_SECONDS = 600.0  # also checkpoint mid-epoch this often, so a crash or kill -9 loses at most this much
 
 

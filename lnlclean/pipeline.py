@@ -6,6 +6,7 @@ options and prints.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -32,7 +33,9 @@ from .methods import candidate_readers, get_method
 from .models import default_image_size
 from .progress import Reporter
 from .report import metrics
-from .report.audit import AuditInputs, build_audit_table, label_issues, load_audit, summarize, write_audit
+from .report.audit import AuditInputs, build_audit_table, load_audit, summarize, write_audit
+from .report.trust import audit_warnings, trusted
+from .report.verdicts import VerdictFit, flags, method_verdicts, relabels
 from .report.consensus import CONSENSUS, Verdicts, agreement_summary, check_same_samples, combine, consensus_table, member_names
 from .report.html import GALLERY_SIZE, RenderedReport, ReportInputs, is_report, render_report, write_report
 from .report.thumbnails import ArrayImages, FolderImages
@@ -204,40 +207,60 @@ def run_audit(
         if world.is_main:
             remove_stale_temporaries(out_dir, OUTPUT_FILES)
         result = fit(data, config, reporter, checkpoint_path=out_dir / CHECKPOINT_FILE, resume=resume)
-        frame = audit_table(result, manifest.paths, manifest.labels, manifest.class_names, config, manifest.extra)
+        columns, calibration = fitted_verdicts(result, config.threshold)
+        frame = audit_table(result, columns, manifest.paths, manifest.labels, manifest.class_names, manifest.extra)
         timings = {
             "total_seconds": time.perf_counter() - started, "cache_seconds": cache_seconds,
             "train_seconds": result.seconds, "epoch_seconds": [h["seconds"] for h in result.history],
         }
-        summary = audit_summary(manifest, skipped, config, result, frame, timings)
+        summary = audit_summary(manifest, skipped, config, result, frame, timings, calibration)
         audit_path, summary_path, report_path = out_dir / AUDIT_FILE, out_dir / SUMMARY_FILE, out_dir / REPORT_FILE
         if world.is_main:
-            write_audit(frame, audit_path, metadata=audit_metadata(config, manifest.class_names))
+            write_audit(frame, audit_path, metadata=audit_metadata(config, manifest.class_names, calibration))
             write_json(summary_path, summary)
             write_folder_report(report_path, frame, summary, manifest.class_names, manifest.root)
     return AuditResult(frame, summary, audit_path, summary_path, report_path, input_rows)
 
 
-def audit_summary(manifest: Manifest, skipped: dict[str, str], config: RunConfig, result: FitResult, frame: pd.DataFrame, timings: dict) -> dict:
+def audit_summary(
+    manifest: Manifest, skipped: dict[str, str], config: RunConfig, result: FitResult, frame: pd.DataFrame, timings: dict,
+    calibration: VerdictFit,
+) -> dict:
     """Returns the content of summary.json for a finished audit (see the README's Outputs section)."""
     return {
         **run_header(config, result),
         "images": str(manifest.root.resolve()), "labels_csv": str(manifest.source.resolve()) if manifest.source else None,
-        **summarize(frame, manifest.class_names),
+        **verdict_summary(frame, manifest.class_names, config, result, calibration),
         "n_skipped": len(skipped),
         "skipped": [{"path": p, "reason": r} for p, r in skipped.items()],
         "timings": timings,
         "history": result.history,
-        "method_summary": result.method.summary(),
     }
 
 
-def audit_table(result: FitResult, paths, given_labels, class_names, config: RunConfig, extra=None) -> pd.DataFrame:
-    """Returns the audit table for a finished fit (see :mod:`lnlclean.report.audit`)."""
+def verdict_summary(frame: pd.DataFrame, class_names: list[str], config: RunConfig, result: FitResult, calibration: VerdictFit) -> dict:
+    """Returns what summary.json says of the verdicts: counts and rates (see :func:`summarize`), the threshold, the calibration, the method's summary and the warnings."""
+    summary = {
+        **summarize(frame, class_names), "threshold": config.threshold,
+        "calibration": dataclasses.asdict(calibration), "method_summary": result.method.summary(),
+    }
+    return {**summary, "warnings": audit_warnings(frame, summary)}
+
+
+def fitted_verdicts(result: FitResult, threshold: float) -> tuple[dict[str, np.ndarray], VerdictFit]:
+    """Returns the method's audit columns with its verdicts at `threshold` (see :mod:`lnlclean.report.verdicts`), and how clean_prob was fitted."""
+    method, setup = result.method, result.method.setup
+    candidates = None if setup.candidates is None else setup.candidates.cpu().numpy()
+    return method_verdicts(
+        method.audit(result.probs), result.probs, setup.given_labels.cpu().numpy(), threshold, candidates,
+    )
+
+
+def audit_table(result: FitResult, columns: dict[str, np.ndarray], paths, given_labels, class_names, extra=None) -> pd.DataFrame:
+    """Returns the audit table for a finished fit and its verdict `columns` (see :mod:`lnlclean.report.audit`)."""
     return build_audit_table(AuditInputs(
         paths=list(paths), given_labels=np.asarray(given_labels), class_names=list(class_names),
-        probs=result.probs, method_columns=result.method.audit(result.probs),
-        threshold=config.threshold, extra=extra,
+        probs=result.probs, method_columns=columns, extra=extra,
     ))
 
 
@@ -249,11 +272,11 @@ def run_header(config: RunConfig, result: FitResult) -> dict:
     }
 
 
-def audit_metadata(config: RunConfig, class_names: list[str]) -> dict:
-    """Returns the JSON stored in the audit's Parquet schema metadata."""
+def audit_metadata(config: RunConfig, class_names: list[str], calibration: VerdictFit) -> dict:
+    """Returns the JSON stored in the audit's Parquet schema metadata: version, method, settings, class names, seed and the calibration fit."""
     return {
         "lnlclean_version": __version__, "method": config.method, "settings": config.to_dict(),
-        "class_names": list(class_names), "seed": config.seed,
+        "class_names": list(class_names), "seed": config.seed, "calibration": dataclasses.asdict(calibration),
     }
 
 
@@ -425,13 +448,24 @@ def input_table_of(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"path": frame["path"].to_numpy(), "label": frame["given_label"].to_numpy()})
 
 
-def run_relabel(input_rows: pd.DataFrame, audit: pd.DataFrame, out_file: Path, policy: str) -> pd.DataFrame:
-    """Writes the corrected-label CSV for `input_rows` under `policy` to `out_file` (rank 0 under torchrun). Returns it."""
-    corrected = corrected_manifest(input_rows, audit, policy)
+def run_relabel(
+    input_rows: pd.DataFrame, audit: pd.DataFrame, out_file: Path, policy: str, threshold: float | None = None, calibration: dict | None = None,
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Writes the corrected-label CSV for `input_rows` under `policy` to `out_file` (rank 0 under torchrun).
+
+    With `threshold` the flags are ``clean_prob < threshold`` rather than the audit's own.
+    `calibration` is the audit's (its summary or metadata); with the flags it decides whether
+    the audit is trusted to change labels (see :mod:`lnlclean.report.trust`). Returns the
+    corrected manifest and the audit's warnings at these flags.
+    """
+    flagged = audit["is_label_issue"].to_numpy(bool) if threshold is None else flags(audit["clean_prob"].to_numpy(np.float64), threshold)
+    checked = audit.assign(is_label_issue=flagged)
+    warnings = audit_warnings(checked, {"noise_rate": float(1.0 - audit["clean_prob"].mean()), "calibration": calibration or {}})
+    corrected = corrected_manifest(input_rows, checked, policy, trusted=trusted(warnings))
     if current_world().is_main:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         write_manifest(corrected, out_file)
-    return corrected
+    return corrected, warnings
 
 
 @dataclass
@@ -508,31 +542,29 @@ def benchmark_run(
         fingerprint=f"{dataset}:{noise}:{partial_rate}:{train_size}", true_labels=true_labels,
     )
     result = fit(data, config, reporter)
-    columns = result.method.audit(result.probs)
-    clean_prob = np.asarray(columns["clean_prob"], dtype=np.float64)
-    verdicts = Verdicts(config.method, clean_prob, label_issues(columns, config.threshold), np.asarray(columns["suggested_label"]))
-    method_summary = result.method.summary()
+    columns, calibration = fitted_verdicts(result, config.threshold)
+    verdicts = Verdicts(
+        config.method, columns["clean_prob"], columns["is_label_issue"], columns["suggested_label"], columns["suggested_prob"], result.probs.argmax(axis=1),
+    )
+    names = np.asarray(bench.class_names, dtype=object)
+    frame = audit_table(result, columns, [f"train/{i:05d}" for i in rows], given, bench.class_names, pd.DataFrame({"true_label": names[true_labels]}))
+    summary = {
+        **run_header(config, result), **verdict_summary(frame, list(bench.class_names), config, result, calibration),
+        "timings": {"total_seconds": result.seconds}, "history": result.history,
+    }
     if report_path is not None and world.is_main:
-        names = np.asarray(bench.class_names, dtype=object)
-        frame = build_audit_table(AuditInputs(
-            paths=[f"train/{i:05d}" for i in rows], given_labels=given, class_names=list(bench.class_names), probs=result.probs,
-            method_columns=columns, threshold=config.threshold, extra=pd.DataFrame({"true_label": names[true_labels]}),
-        ))
-        summary = {
-            **run_header(config, result), **summarize(frame, list(bench.class_names)), "timings": {"total_seconds": result.seconds},
-            "history": result.history, "method_summary": method_summary,
-        }
         source = f"{dataset} {noise}" + (f" (candidate sets, partial rate {partial_rate:g})" if partial_rate is not None else "")
         inputs = ReportInputs(frame, summary, list(bench.class_names), ArrayImages(bench.train_images), is_noisy=is_noisy, source=source)
         write_report(report_path, render_report(inputs))
     scores = {
         "dataset": dataset, "noise": str(noise), "partial_rate": partial_rate, "method": config.method, "seed": config.seed,
         "epochs": config.epochs, "backbone": config.backbone, "n_train": int(len(given)),
-        **score_verdicts(verdicts, labels, config.threshold),
+        **score_verdicts(verdicts, labels, config.threshold, trusted(summary["warnings"])),
+        "disagreement": disagreement_scores(result.probs, labels),
         "test_accuracy": result.test_accuracy,
         "seconds": result.seconds, "seconds_per_epoch": float(np.mean([h["seconds"] for h in result.history])) if result.history else None,
         "device": result.device, "settings": config.to_dict(), "lnlclean_version": __version__,
-        "method_summary": method_summary,
+        "calibration": summary["calibration"], "warnings": summary["warnings"], "method_summary": summary["method_summary"],
     }
     return BenchmarkRun(scores, verdicts, labels)
 
@@ -551,28 +583,41 @@ def benchmark_labels(bench: BenchmarkData, noise: NoiseSpec, config: RunConfig, 
     return inject_noise(bench.train_labels, noise, bench.class_names, bench.name, seed=config.seed)
 
 
-def score_verdicts(verdicts: Verdicts, labels: NoisyLabels, threshold: float) -> dict:
+def score_verdicts(verdicts: Verdicts, labels: NoisyLabels, threshold: float, trusted: bool = True) -> dict:
     """Returns how well `verdicts` find and fix the wrong labels of `labels`.
 
-    Holds true and estimated noise rate, detection precision/recall/F1/AUROC, relabel accuracy
-    on flagged noisy samples, and label accuracy before and after relabelling (with candidate
-    sets: of a random candidate before, of every suggestion after).
+    Holds true and estimated noise rate (the mean of 1 − clean_prob) and the flagged share,
+    detection precision/recall/F1/AUROC, relabel accuracy on flagged noisy samples, label
+    accuracy before and after ``relabel`` (which changes nothing when the audit is not
+    `trusted`; with candidate sets: of a random candidate before, of every suggestion after),
+    how many labels it changed and the share of wrong labels it fixed.
     """
     given, true_labels, candidates, is_noisy = labels.given, labels.true_labels, labels.candidates, labels.is_noisy
+    changed = relabels(verdicts.flagged, verdicts.clean_prob, verdicts.suggested_prob, verdicts.suggested == verdicts.predicted, trusted)
     if candidates is None:
         before = metrics.label_accuracy(given, true_labels)
-        after = metrics.corrected_labels(given, verdicts.suggested, verdicts.flagged)
+        after = metrics.corrected_labels(given, verdicts.suggested, changed)
     else:
         rows = np.arange(len(given))
         before = float(np.mean(candidates[rows, true_labels] / candidates.sum(axis=1)))
-        after = verdicts.suggested
+        after = verdicts.suggested  # the method's choice within or outside each set, for every sample
     return {
-        "true_noise_rate": float(is_noisy.mean()), "estimated_noise_rate": float(verdicts.flagged.mean()),
+        "true_noise_rate": float(is_noisy.mean()), "estimated_noise_rate": float(1.0 - np.mean(verdicts.clean_prob)),
+        "flagged_rate": float(np.mean(verdicts.flagged)),
         **metrics.detection_metrics(is_noisy, verdicts.clean_prob, threshold, verdicts.flagged),
         "relabel_accuracy": metrics.relabel_accuracy(true_labels, given, verdicts.suggested, verdicts.flagged, is_noisy),
         "label_accuracy_before": before,
         "label_accuracy_after": metrics.label_accuracy(after, true_labels),
+        "relabelled": int(changed.sum()),
+        "wrong_labels_fixed": metrics.fixed_share(given, after, true_labels),
     }
+
+
+def disagreement_scores(probs: np.ndarray, labels: NoisyLabels) -> dict:
+    """Returns the flagged share, precision, recall and F1 of the argmax-disagreement rule (flag where the network's argmax is not the given label) on the same probabilities, for comparison."""
+    flagged = np.asarray(probs).argmax(axis=1) != labels.given
+    scores = metrics.detection_metrics(labels.is_noisy, (~flagged).astype(np.float64), 0.5, flagged)
+    return {"flagged_rate": float(flagged.mean()), **{key: scores[key] for key in ("precision", "recall", "f1")}}
 
 
 def score_consensus(runs: list[BenchmarkRun], threshold: float = 0.5) -> dict:
@@ -580,15 +625,18 @@ def score_consensus(runs: list[BenchmarkRun], threshold: float = 0.5) -> dict:
 
     Scored like a method; ``method`` is ``consensus(<member>+<member>…)``, ``seconds`` the sum of
     the members', ``test_accuracy`` None (no network of its own), and ``members`` each member's F1.
+    Its relabel changes nothing unless every member's audit is trusted.
     """
     combined = combine([run.verdicts for run in runs], runs[0].labels.n_classes, threshold)
     names = "+".join(run.scores["method"] for run in runs)
-    verdicts = Verdicts(CONSENSUS, combined["clean_prob"], combined["is_label_issue"], combined["suggested_label"])
+    verdicts = Verdicts(
+        CONSENSUS, combined["clean_prob"], combined["is_label_issue"], combined["suggested_label"], combined["suggested_prob"], combined["predicted_label"],
+    )
     first = runs[0].scores
     return {
         **{key: first[key] for key in ("dataset", "noise", "partial_rate", "seed", "epochs", "backbone", "n_train")},
         "method": f"{CONSENSUS}({names})",
-        **score_verdicts(verdicts, runs[0].labels, threshold),
+        **score_verdicts(verdicts, runs[0].labels, threshold, all(trusted(run.scores["warnings"]) for run in runs)),
         "test_accuracy": None, "seconds": sum(run.scores["seconds"] for run in runs), "seconds_per_epoch": None,
         "device": first["device"], "lnlclean_version": __version__,
         "members": {run.scores["method"]: run.scores["f1"] for run in runs},

@@ -54,12 +54,14 @@ def test_audit_flags_what_cleanlab_finds_on_the_out_of_fold_probabilities(noisy_
     summary = json.loads((out / "summary.json").read_text())
     assert meta["settings"]["method_params"] == {"folds": 3}
     assert sorted(frame["cl_fold"].unique()) == [0, 1, 2]
-    assert (frame["clean_prob"] == frame["cl_label_quality"]).all()
-    assert np.allclose(frame["clean_prob"], frame["given_label_prob"], atol=1e-6)  # self confidence of the out-of-fold probabilities
-    assert frame["is_label_issue"].sum() == summary["method_summary"]["cleanlab_label_issues"] == summary["n_label_issues"]
+    assert (frame["label_score"] == frame["cl_label_quality"]).all()
+    assert np.allclose(frame["label_score"], frame["given_label_prob"], atol=1e-6)  # self confidence of the out-of-fold probabilities
+    assert frame["cl_label_issue"].sum() == summary["method_summary"]["cleanlab_label_issues"]
+    assert (frame["is_label_issue"] == (frame["clean_prob"] < 0.5)).all()  # the calibrated flags every method has
     wrong = np.zeros(len(frame), dtype=bool)
     wrong[folder["wrong"]] = True
-    assert frame["is_label_issue"][wrong].mean() > frame["is_label_issue"][~wrong].mean() + 0.5
+    for flags in (frame["is_label_issue"], frame["cl_label_issue"]):
+        assert flags[wrong].mean() > flags[~wrong].mean() + 0.5
     assert 0 < summary["method_summary"]["cleanlab_noise_rate"] < 1
 
 

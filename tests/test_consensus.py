@@ -16,8 +16,10 @@ from lnlclean.report.audit import read_audit
 from lnlclean.report.consensus import Verdicts, check_same_samples, combine, member_names
 
 
-def verdicts(name, clean_prob, flagged, suggested) -> Verdicts:
-    return Verdicts(name, np.array(clean_prob, dtype=float), np.array(flagged, dtype=bool), np.array(suggested))
+def verdicts(name, clean_prob, flagged, suggested, suggested_prob=0.9) -> Verdicts:
+    clean_prob = np.array(clean_prob, dtype=float)
+    suggested = np.array(suggested)  # the networks predict what they suggest
+    return Verdicts(name, clean_prob, np.array(flagged, dtype=bool), suggested, np.full(len(clean_prob), suggested_prob), suggested)
 
 
 def test_majority_flags_and_a_tie_is_decided_by_the_mean_clean_prob():
@@ -55,7 +57,7 @@ def test_benchmark_consensus_is_scored_like_a_method():
 
     def run(name, flagged, suggested):
         scores = {"dataset": "d", "noise": "sym40", "partial_rate": None, "seed": 0, "epochs": 1, "backbone": "b", "n_train": 5,
-                  "method": name, "seconds": 1.0, "device": "cpu", "f1": 0.5}
+                  "method": name, "seconds": 1.0, "device": "cpu", "f1": 0.5, "warnings": []}
         clean = np.where(flagged, 0.2, 0.8)
         return BenchmarkRun(scores, verdicts(name, clean, flagged, suggested), labels)
 
@@ -64,7 +66,9 @@ def test_benchmark_consensus_is_scored_like_a_method():
     scored = score_consensus(runs)
     assert scored["method"] == "consensus(a+b+c)" and scored["seconds"] == 3.0 and scored["members"] == {"a": 0.5, "b": 0.5, "c": 0.5}
     assert (scored["precision"], scored["recall"], scored["f1"]) == (1.0, 1.0, 1.0)
-    assert scored["estimated_noise_rate"] == pytest.approx(2 / 5) and scored["true_noise_rate"] == pytest.approx(2 / 5)
+    # the estimate is the mean of 1 − the members' mean clean_prob, not the share flagged
+    assert scored["estimated_noise_rate"] == pytest.approx(0.44) and scored["true_noise_rate"] == pytest.approx(2 / 5)
+    assert scored["flagged_rate"] == pytest.approx(2 / 5)
     assert scored["relabel_accuracy"] == 1.0 and scored["label_accuracy_after"] == 1.0 and scored["test_accuracy"] is None
 
 

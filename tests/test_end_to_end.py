@@ -32,18 +32,22 @@ def cli(*args: str) -> int:
 
 
 FAST = ("--method", "ce", "--epochs", "30", "--device", "cpu", "--no-flip", "--lr", "0.05")
+CALIBRATED = ("--method", "ce", "--epochs", "16", "--device", "cpu", "--no-flip", "--lr", "0.05")  # before the network memorises the wrong labels
 
 
 def test_audit_then_relabel_round_trip(noisy_folder, tmp_path):
     out, cache = tmp_path / "audit", tmp_path / "cache"
-    assert cli("audit", noisy_folder["images"], noisy_folder["csv"], "--out", out, "--cache-dir", cache, *FAST) == 0
+    assert cli("audit", noisy_folder["images"], noisy_folder["csv"], "--out", out, "--cache-dir", cache, *CALIBRATED) == 0
     frame, meta = read_audit(out / "audit.parquet")
     assert list(frame.columns[: len(CORE_COLUMNS)]) == list(CORE_COLUMNS)
     assert "annotator" in frame.columns and len(frame) == N_IMAGES
     assert meta["method"] == "ce" and meta["class_names"] == [str(d) for d in range(10)]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_samples"] == N_IMAGES and len(summary["history"]) == 30
-    assert abs(summary["noise_rate"] - frame["is_label_issue"].mean()) < 1e-9
+    assert summary["n_samples"] == N_IMAGES and len(summary["history"]) == 16
+    assert abs(summary["noise_rate"] - (1 - frame["clean_prob"]).mean()) < 1e-9
+    assert summary["noise_rate"] == pytest.approx(FLIPPED / N_IMAGES, abs=0.04)  # the estimate follows the truth
+    assert summary["n_label_issues"] == frame["is_label_issue"].sum() and summary["warnings"] == []
+    assert (frame["suggested_label"] != frame["given_label"]).all()
     # the wrong labels are ranked as less clean than the right ones
     is_wrong = np.zeros(N_IMAGES, dtype=bool)
     is_wrong[noisy_folder["wrong"]] = True
@@ -61,6 +65,18 @@ def test_audit_then_relabel_round_trip(noisy_folder, tmp_path):
     accuracy_before = np.mean(noisy_folder["given"] == noisy_folder["true"])
     accuracy_after = np.mean(corrected["label"].astype(int).to_numpy() == noisy_folder["true"])
     assert accuracy_after > accuracy_before
+
+
+def test_an_audit_of_memorised_labels_warns_and_relabel_changes_none(noisy_folder, tmp_path):
+    # 30 epochs on 240 images: the network has fitted most wrong labels and can no longer argue against them
+    out = tmp_path / "audit"
+    assert cli("audit", noisy_folder["images"], noisy_folder["csv"], "--out", out, "--cache-dir", tmp_path / "cache", *FAST) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [warning["code"] for warning in summary["warnings"]] == ["not-separated"]
+    assert read_audit(out / "audit.parquet")[1]["calibration"]["separated"] is False  # relabel --from-audit reads it here
+    assert cli("relabel", noisy_folder["images"], noisy_folder["csv"], "--from-audit", out / "audit.parquet", "--out", tmp_path / "fixed.csv") == 0
+    corrected = pd.read_csv(tmp_path / "fixed.csv", dtype=str)
+    assert (corrected["label"] == corrected["original_label"]).all() and (corrected["action"] != "relabel").all()
 
 
 def test_relabel_trains_when_no_audit_given(noisy_folder, tmp_path):
@@ -181,7 +197,7 @@ def test_alr_audit_takes_lambda_by_its_option_name_and_writes_its_columns(noisy_
     frame, meta, summary = method_audit(noisy_folder, tmp_path, 6, "--method", "alr", "--alr-lambda", "0.1", "--alr-warmup", "3")
     assert meta["settings"]["method_params"] == {"lambda_": 0.1, "warmup": 3}
     assert frame["alr_target_max"].between(1 / 10, 1).all() and (frame["alr_target_entropy"] > 0).all()
-    assert frame["clean_prob"].lt(1).all() and frame["clean_prob"].gt(0.9**3 - 1e-6).all()
+    assert frame["label_score"].lt(1).all() and frame["label_score"].gt(0.9**3 - 1e-6).all()  # t[given] after 3 refinement epochs
     assert summary["lambda"] == 0.1 and summary["warmup"] == 3
     entropies = summary["mean_target_entropy_per_epoch"]
     assert entropies[:3] == [0.0, 0.0, 0.0] and entropies[3] > 0
@@ -195,7 +211,7 @@ def test_alim_audit_writes_its_columns_and_lambda_per_epoch(noisy_folder, tmp_pa
     assert len(lambdas) == 6 and lambdas[0] == 0.0 and 0 < lambdas[-1] <= 1
     assert (frame["alim_lambda"] == lambdas[-1]).all()
     assert frame["alim_margin_quantile"].between(0, 1).all() and frame["alim_margin"].gt(0).all()
-    assert (frame["clean_prob"] < 0.5).equals(frame["alim_margin"] < lambdas[-1])
+    assert (frame["label_score"] < 0.5).equals(frame["alim_margin"] < lambdas[-1])
 
 
 def write_candidates_csv(noisy_folder, path, with_label: bool) -> list[str]:
@@ -243,7 +259,7 @@ def test_flywheel_audit_writes_its_columns_gamma_and_corruption_matrix(noisy_fol
     frame, _, summary = method_audit(noisy_folder, tmp_path, 6, "--method", "flywheel", "--flywheel-warmup", "2")
     assert frame["flywheel_corruption_prob"].between(0, 1).all() and frame["flywheel_corruption_prob"].gt(0).any()
     assert frame["flywheel_refurbished_prob"].between(0.1, 1).all()
-    assert (frame["suggested_prob"] == frame["flywheel_refurbished_prob"]).all()
+    assert (frame["suggested_label"] != frame["given_label"]).all()
     gammas = summary["gamma_per_epoch"]
     assert gammas[0] is None and all(0.01 <= g <= 0.99 for g in gammas[1:]) and summary["gamma"] == gammas[-1]
     matrix = np.array(summary["corruption_matrix"])

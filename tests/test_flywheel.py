@@ -10,7 +10,7 @@ from conftest import batch_of, make_method
 from lnlclean.config import method_hparams
 from lnlclean.errors import UserError
 from lnlclean.methods.flywheel import (
-    Flywheel, clean_probability, confidence_regularizer, corruption_likelihood, estimate_corruption,
+    Flywheel, clean_probability, confidence_regularizer, corruption_likelihood, estimate_corruption, given_label_margin,
     main_targets, supervised_contrastive, true_class_estimate, uniform_corruption,
 )
 
@@ -87,16 +87,25 @@ def make_flywheel(given, n_classes=3, epochs=6, **params) -> Flywheel:
     return make_method(Flywheel, given, n_classes, epochs, **params)
 
 
-def test_warmup_sets_gamma_from_disagreement_and_leaves_the_matrix_uniform():
+def test_warmup_records_margins_and_sets_gamma_from_their_mixture():
     method = make_flywheel([0, 1, 2, 0], warmup=1)
+    logits = method.main(batch_of(method, [0, 1, 2, 3]).weak).float()
     method.training_step(batch_of(method, [0, 1, 2, 3]), epoch=0)
-    predicted = method.refurbished.clone()
-    disagreement = (predicted != method.setup.given_labels).float().mean().item()
+    assert method.main_margin.tolist() == pytest.approx(given_label_margin(logits, method.setup.given_labels).tolist(), abs=1e-4)
+    assert torch.equal(method.refurbished, method.setup.given_labels)  # nothing refurbished before the EM cycles
+    margins = torch.cat([torch.linspace(-3.5, -2.5, 30), torch.linspace(1.5, 2.5, 70)])  # 30 % prefer another label
+    method = make_flywheel([0, 1, 2, 0] * 25, warmup=1)
+    method.main_margin.copy_(margins)
     logged = method.end_epoch(0, evaluate=None)
-    assert method.gamma == pytest.approx(min(max(1 - disagreement, 0.01), 0.99))
-    assert logged["gamma"] == method.gamma and method.summary()["gamma_source"] == "warm-up disagreement"
-    assert torch.equal(method.refurbished, method.setup.given_labels)
+    assert method.gamma == pytest.approx(0.7, abs=0.02)
+    assert logged["gamma"] == method.gamma and method.summary()["gamma_source"] == "warm-up margin mixture"
     assert torch.equal(method.corruption, uniform_corruption(3))
+
+
+def test_given_label_margin():
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 3.0]])
+    margin = given_label_margin(logits, torch.tensor([0, 2]))
+    assert margin.tolist() == pytest.approx([1.0, 0.0])
 
 
 def test_noise_rate_sets_gamma():

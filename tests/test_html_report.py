@@ -96,7 +96,7 @@ def test_headline_and_class_table_agree_with_the_audit(audited):
     frame, text = audited["frame"], audited["text"]
     flagged = int(frame["is_label_issue"].sum())
     assert f'<div class="value">{flagged}</div><div class="name">label issues</div>' in text
-    assert f'{frame["is_label_issue"].mean():.1%}</div><div class="name">estimated noise rate' in text
+    assert f'{1 - frame["clean_prob"].mean():.1%}</div><div class="name">estimated noise rate' in text
     assert f'{audited["is_noisy"].mean():.1%}</div><div class="name">true noise rate' in text
     table = re.search(r'<table class="sortable" id="class-table">(.*?)</table>', text, re.S).group(1)
     rows = re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1])

@@ -92,7 +92,7 @@ def test_float16_tables_detect_noise_as_well_as_float32(digits_benchmark, method
     ("alim", lambda n, k: 4 * n * k + 4 * n),
     ("pmnar", lambda n, k: n * k + 16 * n),
     ("promix", lambda n, k: 26 * n),
-    ("flywheel", lambda n, k: 20 * n),
+    ("flywheel", lambda n, k: 24 * n),
 ])
 def test_per_sample_state_takes_what_the_readme_formula_says(method, formula):
     from conftest import make_method

@@ -11,6 +11,7 @@ import pytest
 from lnlclean.errors import UserError
 from lnlclean.fileio import atomic_path, write_json
 from lnlclean.report.audit import CORE_COLUMNS, AuditInputs, build_audit_table, read_audit, summarize, write_audit
+from lnlclean.pipeline import run_relabel
 from lnlclean.report.manifest import corrected_manifest, write_manifest
 
 
@@ -21,11 +22,13 @@ def hand_inputs(**overrides) -> AuditInputs:
         class_names=["cat", "dog"],
         probs=np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]], dtype=np.float32),
         method_columns={
+            "label_score": np.array([0.95, 0.1, 0.6]),
             "clean_prob": np.array([0.9, 0.2, 0.7]),
-            "suggested_label": np.array([0, 0, 1]),
+            "is_label_issue": np.array([False, True, False]),
+            "suggested_label": np.array([1, 0, 0]),
+            "suggested_prob": np.array([0.1, 0.8, 0.3]),
             "ce_loss": np.array([0.1, 1.6, 0.35]),
         },
-        threshold=0.5,
         extra=pd.DataFrame({"annotator": ["x", "y", "z"], "path": ["P", "Q", "R"], "site": ["s1", "s2", "s3"]}),
     )
     values.update(overrides)
@@ -45,42 +48,22 @@ def test_build_audit_table_columns_and_values():
     np.testing.assert_allclose(frame["predicted_prob"], [0.9, 0.8, 0.7], rtol=1e-6)
     np.testing.assert_allclose(frame["given_label_prob"], [0.9, 0.2, 0.7], rtol=1e-6)
     np.testing.assert_allclose(frame["clean_prob"], [0.9, 0.2, 0.7])
-    np.testing.assert_allclose(frame["label_score"], frame["clean_prob"])
+    np.testing.assert_allclose(frame["label_score"], [0.95, 0.1, 0.6])
     assert frame["is_label_issue"].dtype == bool
     assert list(frame["is_label_issue"]) == [False, True, False]
-    assert list(frame["suggested_label"]) == ["cat", "cat", "dog"]
-    # no suggested_prob given: the model's probability of the suggestion
-    np.testing.assert_allclose(frame["suggested_prob"], [0.9, 0.8, 0.7], rtol=1e-6)
+    assert list(frame["suggested_label"]) == ["dog", "cat", "cat"]
+    np.testing.assert_allclose(frame["suggested_prob"], [0.1, 0.8, 0.3])
     np.testing.assert_allclose(frame["ce_loss"], [0.1, 1.6, 0.35])
     assert list(frame["annotator"]) == ["x", "y", "z"]
     assert list(frame["site"]) == ["s1", "s2", "s3"]
-    for column in ("predicted_prob", "given_label_prob", "clean_prob", "suggested_prob"):
+    for column in ("predicted_prob", "given_label_prob", "clean_prob", "label_score", "suggested_prob"):
         assert frame[column].dtype == np.float64
 
 
-def test_build_audit_table_threshold_and_suggested_prob():
-    columns = {
-        "clean_prob": np.array([0.9, 0.2, 0.7]),
-        "suggested_label": np.array([1, 0, 0]),
-        "suggested_prob": np.array([0.11, 0.22, 0.33]),
-    }
-    frame = build_audit_table(hand_inputs(method_columns=columns, threshold=0.75, extra=None))
-    assert list(frame.columns) == list(CORE_COLUMNS)
-    assert list(frame["is_label_issue"]) == [False, True, True]
-    assert list(frame["suggested_label"]) == ["dog", "cat", "cat"]
-    np.testing.assert_allclose(frame["suggested_prob"], [0.11, 0.22, 0.33])
-
-
-def test_build_audit_table_threshold_is_strict():
-    columns = {"clean_prob": np.array([0.5, 0.4999, 0.5001]), "suggested_label": np.array([0, 1, 1])}
-    frame = build_audit_table(hand_inputs(method_columns=columns))
-    assert list(frame["is_label_issue"]) == [False, True, False]
-
-
 def test_build_audit_table_does_not_mutate_method_columns():
-    columns = {"clean_prob": np.array([0.9, 0.2, 0.7]), "suggested_label": np.array([0, 0, 1])}
+    columns = dict(hand_inputs().method_columns)
     build_audit_table(hand_inputs(method_columns=columns))
-    assert set(columns) == {"clean_prob", "suggested_label"}
+    assert set(columns) == set(hand_inputs().method_columns)
 
 
 def test_write_read_audit_round_trip(tmp_path):
@@ -118,8 +101,9 @@ def test_write_audit_overwrites(tmp_path):
 def summary_frame() -> pd.DataFrame:
     return pd.DataFrame({
         "given_label": ["a", "a", "a", "b", "b", "c"],
+        "clean_prob": [0.8, 0.4, 0.2, 1.0, 0.9, 0.3],
         "is_label_issue": [False, True, True, False, False, True],
-        "suggested_label": ["a", "b", "c", "b", "a", "a"],
+        "suggested_label": ["b", "b", "c", "a", "a", "a"],
     })
 
 
@@ -127,15 +111,17 @@ def test_summarize_counts_and_rates():
     summary = summarize(summary_frame(), ["a", "b", "c", "d"])
     assert summary["n_samples"] == 6
     assert summary["n_label_issues"] == 3
-    assert summary["noise_rate"] == pytest.approx(0.5)
-    assert summary["health_score"] == pytest.approx(0.5)
+    # the noise rate is the expected share of wrong labels, not the share flagged
+    assert summary["noise_rate"] == pytest.approx((0.2 + 0.6 + 0.8 + 0.0 + 0.1 + 0.7) / 6)
+    assert summary["health_score"] == pytest.approx(1 - summary["noise_rate"])
     per_class = {row["class"]: row for row in summary["per_class"]}
     assert [row["class"] for row in summary["per_class"]] == ["a", "b", "c", "d"]
     assert (per_class["a"]["n_samples"], per_class["a"]["n_label_issues"]) == (3, 2)
-    assert per_class["a"]["noise_rate"] == pytest.approx(2 / 3)
-    assert (per_class["b"]["n_samples"], per_class["b"]["n_label_issues"], per_class["b"]["noise_rate"]) == (2, 0, 0.0)
+    assert per_class["a"]["noise_rate"] == pytest.approx(1.6 / 3)
+    assert (per_class["b"]["n_samples"], per_class["b"]["n_label_issues"]) == (2, 0)
+    assert per_class["b"]["noise_rate"] == pytest.approx(0.05)
     assert (per_class["c"]["n_samples"], per_class["c"]["n_label_issues"]) == (1, 1)
-    assert per_class["c"]["noise_rate"] == pytest.approx(1.0)
+    assert per_class["c"]["noise_rate"] == pytest.approx(0.7)
     assert (per_class["d"]["n_samples"], per_class["d"]["n_label_issues"], per_class["d"]["noise_rate"]) == (0, 0, 0.0)
     json.dumps(summary)  # serialisable as is
 
@@ -145,11 +131,11 @@ def test_summarize_transition_matrix():
     transition = summary["class_transition"]
     assert transition["classes"] == ["a", "b", "c", "d"]
     matrix = np.array(transition["matrix"])
-    # believed label: suggested where flagged, given otherwise (an unflagged suggestion is ignored)
+    # each sample counts clean_prob for its given label and 1 − clean_prob for its suggestion
     expected = np.array([
-        [1 / 3, 1 / 3, 1 / 3, 0],
-        [0, 1, 0, 0],
-        [1, 0, 0, 0],
+        [1.4 / 3, 0.8 / 3, 0.8 / 3, 0],
+        [0.05, 0.95, 0, 0],
+        [0.7, 0, 0.3, 0],
         [0, 0, 0, 0],  # no samples given 'd'
     ])
     np.testing.assert_allclose(matrix, expected, atol=1e-6)
@@ -165,8 +151,9 @@ def test_summarize_top_confusions():
     assert len(summarize(summary_frame(), ["a", "b", "c", "d"], top=2)["top_confusions"]) == 2
     frame = pd.DataFrame({
         "given_label": ["x"] * 3 + ["y"],
+        "clean_prob": [0.1, 0.2, 0.9, 0.3],
         "is_label_issue": [True, True, False, True],
-        "suggested_label": ["y", "y", "x", "x"],
+        "suggested_label": ["y", "y", "y", "x"],
     })
     confusions = summarize(frame, ["x", "y"])["top_confusions"]
     assert confusions == [
@@ -178,12 +165,12 @@ def test_summarize_top_confusions():
 def test_summarize_from_audit_table():
     summary = summarize(build_audit_table(hand_inputs()), ["cat", "dog"])
     assert summary["n_label_issues"] == 1
-    np.testing.assert_allclose(summary["class_transition"]["matrix"], [[1, 0], [0.5, 0.5]])
+    np.testing.assert_allclose(summary["class_transition"]["matrix"], [[0.9, 0.1], [0.55, 0.45]])
     np.testing.assert_allclose(np.array(summary["class_transition"]["matrix"]).sum(axis=1), 1.0)
 
 
 def test_summarize_empty():
-    frame = pd.DataFrame({"given_label": [], "is_label_issue": np.array([], dtype=bool), "suggested_label": []})
+    frame = pd.DataFrame({"given_label": [], "clean_prob": [], "is_label_issue": np.array([], dtype=bool), "suggested_label": []})
     summary = summarize(frame, ["a", "b"])
     assert summary["n_samples"] == 0 and summary["noise_rate"] == 0.0 and summary["health_score"] == 1.0
 
@@ -201,14 +188,15 @@ def input_rows() -> pd.DataFrame:
 
 
 def hand_audit() -> pd.DataFrame:
-    # p0 fine; p1 flagged with another suggestion; p2 flagged, nothing better; p3 fine; p4 not audited
+    # p0 fine; p1 flagged, its suggestion likely right; p2 flagged, suggesting its own label (an older audit); p3 fine; p4 not audited
     audit = pd.DataFrame({
         "path": ["p0.png", "p1.png", "p2.png", "p3.png"],
         "given_label": ["cat", "cat", "dog", "dog"],
         "clean_prob": [0.9, 0.2, 0.3, 0.8],
         "is_label_issue": [False, True, True, False],
-        "suggested_label": ["cat", "dog", "dog", "dog"],
-        "suggested_prob": [0.9, 0.7, 0.6, 0.8],
+        "predicted_label": ["cat", "dog", "dog", "dog"],
+        "suggested_label": ["dog", "dog", "dog", "cat"],
+        "suggested_prob": [0.1, 0.7, 0.6, 0.2],
     })
     return audit.iloc[[2, 0, 3, 1]].reset_index(drop=True)  # order does not matter
 
@@ -275,12 +263,16 @@ def test_corrected_manifest_from_parquet_audit(tmp_path):
         given_labels=np.array([0, 0, 1, 1]),
         class_names=["cat", "dog"],
         probs=np.array([[0.9, 0.1], [0.3, 0.7], [0.4, 0.6], [0.2, 0.8]]),
-        method_columns={"clean_prob": np.array([0.9, 0.2, 0.3, 0.8]), "suggested_label": np.array([0, 1, 1, 1])},
-        threshold=0.5,
+        method_columns={
+            "label_score": np.array([0.9, 0.3, 0.6, 0.8]), "clean_prob": np.array([0.9, 0.2, 0.3, 0.8]),
+            "is_label_issue": np.array([False, True, True, False]), "suggested_label": np.array([1, 1, 0, 0]),
+            "suggested_prob": np.array([0.1, 0.7, 0.4, 0.2]),
+        },
     )
     write_audit(build_audit_table(inputs), tmp_path / "audit.parquet", {})
     audit, _ = read_audit(tmp_path / "audit.parquet")
     out = corrected_manifest(input_rows(), audit, "relabel")
+    # p2's suggestion (cat, 0.4) is not more likely right than wrong: reviewed, not changed
     assert list(out["action"]) == ["keep", "relabel", "review", "keep", "review"]
     assert list(out["label"]) == ["cat", "dog", "dog", "dog", "cat"]
     np.testing.assert_allclose(out["confidence"][:4], [0.9, 0.7, 0.3, 0.8])
@@ -333,3 +325,33 @@ def test_write_json(tmp_path):
         write_json(target, {"bad": object()})
     assert json.loads(target.read_text())["a"] == [1, 2]  # a failed write keeps the old file
     assert [p.name for p in tmp_path.iterdir()] == ["s.json"]
+
+
+def test_corrected_manifest_threshold_recomputes_the_flags():
+    out = corrected_manifest(input_rows(), hand_audit(), "flag", threshold=0.85)
+    assert list(out["action"]) == ["keep", "review", "review", "review", "review"]  # p0 (0.9) stays above 0.85
+    out = corrected_manifest(input_rows(), hand_audit(), "relabel", threshold=0.25)
+    assert list(out["action"]) == ["keep", "relabel", "keep", "keep", "review"]
+
+
+def test_corrected_manifest_changes_only_to_what_the_network_predicts():
+    audit = hand_audit()
+    audit.loc[audit["path"] == "p1.png", "predicted_label"] = "cat"  # a suggestion the network does not predict
+    out = corrected_manifest(input_rows(), audit, "relabel")
+    assert list(out["action"]) == ["keep", "review", "review", "keep", "review"]
+
+
+def test_untrusted_audit_changes_no_label():
+    out = corrected_manifest(input_rows(), hand_audit(), "relabel", trusted=False)
+    assert (out["label"] == out["original_label"]).all()
+    assert list(out["action"]) == ["keep", "review", "review", "keep", "review"]
+
+
+def test_relabel_changes_nothing_when_most_labels_look_wrong(tmp_path):
+    audit = hand_audit()
+    audit["clean_prob"] = [0.3, 0.2, 0.4, 0.45]  # expected share wrong: 0.66
+    audit["is_label_issue"] = True
+    corrected, warnings = run_relabel(input_rows(), audit, tmp_path / "fixed.csv", "relabel")
+    assert [warning["code"] for warning in warnings] == ["most-wrong"]
+    assert (corrected["label"] == corrected["original_label"]).all()
+    assert pd.read_csv(tmp_path / "fixed.csv")["action"].tolist() == ["review"] * 5

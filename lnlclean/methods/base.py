@@ -303,12 +303,13 @@ class Method:
     def audit(self, probs: np.ndarray) -> dict[str, np.ndarray]:
         """Returns per-sample columns from the final probabilities `probs` (N×K).
 
-        Holds ``clean_prob`` (float, N) and ``suggested_label`` (int class index, N); may hold
-        ``suggested_prob`` (default: the probability of the suggested label), ``is_label_issue``
-        (bool, N; default: ``clean_prob`` below ``--threshold``) and the method's own columns
-        listed in `columns`. The default trusts `probs`: ``clean_prob`` is the
-        probability of the given label and ``suggested_label`` the argmax. Methods with other
-        signals override it, usually extending ``super().audit(probs)``.
+        Holds ``clean_prob`` (float, N: the method's own signal that the given label is right,
+        higher meaning more likely; it becomes the audit's ``label_score``, while the audit's
+        ``clean_prob`` is calibrated from `probs`, see :mod:`lnlclean.report.verdicts`), ``suggested_label`` (int class index,
+        N: the method's refurbished label) and the method's own columns listed in `columns`.
+        The default trusts `probs`: ``clean_prob`` is the probability of the given label and
+        ``suggested_label`` the argmax. Methods with other signals override it, usually
+        extending ``super().audit(probs)``.
         """
         given = self.setup.given_labels.cpu().numpy()
         return {"clean_prob": probs[np.arange(len(given)), given], "suggested_label": probs.argmax(axis=1)}

@@ -18,12 +18,16 @@ The final pass over the training images takes each sample's probabilities from t
 that did not train on it (``predict(x, index)``), so the audit's probabilities are
 out-of-fold; test images get the mean of the K networks.
 
-Audit (cleanlab 2.x on those probabilities):
+Audit: the out-of-fold probabilities are calibrated like every method's (see
+:mod:`lnlclean.report.verdicts`), so ``clean_prob``, ``is_label_issue`` and ``--threshold`` mean
+the same as elsewhere. cleanlab 2.x reads the same probabilities:
 
-- ``is_label_issue``: ``cleanlab.filter.find_label_issues(labels, pred_probs)`` (pruning by
-  noise rate); ``--threshold`` does not apply.
-- ``clean_prob`` and ``cl_label_quality``: ``cleanlab.rank.get_label_quality_scores`` (self
-  confidence: the out-of-fold probability of the given label).
+- ``label_score`` and ``cl_label_quality``: ``cleanlab.rank.get_label_quality_scores`` (self
+  confidence: the out-of-fold probability of the given label);
+- ``cl_label_issue``: ``cleanlab.filter.find_label_issues(labels, pred_probs)`` (pruning by
+  noise rate), cleanlab's own flags. On CIFAR-10 (5,000 images, 20 epochs) they reached F1
+  0.729 under symmetric noise where the calibrated flags reached 0.774, and cleanlab's noise
+  rate was 0.65 against a true 0.40;
 - ``suggested_label``: the out-of-fold argmax.
 
 The summary adds cleanlab's estimate of the noise rate, 1 − trace of the estimated joint
@@ -68,6 +72,7 @@ class ConfidentLearning(Method):
     description = "K-fold cross-entropy networks give out-of-fold probabilities; cleanlab's confident learning finds the label issues"
     columns = {
         "cl_label_quality": "cleanlab's label quality score (self confidence) of the given label",
+        "cl_label_issue": "cleanlab's own flag (find_label_issues, pruning by noise rate)",
         "cl_fold": "the fold the sample was held out in (the network that predicted it)",
     }
     num_networks = ConfidentLearningHparams.folds
@@ -132,8 +137,8 @@ class ConfidentLearning(Method):
         joint = estimate_joint(given, pred_probs)
         self.estimates = {"cleanlab_noise_rate": float(1.0 - np.trace(joint)), "cleanlab_label_issues": int(issues.sum())}
         return {
-            "clean_prob": quality, "suggested_label": pred_probs.argmax(axis=1), "is_label_issue": issues,
-            "cl_label_quality": quality, "cl_fold": self.fold.cpu().numpy(),
+            "clean_prob": quality, "suggested_label": pred_probs.argmax(axis=1),
+            "cl_label_quality": quality, "cl_label_issue": issues, "cl_fold": self.fold.cpu().numpy(),
         }
 
     def summary(self):

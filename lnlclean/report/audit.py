@@ -40,9 +40,8 @@ class AuditInputs:
         given_labels: given label index of each sample (int, N).
         class_names: class names in index order.
         probs: final class probabilities (N×K).
-        method_columns: the method's ``audit()`` output (clean_prob, suggested_label, ...).
-        threshold: clean_prob below this flags a label issue (unless the method's columns hold
-            ``is_label_issue`` itself).
+        method_columns: the method's verdict columns (label_score, clean_prob, is_label_issue,
+            suggested_label, suggested_prob; see :mod:`lnlclean.report.verdicts`) and its own columns.
         extra: the input's extra columns (N rows) or None.
     """
 
@@ -51,7 +50,6 @@ class AuditInputs:
     class_names: list[str]
     probs: np.ndarray
     method_columns: dict[str, np.ndarray]
-    threshold: float
     extra: pd.DataFrame | None = None
 
 
@@ -62,11 +60,7 @@ def build_audit_table(inputs: AuditInputs) -> pd.DataFrame:
     probs = inputs.probs
     predicted = probs.argmax(axis=1)
     columns = dict(inputs.method_columns)
-    clean_prob = np.asarray(columns.pop("clean_prob"), dtype=np.float64)
-    suggested = np.asarray(columns.pop("suggested_label"), dtype=np.int64)
-    suggested_prob = columns.pop("suggested_prob", probs[rows, suggested])
-    flagged = label_issues(inputs.method_columns, inputs.threshold)
-    columns.pop("is_label_issue", None)
+    verdict = {name: columns.pop(name) for name in ("label_score", "clean_prob", "is_label_issue", "suggested_label", "suggested_prob")}
     frame = pd.DataFrame({
         "index": rows,
         "path": inputs.paths,
@@ -74,11 +68,11 @@ def build_audit_table(inputs: AuditInputs) -> pd.DataFrame:
         "predicted_label": names[predicted],
         "predicted_prob": probs[rows, predicted].astype(np.float64),
         "given_label_prob": probs[rows, inputs.given_labels].astype(np.float64),
-        "clean_prob": clean_prob,
-        "label_score": clean_prob,
-        "is_label_issue": flagged,
-        "suggested_label": names[suggested],
-        "suggested_prob": np.asarray(suggested_prob, dtype=np.float64),
+        "clean_prob": np.asarray(verdict["clean_prob"], dtype=np.float64),
+        "label_score": np.asarray(verdict["label_score"], dtype=np.float64),
+        "is_label_issue": np.asarray(verdict["is_label_issue"], dtype=bool),
+        "suggested_label": names[np.asarray(verdict["suggested_label"], dtype=np.int64)],
+        "suggested_prob": np.asarray(verdict["suggested_prob"], dtype=np.float64),
     })
     for name, values in columns.items():
         frame[name] = np.asarray(values)
@@ -87,13 +81,6 @@ def build_audit_table(inputs: AuditInputs) -> pd.DataFrame:
             if name not in frame.columns:
                 frame[name] = inputs.extra[name].to_numpy()
     return frame
-
-
-def label_issues(method_columns: dict, threshold: float) -> np.ndarray:
-    """Returns which samples are label issues (bool, N): the method's own ``is_label_issue`` column when it gives one, else ``clean_prob < threshold``."""
-    if "is_label_issue" in method_columns:
-        return np.asarray(method_columns["is_label_issue"], dtype=bool)
-    return np.asarray(method_columns["clean_prob"], dtype=np.float64) < threshold
 
 
 def write_audit(frame: pd.DataFrame, path: Path, metadata: dict) -> None:
@@ -125,7 +112,7 @@ def load_audit(path: Path, option: str = "--from-audit") -> tuple[pd.DataFrame, 
         frame, metadata = read_audit(path)
     except Exception as err:  # pyarrow raises several types for a file that is not Parquet
         raise UserError(f"{option} {path}: not a readable audit.parquet ({type(err).__name__}); pass the audit.parquet that lnlclean audit wrote")
-    missing = {"path", "given_label", "is_label_issue", "suggested_label", "suggested_prob", "clean_prob"} - set(frame.columns)
+    missing = {"path", "given_label", "predicted_label", "is_label_issue", "suggested_label", "suggested_prob", "clean_prob"} - set(frame.columns)
     if missing:
         raise UserError(f"{option} {path}: missing column(s) {', '.join(sorted(missing))}; is it an lnlclean audit?")
     return frame, metadata
@@ -134,35 +121,40 @@ def load_audit(path: Path, option: str = "--from-audit") -> tuple[pd.DataFrame, 
 def summarize(frame: pd.DataFrame, class_names: list[str], top: int = 10) -> dict:
     """Returns the label-quality part of summary.json for an audit table.
 
-    Holds the number of samples and label issues, the estimated noise rate (share flagged),
-    the health score (1 − noise rate), per-class counts and noise rates, the estimated class
-    transition matrix (row: given label, column: suggested label for flagged samples and the
-    given label otherwise; rows sum to 1), and the `top` most frequent confusions.
+    Holds the number of samples and of label issues (``is_label_issue``), the estimated noise
+    rate (the expected share of wrong labels: the mean of 1 − clean_prob), the health score
+    (1 − noise rate), per-class counts, label issues and noise rates (the same mean within each
+    given label), the estimated class transition matrix (row: given label; column: what the
+    label should be, counting each sample as clean_prob of its given label and 1 − clean_prob
+    of its suggested label; rows sum to 1), and the `top` most frequent confusions among the
+    label issues (given → suggested label).
     """
     n_classes = len(class_names)
     index_of = {name: i for i, name in enumerate(class_names)}
     given = frame["given_label"].map(index_of).to_numpy()
     flagged = frame["is_label_issue"].to_numpy(dtype=bool)
     suggested = frame["suggested_label"].map(index_of).to_numpy()
-    believed = np.where(flagged, suggested, given)
-    counts = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(counts, (given, believed), 1)
-    row_totals = counts.sum(axis=1, keepdims=True)
-    transition = np.divide(counts, row_totals, out=np.zeros(counts.shape), where=row_totals > 0)
+    wrong = 1.0 - frame["clean_prob"].to_numpy(dtype=np.float64)
+    expected = np.zeros((n_classes, n_classes))
+    np.add.at(expected, (given, given), 1.0 - wrong)
+    np.add.at(expected, (given, suggested), wrong)
+    row_totals = expected.sum(axis=1, keepdims=True)
+    transition = np.divide(expected, row_totals, out=np.zeros(expected.shape), where=row_totals > 0)
+    issues = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(issues, (given[flagged], suggested[flagged]), 1)
     per_class = []
     for k, name in enumerate(class_names):
         members = given == k
-        n_issues = int(flagged[members].sum())
         per_class.append({
-            "class": name, "n_samples": int(members.sum()), "n_label_issues": n_issues,
-            "noise_rate": n_issues / members.sum() if members.any() else 0.0,
+            "class": name, "n_samples": int(members.sum()), "n_label_issues": int(flagged[members].sum()),
+            "noise_rate": float(wrong[members].mean()) if members.any() else 0.0,
         })
-    off_diagonal = [
-        {"given_label": class_names[i], "suggested_label": class_names[j], "count": int(counts[i, j])}
-        for i in range(n_classes) for j in range(n_classes) if i != j and counts[i, j] > 0
+    confusions = [
+        {"given_label": class_names[i], "suggested_label": class_names[j], "count": int(issues[i, j])}
+        for i in range(n_classes) for j in range(n_classes) if i != j and issues[i, j] > 0
     ]
-    off_diagonal.sort(key=lambda row: -row["count"])
-    noise_rate = float(flagged.mean()) if len(flagged) else 0.0
+    confusions.sort(key=lambda row: -row["count"])
+    noise_rate = float(wrong.mean()) if len(wrong) else 0.0
     return {
         "n_samples": int(len(frame)),
         "n_label_issues": int(flagged.sum()),
@@ -170,5 +162,5 @@ def summarize(frame: pd.DataFrame, class_names: list[str], top: int = 10) -> dic
         "health_score": 1.0 - noise_rate,
         "per_class": per_class,
         "class_transition": {"classes": list(class_names), "matrix": transition.round(6).tolist()},
-        "top_confusions": off_diagonal[:top],
+        "top_confusions": confusions[:top],
     }

@@ -13,6 +13,7 @@ Per sample, with M audits:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,23 +37,30 @@ class Verdicts:
         clean_prob: float, N.
         flagged: bool, N.
         suggested: suggested class index, int, N.
+        suggested_prob: probability that the suggested label is right, float, N.
+        predicted: the network's predicted class index, int, N.
     """
 
     name: str
     clean_prob: np.ndarray
     flagged: np.ndarray
     suggested: np.ndarray
+    suggested_prob: np.ndarray
+    predicted: np.ndarray
 
 
 def combine(verdicts: list[Verdicts], n_classes: int, threshold: float = 0.5) -> dict[str, np.ndarray]:
-    """Returns the consensus columns (see the module docs): clean_prob, is_label_issue, suggested_label, consensus_votes, consensus_agreement."""
+    """Returns the consensus columns (see the module docs): clean_prob, is_label_issue, suggested_label, suggested_prob, predicted_label (the members' majority), consensus_votes, consensus_agreement."""
     m = len(verdicts)
     clean = np.mean([v.clean_prob for v in verdicts], axis=0)
     votes = np.sum([v.flagged for v in verdicts], axis=0)
     flagged = (2 * votes > m) | ((2 * votes == m) & (clean < threshold))
     suggested, agreement = majority_label(verdicts, n_classes)
+    agreeing = np.stack([np.where(v.suggested == suggested, v.suggested_prob, np.nan) for v in verdicts])
+    predicted, _ = majority_label([dataclasses.replace(v, suggested=v.predicted) for v in verdicts], n_classes)
     return {
-        "clean_prob": clean, "is_label_issue": flagged, "suggested_label": suggested,
+        "clean_prob": clean, "is_label_issue": flagged, "suggested_label": suggested, "suggested_prob": np.nanmean(agreeing, axis=0),
+        "predicted_label": predicted,
         "consensus_votes": votes.astype(np.int64), "consensus_agreement": agreement,
     }
 
@@ -107,18 +115,16 @@ def consensus_table(frames: dict[str, pd.DataFrame], class_names: list[str], thr
     """
     index_of = {name: k for k, name in enumerate(class_names)}
     names = np.asarray(class_names, dtype=object)
-    verdicts = _verdicts(frames, "suggested_label", index_of)
+    verdicts = _verdicts(frames, index_of)
     combined = combine(verdicts, len(class_names), threshold)
-    predicted, _ = majority_label(_verdicts(frames, "predicted_label", index_of), len(class_names))
+    predicted = combined["predicted_label"]
     first = next(iter(frames.values()))
     mean = lambda column: np.mean([frame[column].to_numpy(np.float64) for frame in frames.values()], axis=0)  # noqa: E731
-    agreeing = [np.where(v.suggested == combined["suggested_label"], frame["suggested_prob"].to_numpy(np.float64), np.nan)
-                for v, frame in zip(verdicts, frames.values())]
     table = pd.DataFrame({
         "index": first["index"].to_numpy(), "path": first["path"].to_numpy(), "given_label": first["given_label"].to_numpy(),
         "predicted_label": names[predicted], "predicted_prob": mean("predicted_prob"), "given_label_prob": mean("given_label_prob"),
         "clean_prob": combined["clean_prob"], "label_score": combined["clean_prob"], "is_label_issue": combined["is_label_issue"],
-        "suggested_label": names[combined["suggested_label"]], "suggested_prob": np.nanmean(agreeing, axis=0),
+        "suggested_label": names[combined["suggested_label"]], "suggested_prob": combined["suggested_prob"],
         "consensus_votes": combined["consensus_votes"], "consensus_agreement": combined["consensus_agreement"],
     })
     for v in verdicts:
@@ -128,11 +134,14 @@ def consensus_table(frames: dict[str, pd.DataFrame], class_names: list[str], thr
     return table
 
 
-def _verdicts(frames: dict[str, pd.DataFrame], label_column: str, index_of: dict[str, int]) -> list[Verdicts]:
-    """Returns each audit's verdicts, taking the label from `label_column` (suggested or predicted)."""
+def _verdicts(frames: dict[str, pd.DataFrame], index_of: dict[str, int]) -> list[Verdicts]:
+    """Returns each audit's verdicts."""
+    def labels(frame, column):
+        return frame[column].astype(str).map(index_of).to_numpy(np.int64)
+
     return [
-        Verdicts(name, frame["clean_prob"].to_numpy(np.float64), frame["is_label_issue"].to_numpy(bool),
-                 frame[label_column].astype(str).map(index_of).to_numpy(np.int64))
+        Verdicts(name, frame["clean_prob"].to_numpy(np.float64), frame["is_label_issue"].to_numpy(bool), labels(frame, "suggested_label"),
+                 frame["suggested_prob"].to_numpy(np.float64), labels(frame, "predicted_label"))
         for name, frame in frames.items()
     ]
 
@@ -142,7 +151,7 @@ def agreement_summary(frames: dict[str, pd.DataFrame], table: pd.DataFrame) -> d
     flags = np.stack([frame["is_label_issue"].to_numpy(bool) for frame in frames.values()])
     return {
         "members": [
-            {"name": name, "n_label_issues": int(frame["is_label_issue"].sum()), "noise_rate": float(frame["is_label_issue"].mean())}
+            {"name": name, "n_label_issues": int(frame["is_label_issue"].sum()), "noise_rate": float(1.0 - frame["clean_prob"].mean())}
             for name, frame in frames.items()
         ],
         "all_flags_agree": float((flags.all(axis=0) | ~flags.any(axis=0)).mean()),

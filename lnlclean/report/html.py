@@ -4,7 +4,8 @@ The page inlines everything it shows (stylesheet, script, plots as SVG, thumbnai
 ``data:`` URIs), so it opens from disk in any browser with no server and can be mailed or
 attached to a CI run as one file. Sections, by element id:
 
-    headline     samples, classes, estimated noise rate, health score, method, settings, duration
+    headline     the audit's warnings (see :mod:`lnlclean.report.trust`), samples, classes, estimated
+                 noise rate, health score, method, settings, duration
     classes      per-class table (sortable): samples, flagged, estimated noise rate, top suggestion
     transitions  heatmap of given → suggested label over flagged samples, and any K×K matrix
                  the method estimates itself (LNL-flywheel's corruption matrix T_c)
@@ -187,12 +188,12 @@ def _stat(label: str, value: str, hint: str = "") -> str:
 def headline_section(inputs: ReportInputs, labels: Labels) -> str:
     """Returns the headline section: counts, estimated noise rate, health score, method, duration; settings folded."""
     summary, n = inputs.summary, len(labels.given)
-    noise_rate = float(labels.flagged.mean()) if n else 0.0
+    noise_rate = float(1.0 - labels.clean_prob.mean()) if n else 0.0
     settings = summary.get("settings", {})
     stats = [
         _stat("samples", f"{n:,}"), _stat("classes", str(len(inputs.class_names))),
         _stat("label issues", f"{int(labels.flagged.sum()):,}", f"clean_prob < {labels.threshold:g}"),
-        _stat("estimated noise rate", f"{noise_rate:.1%}"),
+        _stat("estimated noise rate", f"{noise_rate:.1%}", "expected share of wrong labels: the mean of 1 − clean_prob"),
         _stat("health score", f"{1 - noise_rate:.3f}", "1 − estimated noise rate"),
         _stat("method", str(summary.get("method", "–"))),
         _stat("duration", format_duration(summary.get("timings", {}).get("total_seconds")), "training and inference, with image decoding"),
@@ -209,7 +210,8 @@ def headline_section(inputs: ReportInputs, labels: Labels) -> str:
              ("unreadable images skipped", summary.get("n_skipped") or None), ("resumed from epoch", summary.get("resumed_from_epoch"))]
     fact_items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts if v not in (None, ""))
     setting_rows = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(_setting_text(v))}</td></tr>" for k, v in settings.items())
-    content = (f'<div class="stats">{"".join(stats)}</div><dl class="facts">{fact_items}</dl>'
+    warnings = "".join(f'<p class="warning">{escape(w["message"])}</p>' for w in summary.get("warnings") or [])
+    content = (f'{warnings}<div class="stats">{"".join(stats)}</div><dl class="facts">{fact_items}</dl>'
                f'<details><summary>all settings</summary><table class="settings">{setting_rows}</table></details>')
     return _section("headline", "Headline", content)
 
@@ -231,7 +233,7 @@ def class_section(class_names: list[str], labels: Labels) -> str:
     for k, name in enumerate(class_names):
         members = labels.given == k
         count, flagged = int(members.sum()), int((members & labels.flagged).sum())
-        rate = flagged / count if count else 0.0
+        rate = float(1.0 - labels.clean_prob[members].mean()) if count else 0.0
         relabelled = members & labels.flagged & (labels.suggested != k)
         suggestions = np.bincount(labels.suggested[relabelled], minlength=len(class_names))
         top = int(suggestions.argmax())
@@ -244,8 +246,8 @@ def class_section(class_names: list[str], labels: Labels) -> str:
         rows.append(f"<tr>{''.join(cells)}</tr>")
     table = (f'<div class="table-scroll"><table class="sortable" id="class-table"><thead><tr>{head}</tr></thead>'
              f'<tbody>{"".join(rows)}</tbody></table></div>')
-    note = ("Most common suggested label: among the class's flagged samples, the other label the method suggests most "
-            "often (with its count). Click a column title to sort by it.")
+    note = ("Estimated noise rate: the mean of 1 − clean_prob over the class. Most common suggested label: among the class's "
+            "flagged samples, the other label the method suggests most often (with its count). Click a column title to sort by it.")
     return _section("classes", "Classes", table, note)
 
 

@@ -3,8 +3,10 @@
 It keeps the input's columns, in the input's order, and adds three:
 
 - ``original_label``: the label as given;
-- ``action``: ``keep``, ``relabel`` (label replaced by the suggestion), ``review`` (flagged but
-  no different label to suggest, flagged under ``--policy flag``, or an image that could not
+- ``action``: ``keep``, ``relabel`` (label replaced by the suggestion: the row is flagged and
+  its suggestion is more likely right than its label, see
+  :func:`lnlclean.report.verdicts.relabels`), ``review`` (flagged, but the suggestion is not
+  more likely right than the label; flagged under ``--policy flag``; or an image that could not
   be read) or — under ``--policy drop`` — the flagged rows are left out;
 - ``confidence``: the suggestion's probability for relabelled rows, the clean probability
   otherwise.
@@ -19,16 +21,21 @@ import pandas as pd
 
 from ..errors import UserError
 from ..fileio import atomic_path
+from .verdicts import flags, relabels
 
 POLICIES = ("relabel", "drop", "flag")
 
 
-def corrected_manifest(input_rows: pd.DataFrame, audit: pd.DataFrame, policy: str = "relabel") -> pd.DataFrame:
+def corrected_manifest(
+    input_rows: pd.DataFrame, audit: pd.DataFrame, policy: str = "relabel", threshold: float | None = None, trusted: bool = True,
+) -> pd.DataFrame:
     """Returns the corrected manifest for `input_rows` (the CSV as read, ``path`` and ``label`` columns) and `audit`.
 
-    Rows of `input_rows` that the audit does not cover (images skipped as unreadable) are
-    kept with action ``review``. Raises UserError for an unknown `policy` or an audit that
-    does not match the input's paths.
+    A row is flagged as the audit's ``is_label_issue`` says, or, with `threshold`, where its
+    ``clean_prob`` is below it. An audit that is not `trusted` (see
+    :func:`lnlclean.report.trust.trusted`) changes no label. Rows of `input_rows` that the audit does not cover (images
+    skipped as unreadable) are kept with action ``review``. Raises UserError for an unknown
+    `policy` or an audit that does not match the input's paths.
     """
     if policy not in POLICIES:
         raise UserError(f"--policy {policy!r}: choose one of {', '.join(POLICIES)}")
@@ -40,13 +47,19 @@ def corrected_manifest(input_rows: pd.DataFrame, audit: pd.DataFrame, policy: st
     out["original_label"] = out["label"]
     audited = out["path"].isin(by_path.index).to_numpy()
     rows = by_path.reindex(out["path"])
-    flagged = rows["is_label_issue"].fillna(False).to_numpy(dtype=bool)
+    clean_prob = rows["clean_prob"].to_numpy(dtype=np.float64)
+    if threshold is None:
+        flagged = rows["is_label_issue"].fillna(False).to_numpy(dtype=bool)
+    else:
+        flagged = audited & flags(np.nan_to_num(clean_prob, nan=1.0), threshold)
     suggested = rows["suggested_label"].astype(object).to_numpy()
-    differs = flagged & (suggested != out["label"].to_numpy(dtype=object))
+    network_agrees = (rows["predicted_label"].astype(object) == rows["suggested_label"].astype(object)).to_numpy()
+    differs = relabels(flagged, np.nan_to_num(clean_prob, nan=1.0), rows["suggested_prob"].fillna(0.0).to_numpy(dtype=np.float64), network_agrees, trusted)
+    differs &= suggested != out["label"].to_numpy(dtype=object)
     action = np.full(len(out), "keep", dtype=object)
     action[flagged] = "review"
     action[~audited] = "review"
-    confidence = rows["clean_prob"].to_numpy(dtype=np.float64)
+    confidence = clean_prob
     if policy in ("relabel", "drop"):
         action[differs] = "relabel"
         out.loc[differs, "label"] = suggested[differs]

@@ -48,9 +48,17 @@ def relabel_accuracy(
     return float(np.mean(np.asarray(suggested)[target] == np.asarray(true_labels)[target]))
 
 
-def corrected_labels(given_labels: np.ndarray, suggested: np.ndarray, flagged: np.ndarray) -> np.ndarray:
-    """Returns the labels after the ``relabel`` policy: suggested where flagged, given elsewhere."""
-    return np.where(np.asarray(flagged, dtype=bool), suggested, given_labels)
+def corrected_labels(given_labels: np.ndarray, suggested: np.ndarray, changed: np.ndarray) -> np.ndarray:
+    """Returns the labels after ``relabel``: suggested where `changed` (see :func:`lnlclean.report.verdicts.relabels`), given elsewhere."""
+    return np.where(np.asarray(changed, dtype=bool), suggested, given_labels)
+
+
+def fixed_share(given_labels: np.ndarray, corrected: np.ndarray, true_labels: np.ndarray) -> float | None:
+    """Returns the share of the wrong given labels that `corrected` makes right (None when no label is wrong)."""
+    wrong = np.asarray(given_labels) != np.asarray(true_labels)
+    if not wrong.any():
+        return None
+    return float(np.mean(np.asarray(corrected)[wrong] == np.asarray(true_labels)[wrong]))
 
 
 def label_accuracy(labels: np.ndarray, true_labels: np.ndarray) -> float:

@@ -1,0 +1,77 @@
+"""When an audit's verdicts should not be trusted: the warnings of summary.json, the console and the report.
+
+Each check looks only at the audit itself (no true labels), and each warning says what is
+wrong and what to do:
+
+- ``most-wrong``: more than half of the labels are flagged, or estimated wrong. Either most
+  labels are wrong, or the network has not learned enough to judge them. On CIFAR-10 with
+  40 % class-pair flips (5,000 images, 20 epochs) every method estimated 0.6–0.7 against a true
+  0.2, and following its suggestions lost 10–28 points of label accuracy.
+- ``not-separated``: the calibration mixture (see :mod:`lnlclean.calibration`) did not split
+  the samples into those whose network prefers another label and those whose network prefers
+  their own; it split sure from unsure ones, so the noise rate and the flags measure the
+  network's doubt, not wrong labels.
+
+Under the first two (``BLOCKING``) ``relabel`` changes no label and marks the flagged rows for
+review (:func:`trusted`).
+- ``weak-fit``: among the labels the audit keeps, the network's own prediction agrees with
+  fewer than ``KEPT_AGREEMENT`` of them; it cannot yet tell a wrong label from a hard image.
+- ``early-estimate``: the method trained on a noise-rate estimate (ALIM's η, LNL-flywheel's
+  1 − γ) whose first value is far from the audit's final estimate, so its early epochs were
+  steered by a wrong prior.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+MOST_WRONG = 0.5
+KEPT_AGREEMENT = 0.5
+BLOCKING = ("most-wrong", "not-separated")  # warnings under which relabel changes no label
+EARLY_GAP = 0.15  # absolute difference between a method's first noise-rate estimate and the audit's
+REMEDY = "train longer (--epochs), on a GPU, or give --noise-rate if you know the share of wrong labels"
+
+
+def audit_warnings(frame: pd.DataFrame, summary: dict) -> list[dict]:
+    """Returns the warnings of an audit (see the module docs) as ``{"code", "message"}`` dicts, most serious first.
+
+    `frame` is the audit table; `summary` holds at least ``noise_rate`` and, for a trained
+    method, ``calibration`` and ``method_summary`` (see :func:`lnlclean.report.audit.summarize`).
+    """
+    found = []
+    flagged = frame["is_label_issue"].to_numpy(dtype=bool)
+    share = max(float(flagged.mean()) if len(flagged) else 0.0, summary["noise_rate"])
+    if share > MOST_WRONG:
+        found.append(("most-wrong", f"the audit finds {share:.0%} of the labels wrong; either most labels are wrong or the network has not "
+                                    f"learned enough to judge them, so relabel changes none: check some flagged images, or {REMEDY}"))
+    calibration = summary.get("calibration") or {}
+    if calibration.get("separated") is False:
+        found.append(("not-separated", "the network does not clearly prefer another label for any group of samples: the noise rate "
+                                       f"and the flags measure its doubt rather than wrong labels, and relabel changes none; {REMEDY}"))
+    kept = ~flagged
+    if kept.any() and "predicted_label" in frame.columns:
+        agreement = float((frame["predicted_label"].to_numpy(dtype=object)[kept] == frame["given_label"].to_numpy(dtype=object)[kept]).mean())
+        if agreement < KEPT_AGREEMENT:
+            found.append(("weak-fit", f"the network predicts only {agreement:.0%} of the labels the audit keeps, too few to tell a wrong "
+                                      f"label from a hard image; {REMEDY}"))
+    early = early_estimate(summary.get("method_summary") or {})
+    if early is not None and abs(early[1] - summary["noise_rate"]) > EARLY_GAP:
+        epoch, value = early
+        found.append(("early-estimate", f"the method's first noise-rate estimate ({value:.2f} after epoch {epoch}) is far from the audit's "
+                                        f"({summary['noise_rate']:.2f}), and it steered the early training; {REMEDY}"))
+    return [{"code": code, "message": message} for code, message in found]
+
+
+def trusted(warnings: list[dict]) -> bool:
+    """Returns False when `warnings` (as :func:`audit_warnings` returns them) hold one under which relabel changes no label."""
+    return not any(warning["code"] in BLOCKING for warning in warnings)
+
+
+def early_estimate(method_summary: dict) -> tuple[int, float] | None:
+    """Returns (epoch, value) of the first noise-rate estimate a method trained on (its ``noise_rate_per_epoch``), or None."""
+    per_epoch = method_summary.get("noise_rate_per_epoch") or []
+    for epoch, value in enumerate(per_epoch, start=1):
+        if value is not None and np.isfinite(value):
+            return epoch, float(value)
+    return None
