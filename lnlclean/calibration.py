@@ -53,7 +53,7 @@ def log_margins(belief: np.ndarray, given_labels: np.ndarray, candidates: np.nda
     else:
         inside = np.asarray(candidates, dtype=bool)
     best_inside = np.where(inside, belief, -np.inf).max(axis=1)
-    best_outside = np.where(inside, -np.inf, belief).max(axis=1)
+    best_outside = np.where(inside, 0.0, belief).max(axis=1)  # 0 (log −inf) when the set holds every label
     with np.errstate(divide="ignore"):
         return np.log(best_inside) - np.log(best_outside)
 

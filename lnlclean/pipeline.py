@@ -380,6 +380,7 @@ def run_consensus(audits: list[Path], out_dir: Path, overwrite: bool = False, re
                     "combine_seconds": time.perf_counter() - started},
         "history": [],
     }
+    summary["warnings"] = audit_warnings(table, summary)
     writes = current_world().is_main
     with output_directory(out_dir, create=writes) as out_dir:
         audit_path, summary_path, report_path = out_dir / AUDIT_FILE, out_dir / SUMMARY_FILE, out_dir / REPORT_FILE

@@ -24,3 +24,17 @@ def test_confident_learning_on_out_of_fold_probabilities_beats_cross_entropy(dig
     assert cl["method_summary"]["folds"] == 4 and sum(cl["method_summary"]["fold_sizes"]) == cl["n_train"]
     assert 0 < cl["method_summary"]["cleanlab_label_issues"] < cl["n_train"]
     assert 0 < cl["method_summary"]["cleanlab_noise_rate"] < 1
+
+
+@pytest.mark.parametrize("method", ["ce", "confident-learning", *ROBUST_METHODS])
+def test_verdicts_are_calibrated_and_relabel_never_lowers_label_accuracy(digits_benchmark, method):
+    run = digits_benchmark(method)
+    calibrated = run["estimated_noise_rate"] == pytest.approx(run["true_noise_rate"], rel=0.25)
+    if method == "ce":  # 60 epochs of plain cross-entropy memorise many wrong labels: the audit must say it cannot tell
+        assert calibrated or run["warnings"]
+    else:
+        assert calibrated
+    assert run["f1"] >= run["disagreement"]["f1"] - 0.01  # no worse than flagging where the network's argmax disagrees
+    assert run["label_accuracy_after"] >= run["label_accuracy_before"]
+    if method in ROBUST_METHODS:
+        assert run["wrong_labels_fixed"] >= 0.8
