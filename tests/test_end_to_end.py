@@ -73,6 +73,7 @@ def test_an_audit_of_memorised_labels_warns_and_relabel_changes_none(noisy_folde
     assert cli("audit", noisy_folder["images"], noisy_folder["csv"], "--out", out, "--cache-dir", tmp_path / "cache", *FAST) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert [warning["code"] for warning in summary["warnings"]] == ["not-separated"]
+    assert "train fewer epochs" in summary["warnings"][0]["message"]
     assert read_audit(out / "audit.parquet")[1]["calibration"]["separated"] is False  # relabel --from-audit reads it here
     assert cli("relabel", noisy_folder["images"], noisy_folder["csv"], "--from-audit", out / "audit.parquet", "--out", tmp_path / "fixed.csv") == 0
     corrected = pd.read_csv(tmp_path / "fixed.csv", dtype=str)

@@ -10,7 +10,8 @@ wrong and what to do:
 - ``not-separated``: the calibration mixture (see :mod:`lnlclean.calibration`) did not split
   the samples into those whose network prefers another label and those whose network prefers
   their own; it split sure from unsure ones, so the noise rate and the flags measure the
-  network's doubt, not wrong labels.
+  network's doubt, not wrong labels. When the network predicts nearly every given label it has
+  memorised them, and the message says to train fewer epochs instead of more.
 
 Under the first two (``BLOCKING``) ``relabel`` changes no label and marks the flagged rows for
 review (:func:`trusted`).
@@ -28,6 +29,7 @@ import pandas as pd
 
 MOST_WRONG = 0.5
 KEPT_AGREEMENT = 0.5
+MEMORISED = 0.9  # a not-separated audit whose network predicts this share of all given labels has memorised them
 BLOCKING = ("most-wrong", "not-separated")  # warnings under which relabel changes no label
 EARLY_GAP = 0.15  # absolute difference between a method's first noise-rate estimate and the audit's
 REMEDY = "train longer (--epochs), on a GPU, or give --noise-rate if you know the share of wrong labels"
@@ -47,13 +49,16 @@ def audit_warnings(frame: pd.DataFrame, summary: dict) -> list[dict]:
                                     f"learned enough to judge them, so relabel changes none: check some flagged images, or {REMEDY}"))
     calibration = summary.get("calibration") or {}
     if calibration.get("separated") is False:
+        remedy = REMEDY
+        if "predicted_label" in frame.columns and agreement(frame, np.ones(len(frame), dtype=bool)) >= MEMORISED:
+            remedy = "the network predicts nearly every given label, wrong ones included: it has memorised them; train fewer epochs (--epochs)"
         found.append(("not-separated", "the network does not clearly prefer another label for any group of samples: the noise rate "
-                                       f"and the flags measure its doubt rather than wrong labels, and relabel changes none; {REMEDY}"))
+                                       f"and the flags measure its doubt rather than wrong labels, and relabel changes none; {remedy}"))
     kept = ~flagged
     if kept.any() and "predicted_label" in frame.columns:
-        agreement = float((frame["predicted_label"].to_numpy(dtype=object)[kept] == frame["given_label"].to_numpy(dtype=object)[kept]).mean())
-        if agreement < KEPT_AGREEMENT:
-            found.append(("weak-fit", f"the network predicts only {agreement:.0%} of the labels the audit keeps, too few to tell a wrong "
+        kept_agreement = agreement(frame, kept)
+        if kept_agreement < KEPT_AGREEMENT:
+            found.append(("weak-fit", f"the network predicts only {kept_agreement:.0%} of the labels the audit keeps, too few to tell a wrong "
                                       f"label from a hard image; {REMEDY}"))
     early = early_estimate(summary.get("method_summary") or {})
     if early is not None and abs(early[1] - summary["noise_rate"]) > EARLY_GAP:
@@ -61,6 +66,12 @@ def audit_warnings(frame: pd.DataFrame, summary: dict) -> list[dict]:
         found.append(("early-estimate", f"the method's first noise-rate estimate ({value:.2f} after epoch {epoch}) is far from the audit's "
                                         f"({summary['noise_rate']:.2f}), and it steered the early training; {REMEDY}"))
     return [{"code": code, "message": message} for code, message in found]
+
+
+def agreement(frame: pd.DataFrame, rows: np.ndarray) -> float:
+    """Returns the share of the audit's `rows` (bool mask) whose predicted label is the given label."""
+    predicted, given = frame["predicted_label"].to_numpy(dtype=object), frame["given_label"].to_numpy(dtype=object)
+    return float((predicted[rows] == given[rows]).mean())
 
 
 def trusted(warnings: list[dict]) -> bool:
