@@ -19,6 +19,7 @@ The result file is rewritten after every run, and ``--resume`` skips the runs it
 so a long suite can be stopped and continued.
 
 Writes benchmarks/results/verdicts-<suite>-<device>.json and prints one line per run.
+``--table FILE`` prints a result file as the Markdown tables quoted in docs/calibration.md.
 """
 
 from __future__ import annotations
@@ -67,6 +68,25 @@ def line(run: dict) -> str:
             f"{run['label_accuracy_after']:.3f}  {run['seconds']:.0f} s  {met}")
 
 
+def markdown(results: dict) -> str:
+    """Returns `results` (a result file's content) as one Markdown table per noise."""
+    size = f"{results['train_size']:,}" if results["train_size"] else "all"
+    lines = [f"{results['suite']}: {size} training images, {results['epochs']} epochs, {results['device']}", ""]
+    for noise in dict.fromkeys(run["noise"] for run in results["runs"]):
+        lines += [f"**{noise}**", "",
+                  "| method | noise true / est | flagged | P | R | F1 (argmax) | AUROC | labels before → after | test acc | s | warnings |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for run in (run for run in results["runs"] if run["noise"] == noise):
+            warnings = ", ".join(warning["code"] for warning in run["warnings"]) or "–"
+            lines.append(
+                f"| `{run['method']}` | {run['true_noise_rate']:.2f} / {run['estimated_noise_rate']:.2f} | {run['flagged_rate']:.2f} "
+                f"| {run['precision']:.3f} | {run['recall']:.3f} | {run['f1']:.3f} ({run['disagreement']['f1']:.3f}) | {run['auroc']:.3f} "
+                f"| {run['label_accuracy_before']:.3f} → {run['label_accuracy_after']:.3f} | {run['test_accuracy']:.3f} "
+                f"| {run['seconds']:.0f} | {warnings} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", choices=sorted(SUITES), default="digits")
@@ -77,7 +97,11 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--resume", action="store_true", help="keep the runs the result file holds and run only the others")
     parser.add_argument("--out", type=Path, default=None, help="result file (default: under benchmarks/results/)")
+    parser.add_argument("--table", type=Path, default=None, help="print this result file as Markdown tables and stop")
     args = parser.parse_args()
+    if args.table:
+        print(markdown(json.loads(args.table.read_text())))
+        return
     dataset, train_size, epochs = SUITES[args.suite]
     epochs = args.epochs or epochs
     methods = args.method or ["ce", *sorted(name for name in METHODS if name != "ce")]

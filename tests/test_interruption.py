@@ -27,6 +27,14 @@ METHODS = [("ce", {}), ("pmnar", {"warmup": 1}), ("alr", {"warmup": 1}), ("alim"
 BATCH = 16  # 60 images: 4 steps per epoch
 
 
+@pytest.fixture(autouse=True)
+def sigint_raises():
+    """Starts every test with Python's own SIGINT handler: a job started in the background has SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def signal_at_step(monkeypatch, method: str, signum: int, at_call: int) -> None:
     """Makes the `at_call`-th training step of `method` (1-based) send `signum` to this process."""
     method_cls = get_method(method)

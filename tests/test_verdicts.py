@@ -140,6 +140,14 @@ def test_warnings_say_what_is_wrong_and_which_block_relabel():
     assert not trusted(warnings) and trusted(warnings[1:])
 
 
+def test_a_not_separated_audit_advises_fewer_epochs_only_when_the_network_predicts_most_labels():
+    summary = {"noise_rate": 0.1, "calibration": {"separated": False}}
+    memorised = audit_frame([False] * 10, ["a"] * 8 + ["b"] * 2, ["a"] * 10)  # predicts 80 % of the given labels
+    under_trained = audit_frame([False] * 10, ["a"] * 7 + ["b"] * 3, ["a"] * 10)
+    assert "train fewer epochs" in audit_warnings(memorised, summary)[0]["message"]
+    assert "train longer" in audit_warnings(under_trained, summary)[0]["message"]
+
+
 def test_an_under_trained_audit_warns(noisy_folder_small, tmp_path, capsys):
     out = tmp_path / "audit"
     assert main(["audit", str(noisy_folder_small["images"]), str(noisy_folder_small["csv"]), "--epochs", "1", "--device", "cpu",
