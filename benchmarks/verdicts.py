@@ -45,7 +45,7 @@ NOISE_TOLERANCE = 0.25
 KEPT = (
     "true_noise_rate", "estimated_noise_rate", "flagged_rate", "precision", "recall", "f1", "auroc", "disagreement",
     "label_accuracy_before", "label_accuracy_after", "relabelled", "wrong_labels_fixed", "test_accuracy",
-    "seconds", "seconds_per_epoch", "calibration", "warnings",
+    "seconds", "seconds_per_epoch", "calibration", "warnings", "history",
 )
 
 
@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--resume", action="store_true", help="keep the runs the result file holds and run only the others")
     parser.add_argument("--out", type=Path, default=None, help="result file (default: under benchmarks/results/)")
+    parser.add_argument("--diagnose", action="store_true", help="log every epoch against the true labels (lnlclean benchmark --diagnose)")
     parser.add_argument("--table", type=Path, default=None, help="print this result file as Markdown tables and stop")
     args = parser.parse_args()
     if args.table:
@@ -114,7 +115,7 @@ def main() -> None:
             if (str(noise), method) in done:
                 continue
             config = RunConfig(method=method, epochs=epochs, device=args.device)
-            scores = run_benchmark_one(dataset, noise, config, data_dir=args.data_dir, train_size=train_size)
+            scores = run_benchmark_one(dataset, noise, config, data_dir=args.data_dir, train_size=train_size, diagnose=args.diagnose)
             run = {"noise": str(noise), "method": method, **{key: scores[key] for key in KEPT}}
             run["targets"] = targets(run)
             runs.append(run)

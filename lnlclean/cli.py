@@ -322,6 +322,7 @@ def benchmark(
     fail_under: Annotated[Optional[str], typer.Option(help="Exit 1 when a run falls short, e.g. f1=0.8,acc=0.9 (keys: f1 precision recall auroc acc relabel_acc).", show_default=False)] = None,
     partial_rate: Annotated[Optional[float], typer.Option(help="Give candidate sets instead of labels: each wrong label joins with this probability; symNN then swaps the true label out with probability NN %.", show_default=False)] = None,
     consensus: Annotated[bool, typer.Option("--consensus", help="Also score the consensus of the methods (majority of flags) for each noise.")] = False,
+    diagnose: Annotated[bool, typer.Option("--diagnose", help="After every epoch, score the network against the true labels (a clean pass over the training images); logged per epoch, in benchmark.json's history and the report.")] = False,
     opts: SimpleNamespace = None,
 ):
     """Inject known label noise into a standard dataset and score detection.
@@ -344,6 +345,8 @@ def benchmark(
         lnlclean benchmark digits --noise sym40 --method pmnar --method alr --method flywheel --consensus
 
         lnlclean benchmark cifar10 --data-dir ./cifar10 --noise-file CIFAR-10_human.pt --noise-key worse_label
+
+        lnlclean benchmark digits --noise sym40 --method alr --diagnose
     """
     if dataset not in DATASETS:
         raise UserError(f"dataset {dataset!r}: unknown; choose one of {', '.join(DATASETS)}")
@@ -373,7 +376,7 @@ def benchmark(
                 reporter.log(f"benchmark {dataset} {spec} {name}")
                 report_path = out_dir / f"{run_label(dataset, str(spec), partial_rate, name).replace(' ', '-')}.html"
                 members.append(benchmark_run(
-                    dataset, spec, configs[name], data_dir, train_size, opts.cache_dir, reporter, partial_rate, report_path,
+                    dataset, spec, configs[name], data_dir, train_size, opts.cache_dir, reporter, partial_rate, report_path, diagnose,
                 ))
                 record(members[-1].scores)
             if consensus:

@@ -25,6 +25,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,6 +232,7 @@ def fit(
     checkpoint_path: Path | None = None,
     resume: bool = False,
     method_cls: type[Method] | None = None,
+    diagnose: Callable[[int, np.ndarray], dict] | None = None,
 ) -> FitResult:
     """Trains `config.method` (or `method_cls`, an unregistered variant of it) on `data` and returns the final per-sample probabilities.
 
@@ -241,6 +243,10 @@ def fit(
     the checkpoint, mid-epoch included; it must come from the same method, settings and data
     (else UserError). Raises UserError when training diverges. Under torchrun every process
     calls it; they return the same probabilities, and only rank 0 writes checkpoints.
+    With `diagnose`, after every epoch ``diagnose(epoch, probs)`` (1-based epoch, the training
+    probabilities of a clean pass, reused when the method ran one) returns figures that join
+    the epoch's history (see :mod:`lnlclean.report.diagnostics`); their time is logged as
+    ``diagnose_seconds``, apart from the epoch's ``seconds``.
     """
     reporter = reporter or Reporter(quiet=True)
     started = time.perf_counter()
@@ -312,13 +318,26 @@ def fit(
             if not math.isfinite(mean_loss):
                 raise UserError(f"--lr {config.lr}: training diverged (loss {mean_loss} in epoch {epoch + 1}); lower --lr")
             world.broadcast_from_main(method.networks.buffers())
+            passes: list[torch.Tensor] = []  # the clean passes end_epoch ran
+
+            def evaluate_once() -> torch.Tensor:
+                passes.append(evaluate_train())
+                return passes[-1]
+
             with torch.no_grad():
-                logged = method.end_epoch(epoch, evaluate_train)
+                logged = method.end_epoch(epoch, evaluate_once)
+            epoch_seconds = time.perf_counter() - epoch_started
+            if diagnose is not None:
+                with torch.no_grad():
+                    logged = {**logged, **diagnose(epoch + 1, (passes[-1] if passes else evaluate_train()).numpy())}
+                logged["diagnose_seconds"] = time.perf_counter() - epoch_started - epoch_seconds
             method.history.append({
                 "epoch": epoch + 1, "loss": mean_loss, "lr": learning_rate(config, (epoch + 1) * steps_per_epoch - 1, total_steps, steps_per_epoch),
-                "seconds": time.perf_counter() - epoch_started, "data_seconds": data_seconds, **logged,
+                "seconds": epoch_seconds, "data_seconds": data_seconds, **logged,
             })
+            saving = time.perf_counter()
             checkpoints.save(Position(epoch + 1))
+            method.history[-1]["checkpoint_seconds"] = time.perf_counter() - saving  # after the save: the checkpoint's history lacks it
     probs = evaluate_train().numpy()
     test_accuracy = None
     if data.test_images is not None and len(data.test_images):

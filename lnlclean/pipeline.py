@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from .methods import candidate_readers, get_method
 from .models import default_image_size
 from .progress import Reporter
 from .report import metrics
+from .report.diagnostics import describe as describe_diagnostics, epoch_diagnostics
 from .report.audit import AuditInputs, build_audit_table, load_audit, summarize, write_audit
 from .report.trust import audit_warnings, trusted
 from .report.verdicts import VerdictFit, flags, method_verdicts, relabels
@@ -492,23 +494,25 @@ class BenchmarkRun:
 def run_benchmark_one(
     dataset: str, noise: NoiseSpec, config: RunConfig, data_dir: Path | None = None,
     train_size: int | None = None, cache_dir: Path | None = None, reporter: Reporter | None = None,
-    partial_rate: float | None = None, report_path: Path | None = None,
+    partial_rate: float | None = None, report_path: Path | None = None, diagnose: bool = False,
 ) -> dict:
     """Injects `noise` into `dataset`, trains `config.method`, and returns the scored run as a dict (see :func:`benchmark_run`)."""
-    return benchmark_run(dataset, noise, config, data_dir, train_size, cache_dir, reporter, partial_rate, report_path).scores
+    return benchmark_run(dataset, noise, config, data_dir, train_size, cache_dir, reporter, partial_rate, report_path, diagnose).scores
 
 
 def benchmark_run(
     dataset: str, noise: NoiseSpec, config: RunConfig, data_dir: Path | None = None,
     train_size: int | None = None, cache_dir: Path | None = None, reporter: Reporter | None = None,
-    partial_rate: float | None = None, report_path: Path | None = None,
+    partial_rate: float | None = None, report_path: Path | None = None, diagnose: bool = False,
 ) -> BenchmarkRun:
     """Injects `noise` into `dataset`, trains `config.method`, and returns the scored run.
 
     Its `scores` hold dataset, noise, method, seed, epochs, true and estimated noise rate,
     detection precision/recall/F1/AUROC, test accuracy, relabel accuracy on flagged noisy
     samples, label accuracy before and after the relabel manifest, seconds, device, and the
-    method's own summary (``method_summary``).
+    method's own summary (``method_summary``) and the per-epoch ``history``; with `diagnose`
+    every epoch's history also holds where the network stands against the true labels (see
+    :mod:`lnlclean.report.diagnostics`), logged as a line per epoch.
 
     With `partial_rate` the run gets candidate sets instead of single labels (see
     :func:`~lnlclean.data.noise.partial_candidates`; `noise` gives η): a sample is noisy when its
@@ -542,7 +546,7 @@ def benchmark_run(
         test_images=bench.test_images, test_labels=bench.test_labels, flip=bench.flip and config.flip,
         fingerprint=f"{dataset}:{noise}:{partial_rate}:{train_size}", true_labels=true_labels,
     )
-    result = fit(data, config, reporter)
+    result = fit(data, config, reporter, diagnose=truth_diagnostics(labels, config.threshold, reporter) if diagnose else None)
     columns, calibration = fitted_verdicts(result, config.threshold)
     verdicts = Verdicts(
         config.method, columns["clean_prob"], columns["is_label_issue"], columns["suggested_label"], columns["suggested_prob"], result.probs.argmax(axis=1),
@@ -566,8 +570,20 @@ def benchmark_run(
         "seconds": result.seconds, "seconds_per_epoch": float(np.mean([h["seconds"] for h in result.history])) if result.history else None,
         "device": result.device, "settings": config.to_dict(), "lnlclean_version": __version__,
         "calibration": summary["calibration"], "warnings": summary["warnings"], "method_summary": summary["method_summary"],
+        "history": result.history,
     }
     return BenchmarkRun(scores, verdicts, labels)
+
+
+def truth_diagnostics(labels: NoisyLabels, threshold: float, reporter: Reporter) -> Callable[[int, np.ndarray], dict]:
+    """Returns the engine's per-epoch `diagnose` callback for a benchmark's `labels`: it logs and returns :func:`~lnlclean.report.diagnostics.epoch_diagnostics`."""
+
+    def diagnose(epoch: int, probs: np.ndarray) -> dict:
+        figures = epoch_diagnostics(probs, labels.given, labels.true_labels, labels.is_noisy, threshold, labels.candidates)
+        reporter.log(describe_diagnostics(epoch, figures))
+        return figures
+
+    return diagnose
 
 
 def benchmark_labels(bench: BenchmarkData, noise: NoiseSpec, config: RunConfig, cache_dir: Path | None, reporter: Reporter) -> np.ndarray:

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from ..calibration import mixture_fit
 from ..errors import UserError
-from .base import Method, auto_warmup, check_warmup, register_method
+from .base import Method, auto_warmup, check_warmup, register_method, target_accuracy
 
 MOMENTUM_START, MOMENTUM_END = 0.95, 0.8
 
@@ -187,7 +187,7 @@ class ALIM(Method):
             if self.setup.noise_rate is None and self.hparams.lambda_ is None:
                 self.eta = mixture_fit(self.log_margin.cpu().numpy()).noise_rate
             self.lambda_ = self.hparams.lambda_ if self.hparams.lambda_ is not None else quantile_lambda(self.log_margin, self.eta)
-        return {"lambda": self.lambda_, "eta": self.eta, "outside_share": outside_share}
+        return {"lambda": self.lambda_, "eta": self.eta, "outside_share": outside_share, **target_accuracy(self.targets, self.setup.true_labels)}
 
     def audit(self, probs):
         final_probs = torch.from_numpy(probs)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Method, auto_warmup, check_warmup, register_method
+from .base import Method, auto_warmup, check_warmup, register_method, target_accuracy
 
 
 @dataclass
@@ -111,7 +111,10 @@ class ALR(Method):
         return alr_loss(logits, refined, self.hparams.lambda_).mean()
 
     def end_epoch(self, epoch, evaluate):
-        return {"mean_target_entropy": float(self.targets.map(lambda targets, rows: entropy(targets)).mean())}
+        return {
+            "mean_target_entropy": float(self.targets.map(lambda targets, rows: entropy(targets)).mean()),
+            **target_accuracy(self.targets, self.setup.true_labels),
+        }
 
     def audit(self, probs):
         given = self.setup.given_labels

@@ -329,6 +329,14 @@ class Method:
         self.history = list(state["history"])
 
 
+def target_accuracy(targets: SampleTable, true_labels: torch.Tensor | None) -> dict[str, float]:
+    """Returns ``{"target_accuracy": share of samples whose soft target's top class is the true label}``, or {} without true labels (benchmarks only)."""
+    if true_labels is None:
+        return {}
+    hits = targets.map(lambda rows_targets, rows: (rows_targets.argmax(dim=1) == true_labels[rows]).float())
+    return {"target_accuracy": float(hits.mean())}
+
+
 def auto_warmup(given: int | None, share: float, epochs: int) -> int:
     """Returns the warm-up length: `given` (a ``--<method>-warmup`` value) or, when it is None, `share` of `epochs`, at least 1."""
     return given if given is not None else max(1, round(share * epochs))

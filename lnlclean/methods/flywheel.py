@@ -298,13 +298,19 @@ class Flywheel(Method):
         """Returns, in benchmarks only, how well c separates and ŷ refurbishes (else an empty dict).
 
         ``selection_accuracy``: share of samples where c ≥ 0.5 exactly when the given label is
-        right; ``refurbish_accuracy``: share of the samples with c < 0.5 whose ŷ is the true label.
+        right; ``selection_precision`` and ``selection_recall``: of the samples with c ≥ 0.5, the
+        share whose given label is right, and of those with a right label, the share with
+        c ≥ 0.5; ``refurbish_accuracy``: share of the samples with c < 0.5 whose ŷ is the true label.
         """
         truth = self.setup.true_labels
         if truth is None:
             return {}
         noisy, flagged = self.setup.given_labels != truth, self.clean < 0.5
         figures = {"selection_accuracy": float((noisy == flagged).float().mean())}
+        if (~flagged).any():
+            figures["selection_precision"] = float((~noisy[~flagged]).float().mean())
+        if (~noisy).any():
+            figures["selection_recall"] = float((~flagged[~noisy]).float().mean())
         if flagged.any():
             figures["refurbish_accuracy"] = float((self.refurbished[flagged] == truth[flagged]).float().mean())
         return figures

@@ -143,7 +143,21 @@ class PMNAR(Method):
             "f_min": float(f_min[0]), "f_min_peer": float(f_min[1]),
             "mean_weight": float(self.weight.mean()),
             "mean_complement_size": float(self.complement.sum(dim=1).float().mean()),
+            **self.weight_separation(),
         }
+
+    def weight_separation(self) -> dict[str, float]:
+        """Returns, in benchmarks only, the mean weight of network f on the samples whose given label is right and on those whose label is wrong (else {})."""
+        truth = self.setup.true_labels
+        if truth is None:
+            return {}
+        noisy, weight = self.setup.given_labels != truth, self.weight[:, 0]
+        figures = {}
+        if (~noisy).any():
+            figures["weight_of_right_labels"] = float(weight[~noisy].mean())
+        if noisy.any():
+            figures["weight_of_wrong_labels"] = float(weight[noisy].mean())
+        return figures
 
     def audit(self, probs):
         weight = self.weight.cpu().numpy()

@@ -177,7 +177,7 @@ class ProMix(Method):
         flags = ("css_last", "mhcs_last", "lga_last", "agree_last")
         self.flags = {name: self.state.add(name, torch.zeros(n, dtype=torch.bool, device=device)) for name in flags}
         self.lga_label = self.state.add("lga_label", torch.zeros(n, dtype=torch.int64, device=device))
-        self.epoch_counts = torch.zeros(3, device=device)
+        self.epoch_counts = torch.zeros(4, device=device)  # selected, selected and right, seen, seen with a right given label
 
     def gamma(self, epoch: int) -> float:
         """Returns γ at `epoch`: 0 in the warm-up, then rising linearly to 1 over a tenth of the epochs."""
@@ -259,16 +259,19 @@ class ProMix(Method):
         if epoch >= self.window_start:
             self.hits[index] += 0.5 * (css | mhcs).float()
         correct = labelled if right is None else labelled & right
-        counts = torch.stack([labelled.sum(), correct.sum(), torch.tensor(len(index), device=labelled.device)]).float()
+        clean = torch.zeros((), device=labelled.device) if self.setup.true_labels is None else (self.setup.true_labels[index] == self.setup.given_labels[index]).sum()
+        counts = torch.stack([labelled.sum(), correct.sum(), torch.tensor(len(index), device=labelled.device), clean]).float()
         self.epoch_counts += self.setup.world.sum(counts)
 
     def end_epoch(self, epoch, evaluate):
         logged = {}
-        selected, correct, seen = self.epoch_counts.tolist()
+        selected, correct, seen, clean = self.epoch_counts.tolist()
         if seen:
             logged["selected_fraction"] = selected / seen
             if self.setup.true_labels is not None and selected:
                 logged["selected_precision"] = correct / selected
+            if self.setup.true_labels is not None and clean:
+                logged["selected_recall"] = correct / clean
         self.epoch_counts.zero_()
         if epoch + 1 >= self.warmup:
             for k in range(2):

@@ -37,6 +37,7 @@ from . import svg
 from .audit import CORE_COLUMNS
 from .consensus import CONSENSUS
 from .metrics import detection_metrics
+from .diagnostics import PREFIX
 from .thumbnails import ImageSource, try_thumbnail
 
 GALLERY_SIZE = 300
@@ -44,8 +45,9 @@ PAGE_SIZE = 48
 HISTOGRAM_BINS = 20
 GENERATOR = "lnlclean"
 # Per-epoch history entries that are bookkeeping rather than something the method learned.
-NOT_PLOTTED = ("epoch", "loss", "seconds", "data_seconds", "lr")
+NOT_PLOTTED = ("epoch", "loss", "seconds", "data_seconds", "diagnose_seconds", "checkpoint_seconds", "lr")
 GREEK = {"lambda": "λ", "gamma": "γ", "eta": "η", "alpha": "α", "beta": "β", "tau": "τ"}
+TRUTH, TRUTH_ESTIMATE = PREFIX, f"{PREFIX}estimated_noise_rate"
 MATRIX_AXES = {"corruption_matrix": ("true class", "observed label")}
 
 
@@ -416,8 +418,9 @@ def training_section(history: list[dict]) -> str:
 def statistic_groups(history: list[dict]) -> list[tuple[str, list[str]]]:
     """Returns (chart title, history keys) for each per-epoch statistic a method logged.
 
-    A key ending in ``_peer`` (the second network's figure) shares the chart of its base key.
-    Keys without any number are left out.
+    A key ending in ``_peer`` (the second network's figure) shares the chart of its base key;
+    the diagnostics against the true labels (:mod:`lnlclean.report.diagnostics`) share one
+    chart, and the noise-rate estimate another. Keys without any number are left out.
     """
     keys: list[str] = []
     for entry in history:
@@ -425,7 +428,11 @@ def statistic_groups(history: list[dict]) -> list[tuple[str, list[str]]]:
     groups: dict[str, list[str]] = {}
     for key in keys:
         base = key.removesuffix("_peer")
-        groups.setdefault(base if base in keys else key, []).append(key)
+        if key == TRUTH_ESTIMATE:
+            base = "noise rate estimated after each epoch"
+        elif key.startswith(TRUTH):
+            base = "against the true labels"
+        groups.setdefault(base if base in keys or key.startswith(TRUTH) else key, []).append(key)
     return [(f"{base} ({GREEK[base]})" if base in GREEK else base, members) for base, members in groups.items()]
 
 
