@@ -24,7 +24,7 @@ from .data.datasets import DATASETS
 from .data.manifest import read_manifest
 from .data.noise import NoiseSpec, parse_noise_spec
 from .distributed import current as current_world
-from .errors import UserError
+from .errors import UserError, one_line
 from .fileio import check_output_dir, check_output_file, output_directory, refuse_earlier_output, write_json
 from .interrupt import Interrupted, Stopped, install_stop_handlers, restore_handlers
 from .methods import METHODS, get_method
@@ -499,7 +499,7 @@ def print_audit_summary(summary: dict) -> None:
 def print_warnings(warnings: list[dict]) -> None:
     """Prints each warning of an audit (see lnlclean.report.trust) as one line to stdout. Returns None."""
     for warning in warnings:
-        stdout.print(f"[yellow]warning[/yellow]: {escape(warning['message'])}")
+        stdout.print(f"[yellow]warning[/yellow]: {escape(one_line(warning['message']))}")
 
 
 @app.command()
@@ -601,23 +601,23 @@ def main(argv: list[str] | None = None) -> int:
         code = app(args=args, standalone_mode=False, prog_name="lnlclean", obj={"method_options": method_options})
         return code if isinstance(code, int) else 0
     except UserError as problem:
-        err.print(f"{error} {problem}", markup=False, soft_wrap=True)
+        err.print(f"{error} {one_line(str(problem))}", markup=False, soft_wrap=True)
         return UserError.exit_code
     except Stopped as stop:
         if world.is_main:  # torchrun stops every process; one line says so
-            err.print(stopped_message(stop), markup=False, soft_wrap=True)
+            err.print(one_line(stopped_message(stop)), markup=False, soft_wrap=True)
         return stop.exit_code
     except OSError as problem:
         if problem.errno not in ENVIRONMENT_ERRNOS:
             raise
-        err.print(f"{error} {problem.filename or 'output'}: {problem.strerror}; free space or choose another location", markup=False, soft_wrap=True)
+        err.print(f"{error} {one_line(str(problem.filename or 'output'))}: {problem.strerror}; free space or choose another location", markup=False, soft_wrap=True)
         return UserError.exit_code
     except Exception as problem:
         if not is_usage_error(problem):
             raise
         ctx = getattr(problem, "ctx", None)
         command = ctx.command_path if ctx is not None else "lnlclean"
-        err.print(f"{error} {command}: {problem.format_message()} (see {command} --help)", markup=False, soft_wrap=True)
+        err.print(f"{error} {command}: {one_line(problem.format_message())} (see {command} --help)", markup=False, soft_wrap=True)
         return 2
     finally:
         restore_handlers(previous_handlers)

@@ -76,7 +76,7 @@ def load_dataset(
     """
     if on_bad_image not in ("skip", "fail"):
         raise UserError(f"--on-bad-image {on_bad_image!r}: choose skip or fail")
-    manifest = read_manifest(images, labels_csv, allow_outside_root)
+    manifest = read_manifest(images, labels_csv, allow_outside_root, skip_missing=on_bad_image == "skip")
     if require_labels:
         check_relabel_input(manifest)
     if manifest.has_label_column:
@@ -101,7 +101,7 @@ def load_dataset(
         keep[list(cache.bad)] = False
         manifest = manifest.subset(keep)
         images_array = cache.images.subset(keep)  # rows are read from the cache file as batches need them
-        reporter.log(f"skipped {len(skipped)} unreadable image(s); they are listed in {SUMMARY_FILE}")
+        reporter.log(f"skipped {len(skipped)} missing or unreadable image(s); they are listed in {SUMMARY_FILE}")
     if len(np.unique(manifest.labels)) < 2:
         raise UserError(f"{manifest.source or manifest.root}: fewer than two classes left after skipping unreadable images")
     data = TrainData(
@@ -165,10 +165,9 @@ def training_candidates(manifest: Manifest, config: RunConfig, reporter: Reporte
 
 def input_table(manifest: Manifest) -> pd.DataFrame:
     """Returns the input rows as text columns: path, label, then the CSV's extra columns."""
-    frame = pd.DataFrame({"path": manifest.paths, "label": np.asarray(manifest.class_names, dtype=object)[manifest.labels]})
-    for name in manifest.extra.columns:
-        frame[name] = manifest.extra[name].to_numpy()
-    return frame
+    columns = {"path": manifest.paths, "label": np.asarray(manifest.class_names, dtype=object)[manifest.labels]}
+    columns.update({name: manifest.extra[name].to_numpy() for name in manifest.extra.columns})
+    return pd.DataFrame(columns)  # built at once: column by column is quadratic in a wide CSV
 
 
 def _labels_digest(manifest: Manifest) -> str:

@@ -490,3 +490,26 @@ def test_interrupted_decoding_leaves_no_cache(tmp_path, cache_dir, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         load_or_build(manifest, cache_dir, workers=1)
     assert list(cache_dir.iterdir()) == []
+
+
+def test_pillow_problems_become_image_errors_without_warnings(tmp_path):
+    import io
+    import warnings
+
+    from lnlclean.data.decode import ImageError, decode_image, image_size
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(buffer, format="TIFF")
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    bad_header = tmp_path / "bad.ppm"
+    bad_header.write_bytes(b"P6\n" + b"9" * 5000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ImageError):
+            decode_image(truncated, (64, 64))
+        with pytest.raises(ImageError):
+            image_size(bad_header)
+        with pytest.raises(ImageError, match="not found"):
+            image_size(tmp_path / "gone.png")
+    assert caught == []

@@ -342,7 +342,7 @@ def test_path_is_a_directory(small):
     root, csv = small
     (root / "sub").mkdir()
     path = csv("path,label\na.png,1\nsub,2\n")
-    expect_user_error(root, path, "row 3", "not found")
+    expect_user_error(root, path, "row 3", "sub: not a file")
 
 
 def test_empty_path_cell(small):
@@ -361,7 +361,68 @@ def test_empty_label_cell(small, row):
 def test_too_many_fields_is_user_error(small):
     root, csv = small
     path = csv("path,label\na.png,1\nb.png,2,surprise\n")
-    expect_user_error(root, path, str(path), "cannot be read as CSV")
+    expect_user_error(root, path, str(path), "row 3: 3 fields but the header names 2 columns")
+
+
+def test_a_separator_at_the_end_of_rows_and_the_header_is_ignored(small):
+    root, csv = small
+    manifest = read_manifest(root, csv("path,label,\na.png,1,\nb.png,2,,\n"))
+    assert manifest.paths == ["a.png", "b.png"] and list(manifest.extra.columns) == []
+
+
+def test_blank_lines_before_the_header_are_skipped_and_rows_keep_their_line(small):
+    root, csv = small
+    path = csv("\n \n,,\npath,label\na.png,1\n\nb.png,\n")
+    expect_user_error(root, path, "row 7: empty label")
+
+
+def test_repeated_and_blank_extra_column_names_are_made_unique(small):
+    root, csv = small
+    manifest = read_manifest(root, csv("path,label,x,x ,,note\na.png,1,p,q,r,s\nb.png,2,t,u,v,w\n"))
+    assert list(manifest.extra.columns) == ["x", "x.1", "column 5", "note"]
+    assert manifest.extra["x.1"].tolist() == ["q", "u"]
+
+
+def test_a_reserved_column_named_twice_is_refused(small):
+    root, csv = small
+    expect_user_error(root, csv("path,label,Label\na.png,1,1\nb.png,2,2\n"), "names 'label' twice")
+
+
+def test_a_header_of_too_many_columns_is_refused_at_once(small):
+    root, csv = small
+    header = "path,label," + ",".join(f"c{i}" for i in range(100_000))
+    expect_user_error(root, csv(header + "\na.png,1\nb.png,2\n"), "100,002 columns", "at most 1,000")
+
+
+def test_a_quoted_cell_may_span_lines_and_its_row_is_cited_by_its_first_line(small):
+    root, csv = small
+    path = csv('path,label\na.png,1\n"b\n.png",2\nc.png,\n')
+    expect_user_error(root, path, "row 3: image", "b\n.png: not found")
+
+
+@pytest.mark.parametrize("raw, problem", [("a\x00b.png", "NUL character"), ("x" * 300 + ".png", "file name too long")])
+def test_a_path_the_file_system_cannot_take_is_a_row_error(small, raw, problem):
+    root, csv = small
+    expect_user_error(root, csv(f"path,label\na.png,1\n{raw},2\n"), "row 3", problem)
+
+
+def test_a_link_loop_is_a_row_error(small):
+    root, csv = small
+    (root / "loop.png").symlink_to("loop.png")
+    expect_user_error(root, csv("path,label\na.png,1\nloop.png,2\n"), "row 3", "symbolic link loop")
+
+
+def test_missing_files_are_kept_for_the_cache_to_skip_when_asked(small):
+    root, csv = small
+    manifest = read_manifest(root, csv("path,label\na.png,1\nb.png,2\ngone.png,2\n"), skip_missing=True)
+    assert manifest.paths == ["a.png", "b.png", "gone.png"]
+
+
+def test_undecodable_utf16_is_a_user_error(small):
+    root, csv = small
+    path = root.parent / "utf16.csv"
+    path.write_bytes("path,label\na.png,1\n".encode("utf-16") + b"\x00")
+    expect_user_error(root, path, "not UTF-16 text")
 
 
 def test_not_utf8(small):
@@ -388,7 +449,7 @@ def test_rows_after_blank_lines_are_reported_by_their_real_line(tmp_path):
         Image.new("L", (8, 8)).save(root / name)
     csv = tmp_path / "labels.csv"
     csv.write_text("path,label\na.png,x\n\n\nb.png,y\nmissing.png,x\n")
-    with pytest.raises(UserError, match=r"row 6: image .*missing.png not found"):
+    with pytest.raises(UserError, match=r"row 6: image .*missing.png: not found"):
         read_manifest(root, csv)
     csv.write_text("path,label\na.png,x\n\nb.png,y\n")
     assert read_manifest(root, csv).paths == ["a.png", "b.png"]

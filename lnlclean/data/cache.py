@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from ..fileio import atomic_path, prepare_output_dir
-from .decode import decode_all
+from .decode import ImageError, decode_all, image_size
 from .manifest import Manifest
 from .imagefile import ImageArray, allocate_npy
 
@@ -69,8 +68,11 @@ def fingerprint(manifest: Manifest, image_size: int | None, fallback_size: int) 
     """Returns a hex key that changes whenever a path, a file's size or mtime, or the size setting changes."""
     digest = hashlib.sha256(f"v{CACHE_FORMAT}|{manifest.root.resolve()}|{image_size}|{fallback_size}".encode())
     for rel in manifest.paths:
-        stat = (manifest.root / rel).stat()
-        digest.update(f"\n{rel}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        try:
+            stat = (manifest.root / rel).stat()
+            digest.update(f"\n{rel}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        except (OSError, ValueError):  # a missing file kept under --on-bad-image skip
+            digest.update(f"\n{rel}|missing".encode())
     return digest.hexdigest()[:32]
 
 
@@ -141,9 +143,8 @@ def _first_size(manifest: Manifest) -> tuple[int, int] | None:
     """Returns (height, width) of the first image whose header can be read, or None when none can."""
     for rel in manifest.paths:
         try:
-            with Image.open(manifest.root / rel) as image:
-                return (image.height, image.width)
-        except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
+            return image_size(manifest.root / rel)
+        except ImageError:
             continue  # reported with its reason when it is decoded
     return None
 

@@ -26,7 +26,9 @@ import multiprocessing
 import os
 import signal
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -73,20 +75,48 @@ def open_rgb(path: Path, at_least: int | None = None) -> Image.Image:
     both sides stay at least `at_least` pixels (much faster for a thumbnail of a large photo).
     Raises ImageError when the file is missing, not a complete image, or over the pixel limit.
     """
+    with pillow(path) as image:
+        if image.width * image.height > MAX_PIXELS:
+            raise ImageError(f"{image.width}×{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb")
+        if at_least is not None:
+            image.draft("RGB", (at_least, at_least))
+        image.load()
+        return to_rgb(image)
+
+
+def image_size(path: Path) -> Size:
+    """Returns (height, width) of the image at `path` from its header. Raises ImageError when the header cannot be read."""
+    with pillow(path) as image:
+        return image.height, image.width
+
+
+@contextmanager
+def pillow(path: Path) -> Iterator[Image.Image]:
+    """Yields the image at `path` opened by Pillow: the one place where a file meets Pillow.
+
+    Pillow's warnings (truncated reads, corrupt EXIF, …) are silenced, since the outcome is
+    either a decoded image or an ImageError that says why; and any exception Pillow raises on a
+    malformed file (OSError, SyntaxError, ValueError, struct errors, …) becomes ImageError.
+    """
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageError(f"{image.width}×{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb")
-            if at_least is not None:
-                image.draft("RGB", (at_least, at_least))
-            image.load()
-            return to_rgb(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                yield image
+    except ImageError:
+        raise
     except Image.DecompressionBombError:
         raise ImageError(f"over twice the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb")
     except UnidentifiedImageError:
         raise ImageError("not an image file Pillow can read")
-    except (OSError, SyntaxError, ValueError) as err:
+    except FileNotFoundError:
+        raise ImageError("not found")
+    except OSError as err:
         raise ImageError(f"cannot decode ({err})")
+    except MemoryError:
+        raise ImageError("too large to decode in the memory available")
+    except Exception as err:  # Pillow's plugins raise many kinds on malformed input
+        raise ImageError(f"cannot decode ({type(err).__name__}: {err})")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

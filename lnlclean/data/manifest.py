@@ -16,7 +16,9 @@ only the set matters).
 from __future__ import annotations
 
 import codecs
+import csv
 import difflib
+import errno
 import io
 import os
 import re
@@ -33,6 +35,9 @@ REQUIRED_COLUMNS = ("path", "label")
 CANDIDATES_COLUMN = "candidates"
 CANDIDATE_SEPARATOR = "|"
 DELIMITERS = (",", ";", "\t")
+RESERVED = (*REQUIRED_COLUMNS, CANDIDATES_COLUMN)
+MAX_EXTRA_COLUMNS = 1_000  # other columns are carried to every output; a header with more is most likely a wrong separator
+LINE_BREAK = re.compile(r"\r\n|\r|\n")  # where the CSV reader ends a line (not at \x1e, \x85 or \u2028, which str.splitlines() also splits)
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -87,6 +92,7 @@ class Manifest:
 
 def read_manifest(
     images: str | os.PathLike, labels_csv: str | os.PathLike | None = None, allow_outside_root: bool = False,
+    skip_missing: bool = False,
 ) -> Manifest:
     """Returns the validated manifest for image folder `images`.
 
@@ -95,14 +101,16 @@ def read_manifest(
     The CSV may be UTF-8 (with or without BOM) or UTF-16 with BOM, separated by commas,
     semicolons or tabs; header names are matched without regard to case.
     Paths must stay inside `images` (no absolute paths, ``..`` or links pointing out) unless
-    `allow_outside_root`. Raises UserError for any problem the user can fix, naming the file and row.
+    `allow_outside_root`. With `skip_missing` (``--on-bad-image skip``) a row whose file is
+    missing or unreadable is kept, for the image cache to list as skipped. Raises UserError for
+    any problem the user can fix, naming the file and row.
     """
     root = Path(images)
     if not root.is_dir():
         raise UserError(f"{root}: image folder not found; pass the folder that holds your images")
     if labels_csv is None:
         return _from_image_folder(root)
-    return _from_csv(root, Path(labels_csv), allow_outside_root)
+    return _from_csv(root, Path(labels_csv), allow_outside_root, skip_missing)
 
 
 def _from_image_folder(root: Path) -> Manifest:
@@ -121,7 +129,7 @@ def _from_image_folder(root: Path) -> Manifest:
     return _build(root, frame, source=None, allow_outside_root=False)
 
 
-def _from_csv(root: Path, csv_path: Path, allow_outside_root: bool) -> Manifest:
+def _from_csv(root: Path, csv_path: Path, allow_outside_root: bool, skip_missing: bool) -> Manifest:
     frame = _read_csv(csv_path)
     required = ("path",) if CANDIDATES_COLUMN in frame.columns else REQUIRED_COLUMNS
     missing = [c for c in required if c not in frame.columns]
@@ -129,7 +137,7 @@ def _from_csv(root: Path, csv_path: Path, allow_outside_root: bool) -> Manifest:
         raise UserError(f"{csv_path}: {_missing_columns_hint(missing, list(frame.columns))}")
     if frame.empty:
         raise UserError(f"{csv_path}: no rows under the header; add one row per image")
-    return _build(root, frame, source=csv_path, allow_outside_root=allow_outside_root)
+    return _build(root, frame, source=csv_path, allow_outside_root=allow_outside_root, skip_missing=skip_missing)
 
 
 def _missing_columns_hint(missing: list[str], found: list[str]) -> str:
@@ -144,22 +152,81 @@ def _missing_columns_hint(missing: list[str], found: list[str]) -> str:
 
 
 def _read_csv(csv_path: Path) -> pd.DataFrame:
+    """Returns the CSV's rows as strings, one column per header name, indexed by each row's line in the file.
+
+    This is the one place where CSV text becomes rows (see :func:`csv_rows`). Blank lines
+    (anywhere, before the header too) are skipped; cells are stripped; empty fields at the end
+    of a row (a trailing separator) are ignored; a row with fewer fields than the header gets
+    empty cells. Raises UserError for text that is not CSV, a row with more non-empty fields
+    than the header names, or a header of more than ``MAX_EXTRA_COLUMNS`` extra columns.
+    """
     text = _read_text(csv_path)
-    if not text.strip():
+    records = csv_rows(text, _delimiter(text), csv_path)
+    if not records:
         raise UserError(f"{csv_path}: the file is empty; it needs a header path,label and one row per image")
+    (_, header_cells), body = records[0], records[1:]
+    names = _column_names(header_cells, csv_path)
+    columns: list[list[str]] = [[] for _ in names]
+    for line, cells in body:
+        if len(cells) > len(names):
+            if any(cells[len(names):]):
+                raise UserError(
+                    f"{csv_path}: row {line}: {len(cells)} fields but the header names {len(names)} columns; "
+                    "quote cells that contain the separator, or add the missing column names to the header"
+                )
+            cells = cells[:len(names)]
+        for column, cell in zip(columns, cells):
+            column.append(cell)
+        for column in columns[len(cells):]:
+            column.append("")
+    return pd.DataFrame(dict(zip(names, columns)), index=pd.Index([line for line, _ in body], dtype=np.int64), dtype=object)
+
+
+def csv_rows(text: str, delimiter: str, csv_path: Path) -> list[tuple[int, list[str]]]:
+    """Returns (line number of the row's first line, stripped cells) for every non-blank row of CSV `text`.
+
+    A quoted cell may span lines. Raises UserError naming the line for text the CSV reader rejects.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
+    records, first_line = [], 1
     try:
-        frame = pd.read_csv(
-            io.StringIO(text), sep=_delimiter(text), dtype=str, keep_default_na=False, skipinitialspace=True,
-            skip_blank_lines=False,
+        for record in reader:
+            cells = [cell.strip() for cell in record]
+            if any(cells):
+                records.append((first_line, cells))
+            first_line = reader.line_num + 1
+    except csv.Error as err:
+        raise UserError(f"{csv_path}: line {reader.line_num}: cannot be read as CSV ({err}); quote cells that contain the separator")
+    return records
+
+
+def _column_names(cells: list[str], csv_path: Path) -> list[str]:
+    """Returns the header's column names: reserved names lower-cased, empty trailing names dropped, others made unique.
+
+    An empty name inside the header becomes ``column N``; a repeated name gets ``.1``, ``.2``, …
+    (names are compared after stripping). Raises UserError when a reserved name (path, label,
+    candidates) appears twice, or for more than ``MAX_EXTRA_COLUMNS`` extra columns.
+    """
+    while cells and cells[-1] == "":
+        cells = cells[:-1]
+    extra = len(cells) - sum(_header_name(cell) in RESERVED for cell in cells)
+    if extra > MAX_EXTRA_COLUMNS:
+        raise UserError(
+            f"{csv_path}: the header has {len(cells):,} columns; at most {MAX_EXTRA_COLUMNS:,} besides path, label and candidates "
+            "are carried to the outputs: drop the others (or check the separator)"
         )
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{csv_path}: the file is empty; it needs a header path,label and one row per image")
-    except pd.errors.ParserError as err:
-        raise UserError(f"{csv_path}: cannot be read as CSV ({str(err).splitlines()[0]}); quote cells that contain the separator")
-    frame.columns = [_header_name(c) for c in frame.columns]
-    frame = frame.apply(lambda column: column.str.strip())
-    # Blank lines are dropped but the index keeps each row's position, so messages cite the real line.
-    return frame[(frame != "").any(axis=1)]
+    names, seen = [], set()
+    for position, cell in enumerate(cells, start=1):
+        name = _header_name(cell) or f"column {position}"
+        if name in RESERVED and name in seen:
+            raise UserError(f"{csv_path}: the header names {name!r} twice; keep one {name} column")
+        unique, copy = name, 0
+        while unique in seen:
+            copy += 1
+            unique = f"{name}.{copy}"
+        seen.add(unique)
+        names.append(unique)
+    return names
 
 
 def _read_text(csv_path: Path) -> str:
@@ -171,7 +238,10 @@ def _read_text(csv_path: Path) -> str:
     except OSError as err:
         raise UserError(f"{csv_path}: cannot be read ({err.strerror})")
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return raw.decode("utf-16")
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError as err:
+            raise UserError(f"{csv_path}: not UTF-16 text ({err.reason} at byte {err.start}); save the file as UTF-8 CSV")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -181,7 +251,7 @@ def _read_text(csv_path: Path) -> str:
 
 def _delimiter(text: str) -> str:
     """Returns the separator of the header line: the first of comma, semicolon, tab that splits off a path column."""
-    header = text.lstrip().splitlines()[0]
+    header = next((line for line in LINE_BREAK.split(text) if line.strip()), "")
     for sep in DELIMITERS:
         if "path" in (part.strip().strip('"').lower() for part in header.split(sep)):
             return sep
@@ -191,14 +261,14 @@ def _delimiter(text: str) -> str:
 def _header_name(raw) -> str:
     """Returns a header cell stripped; the reserved names (path, label, candidates) are matched without case."""
     name = str(raw).strip()
-    return name.lower() if name.lower() in (*REQUIRED_COLUMNS, CANDIDATES_COLUMN) else name
+    return name.lower() if name.lower() in RESERVED else name
 
 
-def _build(root: Path, frame: pd.DataFrame, source: Path | None, allow_outside_root: bool) -> Manifest:
+def _build(root: Path, frame: pd.DataFrame, source: Path | None, allow_outside_root: bool, skip_missing: bool = False) -> Manifest:
     where = source if source is not None else root
     lines = _line_numbers(frame, source)
     frame = frame.reset_index(drop=True)
-    paths = [_checked_path(root, raw, where, line, allow_outside_root) for raw, line in zip(frame["path"], lines)]
+    paths = [_checked_path(root, raw, where, line, allow_outside_root, skip_missing) for raw, line in zip(frame["path"], lines)]
     _reject_duplicates(paths, where, lines)
     has_label_column = "label" in frame.columns
     sets = _candidate_sets(frame, where, lines) if CANDIDATES_COLUMN in frame.columns else None
@@ -258,10 +328,10 @@ def _candidate_matrix(sets: list[list[str]], given: list[str], index_of: dict[st
 
 
 def _line_numbers(frame: pd.DataFrame, source: Path | None) -> list[int]:
-    """Returns the number the user sees for each row: its line in the CSV (header = line 1), or its position."""
+    """Returns the number the user sees for each row: its line in the CSV (header = line 1, the frame's index), or its position."""
     if source is None:
         return list(range(1, len(frame) + 1))
-    return [int(i) + 2 for i in frame.index]
+    return [int(i) for i in frame.index]
 
 
 def _reject_numeric_labels(label_texts: list[str], where: Path, lines: list[int]) -> None:
@@ -275,20 +345,35 @@ def _reject_numeric_labels(label_texts: list[str], where: Path, lines: list[int]
             )
 
 
-def _checked_path(root: Path, raw: str, where: Path, line: int, allow_outside_root: bool) -> str:
+def _checked_path(root: Path, raw: str, where: Path, line: int, allow_outside_root: bool, skip_missing: bool = False) -> str:
+    """Returns the CSV path `raw` as a POSIX path relative to `root` once it names a readable file inside `root`.
+
+    This is the one place where a path from the CSV meets the file system: every way it can
+    fail (empty, NUL, outside the folder, a link loop, a name too long, missing, unreadable,
+    any other OSError) raises UserError naming the row. With `skip_missing`, a path that is
+    valid but names no readable file is returned all the same (the image cache then lists it
+    as skipped).
+    """
     if raw == "":
         raise UserError(f"{where}: row {line}: empty path; give the image's path relative to {root}, or remove the row")
+    if "\x00" in raw:
+        raise UserError(f"{where}: row {line}: path {raw!r} holds a NUL character; fix the path or remove the row")
     posix = PurePosixPath(raw.replace("\\", "/"))
     full = root / posix
-    if not allow_outside_root:
-        if posix.is_absolute() or ".." in posix.parts:
-            raise UserError(f"{where}: row {line}: path {raw!r} leaves the image folder; give paths relative to {root}, or pass --allow-outside-root")
-        if not _inside(full.resolve(), root.resolve()):
+    if not allow_outside_root and (posix.is_absolute() or ".." in posix.parts):
+        raise UserError(f"{where}: row {line}: path {raw!r} leaves the image folder; give paths relative to {root}, or pass --allow-outside-root")
+    try:
+        if not allow_outside_root and not _inside(full.resolve(), root.resolve()):
             raise UserError(f"{where}: row {line}: {raw!r} is a link pointing outside {root}; pass --allow-outside-root to accept it")
-    if not full.is_file():
-        raise UserError(f"{where}: row {line}: image {full} not found; fix the path or remove the row")
-    if not os.access(full, os.R_OK):
-        raise UserError(f"{where}: row {line}: image {full} is not readable (check its permissions)")
+        problem = None if full.is_file() else "not found" if not full.exists() and not full.is_symlink() else "not a file"
+        if problem is None and not os.access(full, os.R_OK):
+            problem = "not readable (check its permissions)"
+    except RuntimeError:  # Path.resolve before Python 3.13 on a link loop
+        problem = "a symbolic link loop"
+    except OSError as err:
+        problem = "a symbolic link loop" if err.errno == errno.ELOOP else (err.strerror or str(err)).lower()
+    if problem is not None and not skip_missing:
+        raise UserError(f"{where}: row {line}: image {full}: {problem}; fix the path or remove the row, or pass --on-bad-image skip")
     return posix.as_posix()
 
 
