@@ -8,12 +8,15 @@ it must audit normally, with no image skipped.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import io
 import os
 import pickle
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -211,6 +214,53 @@ def empty_image_folder(ws):
     return ["audit", str(empty), "--out", str(ws.out), *QUICK]
 
 
+def csv_bytes_case(body: Callable[[Workspace], bytes]):
+    """Returns an arrange function that writes the bytes `body(ws)` as the labels CSV and audits it."""
+
+    def arrange(ws: Workspace) -> list[str]:
+        ws.csv.write_bytes(body(ws))
+        return ws.audit()
+
+    return arrange
+
+
+def wide_header(ws: Workspace, extra: int, filled: bool) -> str:
+    """Returns the CSV with `extra` more columns x0, x1, … in the header; their cells are filled with `v` when `filled`, else absent."""
+    cells = "," + ",".join(["v"] * extra) if filled else ""
+    return "path,label," + ",".join(f"x{i}" for i in range(extra)) + "\n" + "\n".join(r + cells for r in ws.rows()) + "\n"
+
+
+def self_link(ws: Workspace) -> list[str]:
+    os.symlink("loop.png", ws.images / "loop.png")
+    ws.write_csv(with_row(ws, "loop.png,1"))
+    return ws.audit()
+
+
+def folder_with_newline(ws: Workspace) -> list[str]:
+    ws.images = ws.images.rename(ws.tmp / "im\nages")
+    ws.write_csv(with_row(ws, "gone.png,1"))
+    return ws.audit()
+
+
+def first_image_corrupt_ppm(ws: Workspace, *extra: str) -> list[str]:
+    """Lists a PPM whose header never ends (first.ppm) in place of the first image, and audits with `extra` options."""
+    (ws.images / "first.ppm").write_bytes(b"P6\n" + b"9" * 5000)
+    ws.write_csv(header(ws).replace(ws.names[0], "first.ppm"))
+    return ws.audit(*extra)
+
+
+@lru_cache(maxsize=1)
+def tiff_bytes() -> bytes:
+    """Returns the bytes of a valid 8×8 RGB TIFF (its tags come right after the 8-byte header)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "gray").save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
+# Characters that str.splitlines() ends a line at, though a CSV reader does not.
+LINE_BREAKS = {"\\x1e": "\x1e", "\\x85": "\x85", "\\u2028": "\u2028"}
+
+
 REFUSED: dict[str, tuple[Callable[[Workspace], list[str]], tuple[str, ...]]] = {
     # CSV
     "csv not found": (lambda ws: ws.audit(csv=ws.tmp / "nope.csv"), ("nope.csv", "labels CSV not found")),
@@ -227,8 +277,22 @@ REFUSED: dict[str, tuple[Callable[[Workspace], list[str]], tuple[str, ...]]] = {
     "csv class with one image": (csv_case(lambda ws: header(ws).replace("d20.png,2", "d20.png,22")), ("labels.csv", "row 22", "class '22' has only this one image", "did you mean '2'")),
     "csv duplicate path": (csv_case(lambda ws: with_row(ws, "d03.png,1")), ("labels.csv", "row 26", "duplicate path 'd03.png'", "also row 5")),
     "csv image missing": (csv_case(lambda ws: with_row(ws, "gone.png,1")), ("labels.csv", "row 26", "gone.png", "not found")),
-    "csv too many fields": (csv_case(lambda ws: with_row(ws, "d03.png,1,extra,more")), ("labels.csv", "cannot be read as CSV")),
+    "csv too many fields": (csv_case(lambda ws: with_row(ws, "d03.png,1,extra,more")), ("labels.csv", "row 26", "fields but the header names 2 columns")),
     "csv unknown candidate": (csv_case(lambda ws: "path,label,candidates\n" + "\n".join(f"{r},{r[-1]}|9" for r in ws.rows()) + "\n"), ("labels.csv", "row 2", "unknown class '9'")),
+    # found by fuzzing (tests/test_fuzz_inputs.py)
+    "csv two extra fields in the first row": (csv_case(lambda ws: header(ws).replace("d00.png,0\n", "d00.png,0,x,y\n")), ("labels.csv", "row 2", "fields", "header")),
+    "csv NUL in a path": (csv_case(lambda ws: header(ws).replace("d00.png", "d0\x000.png")), ("labels.csv", "row 2")),
+    "csv file name over 255 bytes": (csv_case(lambda ws: with_row(ws, "x" * 300 + ".png,1")), ("labels.csv", "row 26")),
+    "csv path is a link to itself": (self_link, ("labels.csv", "row 26")),
+    "csv UTF-16 of odd length": (csv_bytes_case(lambda ws: header(ws).encode("utf-16")[:-1]), ("labels.csv", "not UTF-16")),
+    "csv UTF-16 with a lone surrogate": (csv_bytes_case(lambda ws: with_row(ws, "\ud800.png,1").encode("utf-16", "surrogatepass")), ("labels.csv", "not UTF-16")),
+    "csv newline in a quoted path": (csv_case(lambda ws: header(ws).replace("d00.png", '"d0\n0.png"')), ("labels.csv", "row 2", "d0\\n0.png")),
+    **{
+        f"csv {shown} in a path": (csv_case(lambda ws, char=char: header(ws).replace("d00.png", f"d0{char}0.png")), ("labels.csv", "row 2"))
+        for shown, char in LINE_BREAKS.items()
+    },
+    "csv header of 100,000 columns": (csv_case(lambda ws: wide_header(ws, 99_998, filled=False)), ("labels.csv", "columns")),
+    "csv header of 100,000 columns, rows filled": (csv_case(lambda ws: wide_header(ws, 99_998, filled=True)), ("labels.csv", "columns")),
     # paths leaving the image folder
     "path absolute": (lambda ws: outside_file(ws, "{tmp}/outside.png,1"), ("labels.csv", "row 26", "leaves the image folder", "--allow-outside-root")),
     "path with ..": (lambda ws: outside_file(ws, "../outside.png,1"), ("labels.csv", "row 26", "'../outside.png' leaves the image folder", "--allow-outside-root")),
@@ -241,6 +305,10 @@ REFUSED: dict[str, tuple[Callable[[Workspace], list[str]], tuple[str, ...]]] = {
     "image is text": (replace_image(lambda p: p.write_text("path,label\n")), ("d03.png", "not an image file")),
     "image bomb over 2x limit": (lambda ws: bomb(ws, 20_000, 20_000), ("d03.png", "decompression bomb", "--on-bad-image skip")),
     "image bomb over limit": (lambda ws: bomb(ws, 10_000, 9_000), ("d03.png", "decompression bomb")),
+    "image folder name with a newline": (folder_with_newline, ("labels.csv", "row 26", "gone.png", "not found")),
+    "image first is a PPM with a corrupt header": (first_image_corrupt_ppm, ("first.ppm", "--on-bad-image skip")),
+    "image TIFF truncated": (replace_image(lambda p: p.write_bytes(tiff_bytes()[:60])), ("d03.png", "--on-bad-image skip")),
+    "image TIFF header and garbage": (replace_image(lambda p: p.write_bytes(tiff_bytes()[:8] + b"\xff" * 200)), ("d03.png", "--on-bad-image skip")),
     # options
     "epochs negative": (lambda ws: ws.audit("--epochs", "-1"), ("--epochs -1", "must be at least 1")),
     "batch size 1": (lambda ws: ws.audit("--batch-size", "1"), ("--batch-size 1", "at least 2")),
@@ -381,6 +449,15 @@ def quoted_comma(ws: Workspace) -> list[str]:
     return ws.audit()
 
 
+def class_folders(ws: Workspace, loop: Callable[[Path], None]) -> list[str]:
+    """Moves the images into the ImageFolder layout images/<label>/<name>, adds `loop(images/0)`, and audits without a CSV."""
+    for name, label in zip(ws.names, ws.labels):
+        (ws.images / str(label)).mkdir(exist_ok=True)
+        (ws.images / name).rename(ws.images / str(label) / name)
+    loop(ws.images / "0")
+    return ["audit", str(ws.images), "--out", str(ws.out), *QUICK, "--cache-dir", str(ws.cache)]
+
+
 ACCEPTED: dict[str, Callable[[Workspace], list[str]]] = {
     "csv with BOM": csv_case(lambda ws: header(ws), "utf-8-sig"),
     "csv UTF-16": csv_case(lambda ws: header(ws), "utf-16"),
@@ -391,6 +468,14 @@ ACCEPTED: dict[str, Callable[[Workspace], list[str]]] = {
     "csv spaces around labels": csv_case(lambda ws: header(ws, " path , label ").replace(",", " ,  ").replace("\n", "  \n")),
     "csv header in capitals": csv_case(lambda ws: header(ws, "Path,Label")),
     "csv quoted comma in a path": quoted_comma,
+    # found by fuzzing (tests/test_fuzz_inputs.py)
+    "csv trailing separator on rows": csv_case(lambda ws: "path,label\n" + "\n".join(r + "," for r in ws.rows()) + "\n"),
+    "csv extra columns differing by spaces": csv_case(lambda ws: "path,label,x,x \n" + "\n".join(r + ",a,b" for r in ws.rows()) + "\n"),
+    "csv 500 extra columns": csv_case(lambda ws: wide_header(ws, 500, filled=True)),
+    "csv blank line before the header": csv_case(lambda ws: "\n" + header(ws)),
+    "csv UTF-16 with blank lines": csv_case(lambda ws: "\n" + header(ws).replace("\n", "\n\n"), "utf-16"),
+    "folder with a directory link loop": lambda ws: class_folders(ws, lambda folder: os.symlink(".", folder / "again")),
+    "folder with a file linking to itself": lambda ws: class_folders(ws, lambda folder: os.symlink("self.png", folder / "self.png")),
     "image CMYK JPEG": save_as(lambda p: rgb(p).convert("CMYK"), ".jpg"),
     "image 16-bit PNG": save_as(lambda p: Image.fromarray(p.astype(np.uint16) * 257), ".png"),
     "image palette PNG": save_as(lambda p: rgb(p).convert("P"), ".png"),
@@ -434,6 +519,37 @@ def test_bad_image_is_skipped_on_request_and_named_in_the_summary(ws):
     assert summary["skipped"][0]["path"] == ws.names[3] and "decompression bomb" in summary["skipped"][0]["reason"]
 
 
+def test_missing_image_is_skipped_on_request_and_named_in_the_summary(ws):
+    """--on-bad-image skip also skips a row whose file does not exist; summary.json names it with a reason."""
+    ws.write_csv(with_row(ws, "gone.png,1"))
+    assert main(ws.audit("--on-bad-image", "skip")) == 0
+    summary = pd.read_json(ws.out / "summary.json", typ="series")
+    assert summary["n_skipped"] == 1
+    assert summary["skipped"][0]["path"] == "gone.png" and summary["skipped"][0]["reason"]
+    assert len(read_audit(ws.out / "audit.parquet")[0]) == len(ws.names)
+
+
+def test_unreadable_first_image_is_skipped_on_request(ws):
+    """A first image whose header cannot be parsed (it sets the image size) is skipped like any bad image."""
+    assert main(first_image_corrupt_ppm(ws, "--on-bad-image", "skip")) == 0
+    summary = pd.read_json(ws.out / "summary.json", typ="series")
+    assert summary["n_skipped"] == 1 and summary["skipped"][0]["path"] == "first.ppm"
+    assert len(read_audit(ws.out / "audit.parquet")[0]) == len(ws.names) - 1
+
+
+@pytest.mark.parametrize("case", ["csv header of 100,000 columns", "csv header of 100,000 columns, rows filled"])
+def test_a_header_of_100000_columns_is_refused_within_seconds(ws, capsys, case):
+    """A very wide header is refused (over 1,000 extra columns) in one line, quickly: no parsing of every column first."""
+    arrange, _ = REFUSED[case]
+    argv = arrange(ws)
+    started = time.perf_counter()
+    code = main(argv)
+    seconds = time.perf_counter() - started
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "columns" in err[0], err
+    assert seconds < 20, f"took {seconds:.1f} s"
+
+
 def test_a_pickle_that_runs_code_is_never_loaded(ws, capsys):
     ws.out.mkdir()
     with open(ws.out / "checkpoint.pt", "wb") as handle:
@@ -442,8 +558,9 @@ def test_a_pickle_that_runs_code_is_never_loaded(ws, capsys):
     assert not (ws.tmp / "pwned").exists()
 
 
-@pytest.mark.parametrize("case", ["image bomb over limit", "resume checkpoint running code"])
+@pytest.mark.parametrize("case", ["image bomb over limit", "resume checkpoint running code", "image TIFF truncated", "image TIFF header and garbage"])
 def test_a_real_process_prints_one_line_and_exits_2(ws, case):
+    """Outside pytest, which records warnings, nothing else reaches stderr (no Pillow warning about a corrupt TIFF)."""
     arrange, fragments = REFUSED[case]
     argv = arrange(ws)
     done = subprocess.run([sys.executable, "-m", "lnlclean", *argv], capture_output=True, text=True, timeout=300)
