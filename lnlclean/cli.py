@@ -592,6 +592,10 @@ def main(argv: list[str] | None = None) -> int:
     130 stopped by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
     """
     err = Console(stderr=True, highlight=False)
+
+    def say(line: str) -> None:  # every message line the CLI prints on stderr: user text escaped, one line
+        err.print(one_line(line), markup=False, soft_wrap=True)
+
     world = current_world()  # under torchrun: joins the other processes
     stdout.quiet = not world.is_main
     error = f"error: [rank {world.rank}/{world.size}]" if world.distributed else "error:"
@@ -601,23 +605,23 @@ def main(argv: list[str] | None = None) -> int:
         code = app(args=args, standalone_mode=False, prog_name="lnlclean", obj={"method_options": method_options})
         return code if isinstance(code, int) else 0
     except UserError as problem:
-        err.print(f"{error} {one_line(str(problem))}", markup=False, soft_wrap=True)
+        say(f"{error} {problem}")
         return UserError.exit_code
     except Stopped as stop:
         if world.is_main:  # torchrun stops every process; one line says so
-            err.print(one_line(stopped_message(stop)), markup=False, soft_wrap=True)
+            say(stopped_message(stop))
         return stop.exit_code
     except OSError as problem:
         if problem.errno not in ENVIRONMENT_ERRNOS:
             raise
-        err.print(f"{error} {one_line(str(problem.filename or 'output'))}: {problem.strerror}; free space or choose another location", markup=False, soft_wrap=True)
+        say(f"{error} {problem.filename or 'output'}: {problem.strerror}; free space or choose another location")
         return UserError.exit_code
     except Exception as problem:
         if not is_usage_error(problem):
             raise
         ctx = getattr(problem, "ctx", None)
         command = ctx.command_path if ctx is not None else "lnlclean"
-        err.print(f"{error} {command}: {one_line(problem.format_message())} (see {command} --help)", markup=False, soft_wrap=True)
+        say(f"{error} {command}: {problem.format_message()} (see {command} --help)")
         return 2
     finally:
         restore_handlers(previous_handlers)

@@ -207,8 +207,10 @@ def _column_names(cells: list[str], csv_path: Path) -> list[str]:
     (names are compared after stripping). Raises UserError when a reserved name (path, label,
     candidates) appears twice, or for more than ``MAX_EXTRA_COLUMNS`` extra columns.
     """
-    while cells and cells[-1] == "":
-        cells = cells[:-1]
+    end = len(cells)
+    while end and cells[end - 1] == "":
+        end -= 1
+    cells = cells[:end]  # one slice: a header of many trailing separators stays linear
     extra = len(cells) - sum(_header_name(cell) in RESERVED for cell in cells)
     if extra > MAX_EXTRA_COLUMNS:
         raise UserError(

@@ -47,7 +47,6 @@ GENERATOR = "lnlclean"
 # Per-epoch history entries that are bookkeeping rather than something the method learned.
 NOT_PLOTTED = ("epoch", "loss", "seconds", "data_seconds", "diagnose_seconds", "checkpoint_seconds", "lr")
 GREEK = {"lambda": "λ", "gamma": "γ", "eta": "η", "alpha": "α", "beta": "β", "tau": "τ"}
-TRUTH, TRUTH_ESTIMATE = PREFIX, f"{PREFIX}estimated_noise_rate"
 MATRIX_AXES = {"corruption_matrix": ("true class", "observed label")}
 
 
@@ -427,12 +426,14 @@ def statistic_groups(history: list[dict]) -> list[tuple[str, list[str]]]:
         keys += [key for key, value in entry.items() if key not in NOT_PLOTTED and key not in keys and _number(value) is not None]
     groups: dict[str, list[str]] = {}
     for key in keys:
-        base = key.removesuffix("_peer")
-        if key == TRUTH_ESTIMATE:
-            base = "noise rate estimated after each epoch"
-        elif key.startswith(TRUTH):
-            base = "against the true labels"
-        groups.setdefault(base if base in keys or key.startswith(TRUTH) else key, []).append(key)
+        if key == f"{PREFIX}estimated_noise_rate":
+            group = "noise rate estimated after each epoch"
+        elif key.startswith(PREFIX):
+            group = "against the true labels"
+        else:
+            base = key.removesuffix("_peer")
+            group = base if base in keys else key
+        groups.setdefault(group, []).append(key)
     return [(f"{base} ({GREEK[base]})" if base in GREEK else base, members) for base, members in groups.items()]
 
 
