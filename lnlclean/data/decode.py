@@ -42,7 +42,11 @@ CHUNK = 512  # images per task: large enough to amortise the task, small enough 
 PROCESS_MIN = 2048  # below this many images, starting processes costs more than it saves
 WRITE_BYTES = 16 * 2**20  # decoded rows a task buffers before writing them out
 Size = tuple[int, int]
-# decode_image refuses these images; Pillow's warning would only repeat that on stderr.
+# Pillow's warnings (truncated reads, corrupt EXIF, decompression bombs, …) only repeat on stderr
+# what decoding reports as a decoded image or an ImageError. The filter is set once, by module:
+# warnings.catch_warnings swaps the process-wide filter list, so around decodes running in
+# threads one thread's exit would unsilence another's decode.
+warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
@@ -94,15 +98,14 @@ def image_size(path: Path) -> Size:
 def pillow(path: Path) -> Iterator[Image.Image]:
     """Yields the image at `path` opened by Pillow: the one place where a file meets Pillow.
 
-    Pillow's warnings (truncated reads, corrupt EXIF, …) are silenced, since the outcome is
-    either a decoded image or an ImageError that says why; and any exception Pillow raises on a
-    malformed file (OSError, SyntaxError, ValueError, struct errors, …) becomes ImageError.
+    Pillow's warnings are silenced by this module's filter (see the top of the module), since
+    the outcome is either a decoded image or an ImageError that says why; and any exception
+    Pillow raises on a malformed file (OSError, SyntaxError, ValueError, struct errors, …)
+    becomes ImageError.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                yield image
+        with Image.open(path) as image:
+            yield image
     except ImageError:
         raise
     except Image.DecompressionBombError:
