@@ -112,7 +112,7 @@ def test_options_are_checked_before_anything_runs():
     RunConfig(method="alim", noise_rate=0.2, method_params={"warmup": "0"}).validate()
     with pytest.raises(UserError, match="--noise-rate 1.5: must be in"):
         RunConfig(method="alim", noise_rate=1.5).validate()
-    assert make_method(ALIM, [0, 1], epochs=100).warmup == 8
+    assert make_method(ALIM, [0, 1], epochs=100).phase.minimum == 8
 
 
 def test_partial_candidates_follow_the_protocol():

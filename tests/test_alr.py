@@ -64,9 +64,9 @@ def test_targets_stay_the_given_labels_during_warmup_then_refine_only_the_batch(
 
 
 def test_auto_warmup_is_fifteen_percent_and_bad_values_name_the_option():
-    assert make_alr([0, 1], epochs=200).warmup == 30
-    assert make_alr([0, 1], epochs=100).warmup == 15
-    assert make_alr([0, 1], epochs=3).warmup == 1
+    assert make_alr([0, 1], epochs=200).phase.minimum == 30
+    assert make_alr([0, 1], epochs=100).phase.minimum == 15
+    assert make_alr([0, 1], epochs=3).phase.minimum == 1
     with pytest.raises(UserError, match="--alr-warmup 5: must be below --epochs 5"):
         make_alr([0, 1], epochs=5, warmup=5)
     with pytest.raises(UserError, match="--epochs 1: --method alr needs at least 2"):

@@ -83,7 +83,7 @@ def test_each_network_is_weighted_by_its_peer_once_warmup_ends():
 
 def test_auto_settings_follow_the_run_and_bad_values_name_the_option():
     method = make_pmnar([0, 1], epochs=100)
-    assert (method.warmup, method.beta) == (10, 1.0)
+    assert (method.phase.minimum, method.beta) == (10, 1.0)
     assert make_pmnar(list(range(3)) * 10, n_classes=30, epochs=3, beta="auto").beta == pytest.approx(1 / 3)
     with pytest.raises(UserError, match="--pmnar-beta"):
         method_hparams(PMNAR, {"beta": "-0.5"})

@@ -140,6 +140,15 @@ def test_warnings_say_what_is_wrong_and_which_block_relabel():
     assert not trusted(warnings) and trusted(warnings[1:])
 
 
+def test_a_method_that_never_left_its_warmup_says_it_trained_as_cross_entropy():
+    frame = audit_frame([True] + [False] * 9, ["a"] * 10, ["a"] * 10)
+    summary = {"noise_rate": 0.1, "calibration": {"separated": True}}
+    still = audit_warnings(frame, {**summary, "method_summary": {"warmup": None}})
+    assert [w["code"] for w in still] == ["still-learning"] and "--epochs" in still[0]["message"] and trusted(still)
+    assert audit_warnings(frame, {**summary, "method_summary": {"warmup": 4}}) == []
+    assert audit_warnings(frame, {**summary, "method_summary": {}}) == []  # ce and confident learning have no warm-up
+
+
 def test_a_not_separated_audit_advises_fewer_epochs_only_when_the_network_predicts_most_labels():
     summary = {"noise_rate": 0.1, "calibration": {"separated": False}}
     memorised = audit_frame([False] * 10, ["a"] * 8 + ["b"] * 2, ["a"] * 10)  # predicts 80 % of the given labels

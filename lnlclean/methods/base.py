@@ -28,7 +28,6 @@ from torch import nn
 
 from ..data.augment import Augmenter
 from ..distributed import World
-from ..errors import UserError
 
 
 @dataclass
@@ -335,24 +334,6 @@ def target_accuracy(targets: SampleTable, true_labels: torch.Tensor | None) -> d
         return {}
     hits = targets.map(lambda rows_targets, rows: (rows_targets.argmax(dim=1) == true_labels[rows]).float())
     return {"target_accuracy": float(hits.mean())}
-
-
-def auto_warmup(given: int | None, share: float, epochs: int) -> int:
-    """Returns the warm-up length: `given` (a ``--<method>-warmup`` value) or, when it is None, `share` of `epochs`, at least 1."""
-    return given if given is not None else max(1, round(share * epochs))
-
-
-def check_warmup(method: str, given: int | None, warmup: int, epochs: int, then: str, otherwise: str) -> None:
-    """Raises UserError when a warm-up of `warmup` epochs leaves none of the `epochs` for the method's main phase.
-
-    `given` is the ``--<method>-warmup`` value (None when auto); `then` names the main phase
-    (for an auto warm-up), `otherwise` what goes wrong without it (for a given one). Returns None.
-    """
-    if warmup < epochs:
-        return
-    if given is None:
-        raise UserError(f"--epochs {epochs}: --method {method} needs at least 2 (warm-up, then {then})")
-    raise UserError(f"--{method}-warmup {warmup}: must be below --epochs {epochs}, or {otherwise}")
 
 
 METHODS: dict[str, type[Method]] = {}

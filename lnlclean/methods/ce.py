@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from .base import Method, register_method
+from .phase import EarlyLearning
 
 
 @dataclass
@@ -24,7 +25,15 @@ class CrossEntropy(Method):
     description = "plain cross-entropy on the given labels; flags samples whose label the network doubts"
     Hparams = CEHparams
 
+    def __init__(self, hparams, setup):
+        super().__init__(hparams, setup)
+        self.phase = EarlyLearning(setup, self.state, minimum=1)
+
     def training_step(self, batch, epoch):
         logits = self.networks[0](batch.weak)
+        self.phase.record(batch.index, logits, batch.label)
         return F.cross_entropy(logits, batch.label)
+
+    def end_epoch(self, epoch, evaluate):
+        return self.phase.end_epoch(epoch)
 

@@ -21,7 +21,8 @@ the same features. Every step, each network k:
 CSS: at the end of each epoch, per given class j, the ⌈(n/C)·R⌉ samples (at most all of them)
 whose main-head loss on the epoch's training forwards was smallest are selected for the next
 epoch. The loss is the network's own, from the forwards it already ran, so selection costs no
-extra pass. During the warm-up both heads train with cross-entropy on the given labels, plus a
+extra pass. The warm-up lasts until network 1's predictions settle (:mod:`lnlclean.methods.phase`),
+and at least the authors' share of the epochs. During the warm-up both heads train with cross-entropy on the given labels, plus a
 negative-entropy confidence penalty (the authors add it under asymmetric noise; lnlclean cannot
 know the noise type, and the penalty only slows memorisation, so it is on by default).
 
@@ -52,7 +53,8 @@ import torch.nn.functional as F
 
 from ..losses import soft_cross_entropy
 from ..models import TwoHeadNetwork
-from .base import Method, auto_warmup, check_warmup, register_method
+from .base import Method, register_method
+from .phase import EarlyLearning, auto_warmup, check_warmup
 
 PRIOR_MOMENTUM = 0.99
 SHARPEN_T = 0.5
@@ -67,8 +69,8 @@ class ProMixHparams:
         ratio: R, the share of each class's expected size that CSS selects.
         tau: confidence threshold of MHCS and LGA. Auto: 0.99 up to 10 classes, else 0.95.
         alpha: strength of the debiasing (logit adjustment by α·log π).
-        warmup: epochs of cross-entropy before selection. Auto: the authors' 10 of 600 epochs for
-            up to 10 classes, 30 of 600 beyond, at least 1.
+        warmup: epochs of cross-entropy before selection. Auto: until the predictions settle, at
+            least the authors' 10 of 600 epochs for up to 10 classes, 30 of 600 beyond, and 1.
         lga_start: share of the epochs after which LGA runs (the authors start it after 250 of 600).
         penalty: negative-entropy confidence penalty during the warm-up.
     """
@@ -166,10 +168,10 @@ class ProMix(Method):
         super().__init__(hparams, setup)
         n, k, device = setup.n_samples, setup.n_classes, setup.device
         self.networks = torch.nn.ModuleList(TwoHeadNetwork(net, k) for net in self.networks)
-        self.tau, self.warmup = resolve(hparams, k, setup.epochs)
+        self.tau, minimum = resolve(hparams, k, setup.epochs)
+        self.phase = EarlyLearning(setup, self.state, minimum=minimum, fixed=hparams.warmup)
         self.lga_from = round(hparams.lga_start * setup.epochs)
         self.window = max(1, round(0.1 * setup.epochs))
-        self.window_start = max(setup.epochs - self.window, self.warmup)
         self.log_prior = torch.full((2, k), -math.log(k), device=device)
         self.losses = self.state.add("losses", torch.zeros(n, 2, device=device))
         self.css = self.state.add("css", torch.ones(n, 2, dtype=torch.bool, device=device))
@@ -181,7 +183,14 @@ class ProMix(Method):
 
     def gamma(self, epoch: int) -> float:
         """Returns γ at `epoch`: 0 in the warm-up, then rising linearly to 1 over a tenth of the epochs."""
-        return min(1.0, max(0.0, (epoch - self.warmup + 1) / self.window))
+        started = self.phase.warmup_epochs()
+        return 0.0 if started is None else min(1.0, max(0.0, (epoch - started + 1) / self.window))
+
+    @property
+    def window_start(self) -> int:
+        """Returns the first epoch whose selections count towards ``promix_selection_frequency``: the last tenth, after the warm-up."""
+        started = self.phase.warmup_epochs()
+        return max(self.setup.epochs - self.window, self.setup.epochs if started is None else started)
 
     def training_step(self, batch, epoch):
         outputs = [net.both(batch.weak) for net in self.networks]
@@ -190,7 +199,8 @@ class ProMix(Method):
         with torch.no_grad():
             for k, main in enumerate(mains):
                 self.losses[batch.index, k] = F.cross_entropy(main, batch.label, reduction="none")
-        if epoch < self.warmup:
+        self.phase.record(batch.index, mains[0].detach(), batch.label)
+        if not self.phase.robust(epoch):
             return self.warmup_loss(mains, auxes, batch.label)
         return self.selection_loss(batch, mains, auxes, epoch)
 
@@ -273,7 +283,8 @@ class ProMix(Method):
             if self.setup.true_labels is not None and clean:
                 logged["selected_recall"] = correct / clean
         self.epoch_counts.zero_()
-        if epoch + 1 >= self.warmup:
+        logged.update(self.phase.end_epoch(epoch))
+        if self.phase.robust(epoch + 1):
             for k in range(2):
                 self.css[:, k] = class_wise_selection(self.losses[:, k], self.setup.given_labels, self.setup.n_classes, self.hparams.ratio)
         return logged
@@ -308,12 +319,13 @@ class ProMix(Method):
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
+        self.phase.restore(self.history)
         self.log_prior.copy_(state["log_prior"])
         self.epoch_counts.copy_(state["epoch_counts"])
 
     def summary(self):
         return {
-            "warmup": self.warmup, "tau": self.tau, "ratio": self.hparams.ratio, "alpha": self.hparams.alpha,
+            "warmup": self.phase.warmup_epochs(), "tau": self.tau, "ratio": self.hparams.ratio, "alpha": self.hparams.alpha,
             "lga_from_epoch": self.lga_from, "selection_window": self.window,
             "selected_fraction_per_epoch": [h.get("selected_fraction") for h in self.history],
             "selected_precision_per_epoch": [h.get("selected_precision") for h in self.history],

@@ -1,0 +1,88 @@
+"""The warm-up ends when the network's predictions stop settling (lnlclean.methods.phase)."""
+
+import pytest
+import torch
+
+from lnlclean.methods.base import SampleState, Setup
+from lnlclean.methods.phase import PATIENCE, EarlyLearning
+
+LABELS = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+
+
+def make_phase(minimum=1, fixed=None):
+    setup = Setup(n_samples=len(LABELS), n_classes=3, given_labels=LABELS, candidates=None, epochs=30,
+                  device=torch.device("cpu"), build_network=lambda: torch.nn.Identity())
+    return EarlyLearning(setup, SampleState(), minimum=minimum, fixed=fixed)
+
+
+def one_epoch(phase, epoch, predicted):
+    """Trains one epoch whose predictions are `predicted` (in two mini-batches); returns the logged signals."""
+    logits = torch.nn.functional.one_hot(torch.as_tensor(predicted), 3).float()
+    for rows in (torch.arange(0, 5), torch.arange(5, 10)):
+        phase.record(rows, logits[rows], LABELS[rows])
+    return phase.end_epoch(epoch)
+
+
+def changing(count):
+    """Returns predictions equal to the labels except the first `count` samples, shifted by one class."""
+    predicted = LABELS.clone()
+    predicted[:count] = (predicted[:count] + 1) % 3
+    return predicted
+
+
+def test_signals_are_the_fit_and_the_share_of_changed_predictions():
+    phase = make_phase()
+    first = one_epoch(phase, 0, changing(4))
+    assert first == {"fit_given": 0.6, "prediction_changes": None, "warmup_over": 0.0}
+    second = one_epoch(phase, 1, changing(1))
+    assert second["fit_given"] == pytest.approx(0.9) and second["prediction_changes"] == pytest.approx(0.3)
+
+
+def test_the_warmup_lasts_while_the_changes_keep_falling_and_ends_when_they_stop():
+    phase = make_phase()
+    alternating = [changing(5), LABELS]  # 5 of 10 predictions change every epoch: never a new low
+    falling = [changing(8), changing(2), LABELS.clone(), changing(1), LABELS.clone()]  # changes 0.6 … then no lower than 0.1
+    ended = []
+    for epoch, predicted in enumerate(falling + alternating * 3):
+        ended.append(one_epoch(phase, epoch, predicted)["warmup_over"])
+        assert phase.robust(epoch) == (epoch > ended.index(1.0) if 1.0 in ended else False)
+    lows = phase.changes
+    assert lows[:3] == pytest.approx([0.6, 0.2, 0.1])
+    first = ended.index(1.0)
+    assert min(lows[first - PATIENCE:first]) >= min(lows[:first - PATIENCE])  # the rule, where it fired
+    assert phase.warmup_epochs() == first + 1
+
+
+def test_a_network_whose_predictions_keep_settling_never_leaves_the_warmup():
+    phase = make_phase()
+    predicted = LABELS.clone()
+    for epoch in range(10):
+        predicted = predicted.clone()
+        predicted[:10 - epoch] = (predicted[:10 - epoch] + 1) % 3  # one fewer change every epoch
+        one_epoch(phase, epoch, predicted)
+    assert phase.changes == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    assert not phase.robust(10) and phase.warmup_epochs() is None
+
+
+def test_the_minimum_and_a_fixed_warmup_are_honoured():
+    short = make_phase(minimum=8)
+    for epoch in range(7):
+        one_epoch(short, epoch, LABELS)  # settled from the start
+    assert not short.robust(7)
+    one_epoch(short, 7, LABELS)
+    assert short.robust(8) and short.warmup_epochs() == 8
+    fixed = make_phase(fixed=2)
+    one_epoch(fixed, 0, changing(9))
+    assert not fixed.robust(1)
+    one_epoch(fixed, 1, changing(1))
+    assert fixed.robust(2) and fixed.warmup_epochs() == 2
+
+
+def test_restore_recovers_the_phase_from_a_resumed_history():
+    phase = make_phase()
+    history = []
+    for epoch in range(8):
+        history.append({"epoch": epoch + 1, **one_epoch(phase, epoch, [LABELS, changing(3)][epoch % 2])})
+    resumed = make_phase()
+    resumed.restore(history)
+    assert resumed.started == phase.started and resumed.changes == pytest.approx(phase.changes)
