@@ -8,7 +8,8 @@ Sections (each timed here, in this process, one after the other; nothing else sh
   pays them: the training steps, the method's end-of-epoch work (clean passes, selections) and
   the checkpoint written after the epoch (same backbone, data, batch size: with ``--data-dir``
   a stratified subset of CIFAR-10's training photos, else images of the JPEG cache; 40 %
-  symmetric label noise; median of the epochs after the method's warm-up; each method run
+  symmetric label noise; a one-epoch warm-up (``--<method>-warmup 1``) and the median of the
+  epochs after it, so the robust phase is what is timed; each method run
   paired with a ``ce`` run just before it, median ratio over repeats), peak memory of each run
   (each in a fresh process; RSS on CPU, ``max_memory_allocated`` on CUDA), and the share of
   each epoch spent fetching batches. The synthetic images (a class template plus noise) are
@@ -22,6 +23,7 @@ Sections (each timed here, in this process, one after the other; nothing else sh
 
     python benchmarks/speed.py                       # defaults: under 15 minutes on 2 CPU cores
     python benchmarks/speed.py --data-dir ~/data/cifar10 --method-samples 5000 --epochs 6   # methods on CIFAR-10 photos
+    python benchmarks/speed.py --data-dir ~/data/cifar10 --method-samples 5000 --sections methods   # that section alone
     python benchmarks/speed.py --device cuda --method-samples 20000 --scale-samples 5000 10000 20000 40000 100000
 
 Writes benchmarks/results/speed-<device>.json and prints a table.
@@ -55,9 +57,11 @@ from lnlclean.data.manifest import read_manifest
 from lnlclean.engine import TrainData, build_method, describe_device, device_tag, fit, resolve_device
 from lnlclean.fileio import write_json
 from lnlclean.methods import METHODS
+from lnlclean.methods.base import hparam_fields
 from lnlclean.models import backbone_names, build_backbone
 
 N_CLASSES = 10
+SECTIONS = ("cache", "methods", "scaling", "backbones", "compile")
 TARGETS = {  # name → (measured value key, comparison, bound)
     "alr epoch time / ce": ("methods.alr.ratio_to_ce", "<=", 1.10),
     "alim epoch time / ce": ("methods.alim.ratio_to_ce", "<=", 1.10),
@@ -158,7 +162,8 @@ def timed_fit(config: RunConfig, images_path: Path, labels: np.ndarray, n_classe
     reset_peak_memory(device)
     with tempfile.TemporaryDirectory() as folder:
         result = fit(TrainData(images=images, labels=labels, n_classes=n_classes), config, checkpoint_path=Path(folder) / "checkpoint.pt")
-    warmup = getattr(result.method, "warmup", 0) or 0
+    phase = getattr(result.method, "phase", None)
+    warmup = (phase.warmup_epochs() if phase is not None else 0) or 0
     timed = result.history[max(1, warmup):] or result.history[-1:]  # the first epoch also pays one-off costs (allocations, thread pools)
     wall = [h["seconds"] + h.get("checkpoint_seconds", 0.0) for h in timed]
     return {
@@ -189,7 +194,9 @@ def method_costs(images_path: Path, labels: np.ndarray, args, device: torch.devi
     ratios: dict[str, list[float]] = {name: [] for name in names}
 
     def run(name: str) -> dict:
-        config = RunConfig(method=name, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, device=device.type)
+        fields = {field.name for field in hparam_fields(METHODS[name])}
+        params = {"warmup": 1} if "warmup" in fields else {}  # time the robust phase, not the warm-up's cross-entropy
+        config = RunConfig(method=name, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, device=device.type, method_params=params)
         runs[name].append(isolated(timed_fit, config, images_path, labels, N_CLASSES))
         return runs[name][-1]
 
@@ -298,20 +305,25 @@ def check_targets(report: dict) -> list[dict]:
 
 
 def print_report(report: dict) -> None:
-    """Prints the sections and the targets as plain tables. Returns None."""
-    print(f"\n{report['device']}: cache build {report['cache']['jpeg_img_per_s']:,.0f} img/s (JPEG), {report['cache']['png_img_per_s']:,.0f} img/s (PNG)")
-    print(f"\nidle process (lnlclean and torch imported): {report['idle_memory_mb']:.0f} MB")
-    print(f"\n{'method':<10}{'s/epoch':>9}{'× ce':>7}{'data %':>8}{'peak MB':>9}")
-    for name, row in report["methods"].items():
-        print(f"{name:<10}{row['seconds_per_epoch']:>9.2f}{row['ratio_to_ce']:>7.2f}{100 * row['data_share']:>8.2f}{row['peak_memory_mb']:>9.0f}")
-    print(f"\n{'backbone':<18}{'train img/s':>12}{'eval img/s':>12}")
-    for row in report["backbones"]:
-        print(f"{row['backbone']:<18}{row['train_img_per_s']:>12,.0f}{row['eval_img_per_s']:>12,.0f}")
-    print(f"\n{'N':>8}{'K':>5}{'s/epoch':>9}{'peak MB':>9}{'state MB':>10}")
-    for row in report["scaling"]:
-        print(f"{row['n_samples']:>8,}{row['n_classes']:>5}{row['epoch_seconds']:>9.1f}{row['peak_memory_mb']:>9.0f}{row['state_mb']:>10.1f}")
-    state = ", ".join(f"{name} {value:.2f}" for name, value in report["state_bytes_per_nk"].items())
-    print(f"\nper-sample state, bytes per N·K entry (K={report['state_classes']}): {state}")
+    """Prints the sections that ran and the targets as plain tables. Returns None."""
+    print(f"\n{report['device']}")
+    if "cache" in report:
+        print(f"cache build {report['cache']['jpeg_img_per_s']:,.0f} img/s (JPEG), {report['cache']['png_img_per_s']:,.0f} img/s (PNG)")
+    if "methods" in report:
+        print(f"\nidle process (lnlclean and torch imported): {report['idle_memory_mb']:.0f} MB; methods on {report['method_images']}")
+        print(f"\n{'method':<20}{'s/epoch':>9}{'× ce':>7}{'data %':>8}{'peak MB':>9}")
+        for name, row in report["methods"].items():
+            print(f"{name:<20}{row['seconds_per_epoch']:>9.2f}{row['ratio_to_ce']:>7.2f}{100 * row['data_share']:>8.2f}{row['peak_memory_mb']:>9.0f}")
+    if "backbones" in report:
+        print(f"\n{'backbone':<18}{'train img/s':>12}{'eval img/s':>12}")
+        for row in report["backbones"]:
+            print(f"{row['backbone']:<18}{row['train_img_per_s']:>12,.0f}{row['eval_img_per_s']:>12,.0f}")
+    if "scaling" in report:
+        print(f"\n{'N':>8}{'K':>5}{'s/epoch':>9}{'peak MB':>9}{'state MB':>10}")
+        for row in report["scaling"]:
+            print(f"{row['n_samples']:>8,}{row['n_classes']:>5}{row['epoch_seconds']:>9.1f}{row['peak_memory_mb']:>9.0f}{row['state_mb']:>10.1f}")
+        state = ", ".join(f"{name} {value:.2f}" for name, value in report["state_bytes_per_nk"].items())
+        print(f"\nper-sample state, bytes per N·K entry (K={report['state_classes']}): {state}")
     compiled = report.get("compile")
     if compiled:
         print(f"torch.compile: first step {compiled['compiled']['first_step_seconds']:.1f} s (eager {compiled['eager']['first_step_seconds']:.2f} s), "
@@ -337,32 +349,41 @@ def main() -> None:
     parser.add_argument("--scale-classes", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--backbone-steps", type=int, default=10)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile section")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="the sections to run (default: all)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if "cache" not in args.sections and "methods" in args.sections and args.data_dir is None:
+        parser.error("--sections without cache: give --data-dir, the methods section then times CIFAR-10 photos")
     device = resolve_device(args.device)
     started = time.perf_counter()
     report = {"lnlclean_version": __version__, "torch": torch.__version__, "device": describe_device(device), "settings": vars(args) | {"out": None}}
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
-        print("cache build", flush=True)
-        jpeg_rate, cached, true_labels = cache_build_rate(write_folder(workdir / "jpeg", args.cache_images, ".jpg"), workdir / "cache")
-        png_rate, _, _ = cache_build_rate(write_folder(workdir / "png", args.cache_images, ".png"), workdir / "cache")
-        report["cache"] = {"images": args.cache_images, "jpeg_img_per_s": jpeg_rate, "png_img_per_s": png_rate}
-        print("methods", flush=True)
-        report["idle_memory_mb"] = isolated(idle_memory_mb, device.type)
-        method_images, method_labels = method_data(args, cached, true_labels, workdir / "cache")
-        np.save(workdir / "methods.npy", method_images)
-        report["method_images"] = "CIFAR-10 training photos" if args.data_dir else "synthetic (class template + noise)"
-        report["methods"] = method_costs(workdir / "methods.npy", with_noise(method_labels, N_CLASSES), args, device)
-        report["data_wait_share_max"] = max(row["data_share"] for row in report["methods"].values())
-        print("scaling", flush=True)
-        report["scaling"] = scaling(args, device, workdir)
-        print("backbones", flush=True)
-        report["backbones"] = [backbone_throughput(name, device, args.batch_size, 32, 2, args.backbone_steps) for name in backbone_names()]
-    report["state_classes"] = min(args.scale_classes)  # per-sample (not per-class) state weighs most per N·K at the smallest K
-    report["state_bytes_per_nk"] = state_bytes_per_entry(10_000, report["state_classes"], device)
-    report["state_bytes_per_nk_max"] = max(report["state_bytes_per_nk"].values())
-    if not args.no_compile:
+        cached = true_labels = None
+        if "cache" in args.sections:
+            print("cache build", flush=True)
+            jpeg_rate, cached, true_labels = cache_build_rate(write_folder(workdir / "jpeg", args.cache_images, ".jpg"), workdir / "cache")
+            png_rate, _, _ = cache_build_rate(write_folder(workdir / "png", args.cache_images, ".png"), workdir / "cache")
+            report["cache"] = {"images": args.cache_images, "jpeg_img_per_s": jpeg_rate, "png_img_per_s": png_rate}
+        if "methods" in args.sections:
+            print("methods", flush=True)
+            report["idle_memory_mb"] = isolated(idle_memory_mb, device.type)
+            method_images, method_labels = method_data(args, cached, true_labels, workdir / "cache")
+            np.save(workdir / "methods.npy", method_images)
+            report["method_images"] = "CIFAR-10 training photos" if args.data_dir else "synthetic (class template + noise)"
+            report["methods"] = method_costs(workdir / "methods.npy", with_noise(method_labels, N_CLASSES), args, device)
+            report["data_wait_share_max"] = max(row["data_share"] for row in report["methods"].values())
+        if "scaling" in args.sections:
+            print("scaling", flush=True)
+            report["scaling"] = scaling(args, device, workdir)
+        if "backbones" in args.sections:
+            print("backbones", flush=True)
+            report["backbones"] = [backbone_throughput(name, device, args.batch_size, 32, 2, args.backbone_steps) for name in backbone_names()]
+    if "scaling" in args.sections:
+        report["state_classes"] = min(args.scale_classes)  # per-sample (not per-class) state weighs most per N·K at the smallest K
+        report["state_bytes_per_nk"] = state_bytes_per_entry(10_000, report["state_classes"], device)
+        report["state_bytes_per_nk_max"] = max(report["state_bytes_per_nk"].values())
+    if "compile" in args.sections and not args.no_compile:
         print("compile", flush=True)
         with tempfile.TemporaryDirectory() as compile_cache:
             report["compile"] = isolated(compile_cost, args.backbone, args.batch_size, device.type, compile_cache)

@@ -43,9 +43,11 @@ def test_shares_over_no_wrong_label_are_none_and_left_out_of_the_line():
 
 
 def test_the_report_draws_the_diagnostics_in_one_chart_and_the_estimate_in_another():
-    history = [{"epoch": 1, "loss": 1.0, "lambda": 0.3, "truth_accuracy": 0.5, "truth_memorised": 0.1,
-                "truth_estimated_noise_rate": 0.4, "diagnose_seconds": 0.2}]
+    history = [{"epoch": 1, "loss": 1.0, "fit_given": 0.3, "prediction_changes": None, "warmup_over": 0.0, "lambda": 0.3,
+                "truth_accuracy": 0.5, "truth_memorised": 0.1, "truth_estimated_noise_rate": 0.4, "diagnose_seconds": 0.2},
+               {"epoch": 2, "loss": 0.9, "fit_given": 0.4, "prediction_changes": 0.2, "warmup_over": 1.0, "lambda": 0.3}]
     assert statistic_groups(history) == [
+        ("predictions settling (the warm-up ends when the changes stop falling)", ["fit_given", "warmup_over", "prediction_changes"]),
         ("lambda (λ)", ["lambda"]),
         ("against the true labels", ["truth_accuracy", "truth_memorised"]),
         ("noise rate estimated after each epoch", ["truth_estimated_noise_rate"]),

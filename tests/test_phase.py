@@ -86,3 +86,39 @@ def test_restore_recovers_the_phase_from_a_resumed_history():
     resumed = make_phase()
     resumed.restore(history)
     assert resumed.started == phase.started and resumed.changes == pytest.approx(phase.changes)
+
+
+def test_cross_entropy_logs_the_signals_without_a_warmup():
+    phase = make_phase(minimum=None)
+    for epoch in range(8):
+        logged = one_epoch(phase, epoch, LABELS)
+    assert logged == {"fit_given": 1.0, "prediction_changes": 0.0} and not phase.robust(8)
+
+
+def digits_run(method):
+    from lnlclean.config import RunConfig
+    from lnlclean.data.noise import parse_noise_spec
+    from lnlclean.pipeline import run_benchmark_one
+
+    config = RunConfig(method=method, epochs=3, batch_size=64, device="cpu", flip=False, seed=1)
+    return run_benchmark_one("digits", parse_noise_spec("sym40"), config, train_size=300)
+
+
+@pytest.mark.parametrize("method", ["alr", "alim"])
+def test_a_one_network_method_still_in_its_warmup_trains_exactly_as_cross_entropy(method):
+    """Three epochs cannot show PATIENCE epochs without a new low, so the warm-up never ends."""
+    ce, robust = digits_run("ce"), digits_run(method)
+    assert [entry["prediction_changes"] for entry in robust["history"]] == [entry["prediction_changes"] for entry in ce["history"]]
+    assert (robust["f1"], robust["auroc"], robust["test_accuracy"]) == (ce["f1"], ce["auroc"], ce["test_accuracy"])
+
+
+@pytest.mark.parametrize("method", ["alr", "alim", "pmnar", "promix", "flywheel"])
+def test_a_method_that_never_left_its_warmup_says_so(method):
+    run = digits_run(method)
+    assert run["method_summary"]["warmup"] is None
+    assert [entry["warmup_over"] for entry in run["history"]] == [0.0, 0.0, 0.0]
+    assert "still-learning" in [warning["code"] for warning in run["warnings"]]
+
+
+def test_cross_entropy_never_warns_that_it_is_still_learning():
+    assert "still-learning" not in [warning["code"] for warning in digits_run("ce")["warnings"]]

@@ -2,6 +2,8 @@
 
 Clean probability is the final network's probability of the given label; the suggested
 label is its argmax. This is the "predicted ≠ given" audit every benchmark compares with.
+Its history logs how the predictions settle (:mod:`lnlclean.methods.phase`), the signal that
+ends the robust methods' warm-ups.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class CrossEntropy(Method):
 
     def __init__(self, hparams, setup):
         super().__init__(hparams, setup)
-        self.phase = EarlyLearning(setup, self.state, minimum=1)
+        self.phase = EarlyLearning(setup, self.state, minimum=None)
 
     def training_step(self, batch, epoch):
         logits = self.networks[0](batch.weak)

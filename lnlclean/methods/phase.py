@@ -35,6 +35,7 @@ from .base import SampleState, Setup
 
 PATIENCE = 3  # epochs without a new low in the share of changed predictions that end the warm-up
 UNSEEN = -1  # previous prediction of a sample not yet trained on
+SIGNALS = ("fit_given", "prediction_changes", "warmup_over")  # what :meth:`EarlyLearning.end_epoch` logs
 
 
 class EarlyLearning:
@@ -44,11 +45,12 @@ class EarlyLearning:
         setup: the method's setup (sizes, device, processes).
         state: the method's per-sample state; the previous predictions are kept there, so they
             are checkpointed and shared between processes with the rest.
-        minimum: the fewest warm-up epochs (the method's paper's own warm-up).
+        minimum: the fewest warm-up epochs (the method's paper's own warm-up); None for a
+            method without a warm-up that only logs the signals (cross-entropy).
         fixed: a ``--<method>-warmup`` value: exactly that many warm-up epochs; None for the signal.
     """
 
-    def __init__(self, setup: Setup, state: SampleState, minimum: int, fixed: int | None = None):
+    def __init__(self, setup: Setup, state: SampleState, minimum: int | None, fixed: int | None = None):
         self.setup = setup
         self.minimum = minimum
         self.fixed = fixed
@@ -75,8 +77,8 @@ class EarlyLearning:
         """Closes `epoch` (0-based): decides whether the next epoch is robust.
 
         Returns the epoch's signals to log: ``fit_given``, ``prediction_changes`` (None in the
-        first epoch, with nothing to compare) and ``warmup_over`` (1.0 from the epoch that
-        ends the warm-up on, else 0.0).
+        first epoch, with nothing to compare) and, for a method with a warm-up, ``warmup_over``
+        (1.0 from the epoch that ends the warm-up on, else 0.0).
         """
         seen, fit, changed = (float(value) for value in self.setup.world.sum(self.counts))
         compared = float(self.setup.world.sum(self.compared))
@@ -87,18 +89,17 @@ class EarlyLearning:
             self.changes.append(changes)
         if self.started is None and self._settled(epoch):
             self.started = epoch + 1
-        return {
-            "fit_given": fit / seen if seen else None,
-            "prediction_changes": changes,
-            "warmup_over": float(self.robust(epoch + 1)),
-        }
+        signals = {"fit_given": fit / seen if seen else None, "prediction_changes": changes}
+        if self.minimum is None:
+            return signals
+        return {**signals, "warmup_over": float(self.robust(epoch + 1))}
 
     def _settled(self, epoch: int) -> bool:
         """Returns whether the warm-up ends with `epoch` (0-based)."""
         done = epoch + 1
         if self.fixed is not None:
             return done >= self.fixed
-        if done < self.minimum or len(self.changes) <= PATIENCE:
+        if self.minimum is None or done < self.minimum or len(self.changes) <= PATIENCE:
             return False
         return min(self.changes[-PATIENCE:]) >= min(self.changes[:-PATIENCE])
 

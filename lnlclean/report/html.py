@@ -37,6 +37,7 @@ from . import svg
 from .audit import CORE_COLUMNS
 from .consensus import CONSENSUS
 from .metrics import detection_metrics
+from ..methods.phase import SIGNALS as PHASE_SIGNALS
 from .diagnostics import PREFIX
 from .thumbnails import ImageSource, try_thumbnail
 
@@ -419,7 +420,8 @@ def statistic_groups(history: list[dict]) -> list[tuple[str, list[str]]]:
 
     A key ending in ``_peer`` (the second network's figure) shares the chart of its base key;
     the diagnostics against the true labels (:mod:`lnlclean.report.diagnostics`) share one
-    chart, and the noise-rate estimate another. Keys without any number are left out.
+    chart, the noise-rate estimate another, and the warm-up's signals
+    (:mod:`lnlclean.methods.phase`) a third. Keys without any number are left out.
     """
     keys: list[str] = []
     for entry in history:
@@ -430,6 +432,8 @@ def statistic_groups(history: list[dict]) -> list[tuple[str, list[str]]]:
             group = "noise rate estimated after each epoch"
         elif key.startswith(PREFIX):
             group = "against the true labels"
+        elif key in PHASE_SIGNALS:
+            group = "predictions settling (the warm-up ends when the changes stop falling)"
         else:
             base = key.removesuffix("_peer")
             group = base if base in keys else key
