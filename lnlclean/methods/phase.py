@@ -18,10 +18,11 @@ which the share has set no new low for :data:`PATIENCE` epochs. ``fit_given`` (t
 samples predicted as their given label) is logged beside it.
 
 Measured with ``lnlclean benchmark … --method ce --diagnose`` (``docs/diagnostics.md``): on
-digits with 40 % symmetric noise the share falls from 0.62 to its low of 0.14 at epoch 9 and
-then rises while ``ce`` memorises; on 5,000 CIFAR-10 photos it is still falling at epoch 20
-(0.72 → 0.25), so a 20-epoch run never leaves the warm-up and the method trains as
-cross-entropy does, and says so.
+digits with 40 % symmetric noise the share falls from 0.62 to its low of 0.14 at epoch 17 and
+then rises (0.16–0.27 from epoch 29 on) while ``ce`` memorises; on 5,000 CIFAR-10 photos it
+is still falling at epoch 20 (0.72 → 0.25), so a 20-epoch run never leaves the warm-up and the
+method trains as cross-entropy does, and says so. With 60 epochs it stalls while the learning
+rate is still high, and the warm-ups end after 25–27 epochs.
 
 A ``--<method>-warmup N`` option fixes the warm-up at N epochs instead.
 """
@@ -54,7 +55,7 @@ class EarlyLearning:
         self.setup = setup
         self.minimum = minimum
         self.fixed = fixed
-        self.previous = state.add("phase_previous_prediction", torch.full((setup.n_samples,), UNSEEN, dtype=torch.int64, device=setup.device))
+        self.previous = state.add("phase_previous_prediction", torch.full((setup.n_samples,), UNSEEN, dtype=torch.int32, device=setup.device))
         self.counts = torch.zeros(3, device=setup.device)  # samples seen, predicted as given, changed since last epoch
         self.compared = torch.zeros((), device=setup.device)  # samples seen that had a previous prediction
         self.started: int | None = None  # 0-based epoch whose training was the first robust one
@@ -71,7 +72,7 @@ class EarlyLearning:
             (known & (predicted != previous)).sum().float(),
         ])
         self.compared += known.sum()
-        self.previous[index] = predicted
+        self.previous[index] = predicted.to(self.previous.dtype)
 
     def end_epoch(self, epoch: int) -> dict[str, float | None]:
         """Closes `epoch` (0-based): decides whether the next epoch is robust.
