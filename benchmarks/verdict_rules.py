@@ -27,7 +27,6 @@ Writes benchmarks/results/verdict-rules-<device>.json (or --out) and prints one 
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 

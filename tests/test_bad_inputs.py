@@ -8,7 +8,6 @@ it must audit normally, with no image skipped.
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import io
 import os
