@@ -55,8 +55,8 @@ Initialisation: both networks train with plain cross-entropy (g on the weak view
 strong view) until g's predictions settle (:mod:`lnlclean.methods.phase`), and at least a tenth
 of the epochs. Started after a fixed tenth on 5,000 CIFAR-10 photos, the EM cycles ran from
 epoch 3 of 20 with g 25 % accurate: γ fell from 0.67 to 0.22 (truth 0.60) and g learned f's
-near-random refurbished labels (``docs/diagnostics.md``); T_c starts uniform off the diagonal; γ starts at 1 − η, η being
-``--noise-rate`` when given, else the weight of the low component of a two-component mixture
+near-random refurbished labels (``docs/diagnostics.md``). T_c starts uniform off the
+diagonal; γ starts at 1 − η, η being ``--noise-rate`` when given, else the weight of the low component of a two-component mixture
 fitted to g's log margins log g[ỹ] − log max_{y≠ỹ} g[y] over the last warm-up epoch
 (:func:`lnlclean.calibration.mixture_fit`, the fit that calibrates every audit). lnlclean first
 took η as the share of samples whose prediction by g disagreed with the given label; after a

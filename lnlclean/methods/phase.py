@@ -56,9 +56,9 @@ class EarlyLearning:
         self.minimum = minimum
         self.fixed = fixed
         self.previous = state.add("phase_previous_prediction", torch.full((setup.n_samples,), UNSEEN, dtype=torch.int32, device=setup.device))
-        self.counts = torch.zeros(3, device=setup.device)  # samples seen, predicted as given, changed since last epoch
-        self.compared = torch.zeros((), device=setup.device)  # samples seen that had a previous prediction
-        self.started: int | None = None  # 0-based epoch whose training was the first robust one
+        # this epoch's samples seen, predicted as given, seen with a previous prediction, changed since it
+        self.counts = torch.zeros(4, device=setup.device)
+        self.started: int | None = fixed  # 0-based epoch whose training was the first robust one
         self.changes: list[float] = []  # prediction_changes of every epoch that had one
 
     def record(self, index: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -67,11 +67,8 @@ class EarlyLearning:
         previous = self.previous[index]
         known = previous != UNSEEN
         self.counts += torch.stack([
-            torch.tensor(float(len(index)), device=self.counts.device),
-            (predicted == labels).sum().float(),
-            (known & (predicted != previous)).sum().float(),
-        ])
-        self.compared += known.sum()
+            torch.ones_like(predicted).sum(), (predicted == labels).sum(), known.sum(), (known & (predicted != previous)).sum(),
+        ]).float()
         self.previous[index] = predicted.to(self.previous.dtype)
 
     def end_epoch(self, epoch: int) -> dict[str, float | None]:
@@ -81,10 +78,8 @@ class EarlyLearning:
         first epoch, with nothing to compare) and, for a method with a warm-up, ``warmup_over``
         (1.0 from the epoch that ends the warm-up on, else 0.0).
         """
-        seen, fit, changed = (float(value) for value in self.setup.world.sum(self.counts))
-        compared = float(self.setup.world.sum(self.compared))
+        seen, fit, compared, changed = (float(value) for value in self.setup.world.sum(self.counts))
         self.counts.zero_()
-        self.compared.zero_()
         changes = changed / compared if compared else None
         if changes is not None:
             self.changes.append(changes)
@@ -96,28 +91,25 @@ class EarlyLearning:
         return {**signals, "warmup_over": float(self.robust(epoch + 1))}
 
     def _settled(self, epoch: int) -> bool:
-        """Returns whether the warm-up ends with `epoch` (0-based)."""
+        """Returns whether the signal ends the warm-up with `epoch` (0-based); a fixed warm-up was set at the start."""
         done = epoch + 1
-        if self.fixed is not None:
-            return done >= self.fixed
         if self.minimum is None or done < self.minimum or len(self.changes) <= PATIENCE:
             return False
         return min(self.changes[-PATIENCE:]) >= min(self.changes[:-PATIENCE])
 
     def robust(self, epoch: int) -> bool:
         """Returns whether `epoch` (0-based) trains in the robust phase."""
-        if self.fixed is not None:
-            return epoch >= self.fixed
         return self.started is not None and epoch >= self.started
 
     def restore(self, history: list[dict]) -> None:
         """Recovers the signals and when the robust phase started from a resumed run's `history`. Returns None."""
-        self.started = next((entry["epoch"] for entry in history if entry.get("warmup_over")), None)
+        if self.fixed is None:
+            self.started = next((entry["epoch"] for entry in history if entry.get("warmup_over")), None)
         self.changes = [entry["prediction_changes"] for entry in history if entry.get("prediction_changes") is not None]
 
     def warmup_epochs(self) -> int | None:
         """Returns how many epochs the warm-up lasted, or None while (or if) it never ended."""
-        return self.fixed if self.fixed is not None else self.started
+        return self.started
 
 
 def auto_warmup(given: int | None, share: float, epochs: int) -> int:

@@ -21,10 +21,11 @@ the same features. Every step, each network k:
 CSS: at the end of each epoch, per given class j, the ⌈(n/C)·R⌉ samples (at most all of them)
 whose main-head loss on the epoch's training forwards was smallest are selected for the next
 epoch. The loss is the network's own, from the forwards it already ran, so selection costs no
-extra pass. The warm-up lasts until network 1's predictions settle (:mod:`lnlclean.methods.phase`),
-and at least the authors' share of the epochs. During the warm-up both heads train with cross-entropy on the given labels, plus a
-negative-entropy confidence penalty (the authors add it under asymmetric noise; lnlclean cannot
-know the noise type, and the penalty only slows memorisation, so it is on by default).
+extra pass. The warm-up lasts until network 1's predictions settle
+(:mod:`lnlclean.methods.phase`), and at least the authors' share of the epochs. During the
+warm-up both heads train with cross-entropy on the given labels, plus a negative-entropy
+confidence penalty (the authors add it under asymmetric noise; lnlclean cannot know the noise
+type, and the penalty only slows memorisation, so it is on by default).
 
 The authors' code learns the selected samples on the weak and the strong view; lnlclean learns
 them on the weak view and on mixed strong views of at most half a batch, which keeps an epoch

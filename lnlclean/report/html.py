@@ -33,11 +33,11 @@ import pandas as pd
 from .. import __version__
 from ..fileio import atomic_path
 from ..methods import METHODS
+from ..methods.phase import SIGNALS as PHASE_SIGNALS
 from . import svg
 from .audit import CORE_COLUMNS
 from .consensus import CONSENSUS
 from .metrics import detection_metrics
-from ..methods.phase import SIGNALS as PHASE_SIGNALS
 from .diagnostics import PREFIX
 from .thumbnails import ImageSource, try_thumbnail
 
