@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--resume", action="store_true", help="keep the runs the result file holds and run only the others")
     parser.add_argument("--out", type=Path, default=None, help="result file (default: under benchmarks/results/)")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="method hyperparameter for every run, e.g. consistency=alternate (repeatable); the runs are named with it")
     parser.add_argument("--diagnose", action="store_true", help="log every epoch against the true labels (lnlclean benchmark --diagnose)")
     parser.add_argument("--table", type=Path, default=None, help="print this result file as Markdown tables and stop")
     args = parser.parse_args()
@@ -110,13 +112,15 @@ def main() -> None:
     out = args.out or RESULTS / f"verdicts-{args.suite}-{device_tag(resolve_device(args.device))}.json"
     runs = json.loads(out.read_text())["runs"] if args.resume and out.is_file() else []
     done = {(run["noise"], run["method"]) for run in runs}
+    options = dict(option.split("=", 1) for option in args.option)
     for noise in noises:
         for method in methods:
-            if (str(noise), method) in done:
+            name = " ".join([method, *args.option])
+            if (str(noise), name) in done:
                 continue
-            config = RunConfig(method=method, epochs=epochs, device=args.device)
+            config = RunConfig(method=method, epochs=epochs, device=args.device, method_params=dict(options))
             scores = run_benchmark_one(dataset, noise, config, data_dir=args.data_dir, train_size=train_size, diagnose=args.diagnose)
-            run = {"noise": str(noise), "method": method, **{key: scores[key] for key in KEPT}}
+            run = {"noise": str(noise), "method": name, **{key: scores[key] for key in KEPT}}
             run["targets"] = targets(run)
             runs.append(run)
             print(line(run), flush=True)

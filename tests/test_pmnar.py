@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import make_method
+from conftest import batch_of, make_method
 from lnlclean.config import method_hparams
 from lnlclean.errors import UserError
 from lnlclean.methods.pmnar import PMNAR, adaptive_weights, consistency, pm_loss
@@ -89,3 +89,47 @@ def test_auto_settings_follow_the_run_and_bad_values_name_the_option():
         method_hparams(PMNAR, {"beta": "-0.5"})
     with pytest.raises(UserError, match="--pmnar-warmup 'soon': expected an integer or auto"):
         method_hparams(PMNAR, {"warmup": "soon"})
+
+
+def forwarded_rows(method: PMNAR, batch) -> tuple[list[int], float]:
+    """Returns the rows each network was given in one training step on `batch`, and the step's loss."""
+    rows = []
+    hooks = [net.register_forward_hook(lambda module, inputs, output: rows.append(len(inputs[0]))) for net in method.networks]
+    loss = method.training_step(batch, epoch=0)
+    for hook in hooks:
+        hook.remove()
+    return rows, float(loss)
+
+
+def test_alternate_consistency_gives_the_strong_view_to_one_network_with_double_weight():
+    given = [0, 1, 2, 0]
+    both = make_pmnar(given)
+    assert forwarded_rows(both, batch_of(both, [0, 1, 2, 3]))[0] == [8, 8]  # weak + strong for each network
+    alternate = make_pmnar(given, consistency="alternate")
+    batch = batch_of(alternate, [0, 1, 2, 3])  # one generator, drawn from at every step
+    seen = [forwarded_rows(alternate, batch)[0] for _ in range(12)]
+    assert all(sorted(rows) == [4, 8] for rows in seen)  # one network takes the strong view
+    assert {rows.index(8) for rows in seen} == {0, 1}  # and it is not always the same one
+    # Without the consistency term both variants compute the same PM loss on the weak view.
+    plain, cheap = make_pmnar(given, beta=0.0), make_pmnar(given, beta=0.0, consistency="alternate")
+    cheap.networks.load_state_dict(plain.networks.state_dict())
+    for net in [*plain.networks, *cheap.networks]:
+        net.eval()  # batch statistics would differ between 4 and 8 rows
+    plain_loss = forwarded_rows(plain, batch_of(plain, [0, 1, 2, 3]))[1]
+    assert forwarded_rows(cheap, batch_of(cheap, [0, 1, 2, 3]))[1] == pytest.approx(plain_loss, rel=1e-5)
+    # The regularised network's term weighs 2β (the test views make the strong view the weak one).
+    weighted = make_pmnar(given, beta=0.5, consistency="alternate")
+    weighted.networks.load_state_dict(plain.networks.state_dict())
+    weighted.networks.eval()
+    batch = batch_of(weighted, [0, 1, 2, 3])
+    with torch.no_grad():
+        probs = [net(batch.weak).softmax(dim=1) for net in weighted.networks]
+    rows, loss = forwarded_rows(weighted, batch)
+    chosen = rows.index(8)
+    term = consistency((probs[0] + probs[1]) / 2, probs[chosen].log()).mean()
+    assert loss - plain_loss == pytest.approx(2 * 0.5 * float(term), rel=1e-4)
+
+
+def test_unknown_consistency_names_the_option():
+    with pytest.raises(UserError, match="--pmnar-consistency 'never': choose both or alternate"):
+        method_hparams(PMNAR, {"consistency": "never"})
