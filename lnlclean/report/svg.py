@@ -24,38 +24,69 @@ import numpy as np
 from PIL import Image
 
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 48, 12, 12, 34
+FLAT_SPAN = 1e-6  # relative spread below which a series is flat: float32 rounding noise, not a trend
+FLAT_BAND = 0.2  # a flat series is drawn in a band this share of its value either side of it
 
 
 def nice_ticks(low: float, high: float, count: int = 5, integer: bool = False) -> list[float]:
     """Returns about `count` round tick values covering [low, high] (1, 2, 2.5 or 5 times a power of ten apart).
 
     With `integer` the ticks are whole numbers (for epochs): no step below 1, and no 2.5.
+    A flat range (one value, or a spread within rounding noise of it) gets the band of
+    :func:`flat_band` around its value.
     """
-    if not high > low:
-        low, high = low - 0.5, high + 0.5
+    low, high = flat_band(low, high)
     raw = (high - low) / count
     magnitude = 10 ** math.floor(math.log10(raw))
     steps = (1, 2, 5, 10) if integer else (1, 2, 2.5, 5, 10)
     step = next(m * magnitude for m in steps if m * magnitude >= raw)
     if integer:
         step = max(1, round(step))
-    first = math.floor(low / step + 1e-9) * step
-    ticks, value = [], first
-    while value <= high + step * 1e-6:
-        ticks.append(round(value, 12))
-        value += step
-    if ticks[-1] < high:
-        ticks.append(round(value, 12))
-    return ticks
+    # Ticks are k * step, rounded well below the step, so no sum drifts and tiny scales survive.
+    digits = 6 - math.floor(math.log10(step))
+    first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-6)
+    return [round(k * step, digits) for k in range(first, last + 1)]
 
 
-def format_number(value: float) -> str:
-    """Returns `value` in at most four significant digits, without trailing zeros."""
+def flat_band(low: float, high: float) -> tuple[float, float]:
+    """Returns (low, high) in order, widened where they are (nearly) one value to a band around it.
+
+    The band is :data:`FLAT_BAND` of the value either side of it (0.25 → 0.2–0.3,
+    1500 → 1200–1800), or −1 to 1 around zero; non-finite bounds give 0 to 1.
+    """
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return 0.0, 1.0
+    low, high = min(low, high), max(low, high)
+    if high - low > FLAT_SPAN * max(abs(low), abs(high)):
+        return low, high
+    # The spread is noise, so centre on the value its first six digits give (0.2500001 → 0.25),
+    # where a round value puts the band on round ticks.
+    middle = float(f"{(low + high) / 2:.6g}")
+    half = abs(middle) * FLAT_BAND or 1.0
+    return middle - half, middle + half
+
+
+def format_number(value: float, digits: int = 4) -> str:
+    """Returns `value` in at most `digits` significant digits (two fewer below 1e-3 or from 1e5 up), without trailing zeros."""
     if value == 0:
         return "0"
     if abs(value) >= 1e5 or abs(value) < 1e-3:
-        return f"{value:.2g}"
-    return f"{value:.4g}"
+        return f"{value:.{digits - 2}g}"
+    return f"{value:.{digits}g}"
+
+
+def tick_labels(ticks: Sequence[float]) -> list[str]:
+    """Returns a label per tick: :func:`format_number`'s, with more digits where four would leave two
+    labels alike or round a tick (1.25e-05 to 1.2e-05)."""
+    if len(ticks) < 2:
+        return [format_number(tick) for tick in ticks]
+    step = min(abs(b - a) for a, b in zip(ticks, ticks[1:]))
+    for digits in range(4, 18):
+        labels = [format_number(tick, digits) for tick in ticks]
+        exact = all(abs(float(label) - tick) <= step * 1e-3 for label, tick in zip(labels, ticks))
+        if exact and len(set(labels)) == len(labels):
+            break
+    return labels
 
 
 def _linear(domain: tuple[float, float], extent: tuple[float, float]) -> Callable[[float], float]:
@@ -73,13 +104,13 @@ def _axes(width: int, height: int, x_ticks, x, y_ticks, y, x_label: str, y_label
     """Returns the SVG elements of both axes: grid lines, tick labels and axis titles."""
     left, bottom = MARGIN_LEFT, height - MARGIN_BOTTOM
     parts = [f'<line class="axis" x1="{left}" y1="{bottom}" x2="{width - MARGIN_RIGHT}" y2="{bottom}"/>']
-    for tick in y_ticks:
+    for tick, text in zip(y_ticks, tick_labels(y_ticks)):
         ty = y(tick)
         parts.append(f'<line class="grid" x1="{left}" y1="{ty:.1f}" x2="{width - MARGIN_RIGHT}" y2="{ty:.1f}"/>')
-        parts.append(f'<text class="tick" x="{left - 4}" y="{ty + 3:.1f}" text-anchor="end">{format_number(tick)}</text>')
-    for tick in x_ticks:
+        parts.append(f'<text class="tick" x="{left - 4}" y="{ty + 3:.1f}" text-anchor="end">{text}</text>')
+    for tick, text in zip(x_ticks, tick_labels(x_ticks)):
         tx = x(tick)
-        parts.append(f'<text class="tick" x="{tx:.1f}" y="{bottom + 13}" text-anchor="middle">{format_number(tick)}</text>')
+        parts.append(f'<text class="tick" x="{tx:.1f}" y="{bottom + 13}" text-anchor="middle">{text}</text>')
     parts.append(f'<text class="label" x="{(left + width - MARGIN_RIGHT) / 2:.0f}" y="{height - 4}" text-anchor="middle">{escape(x_label)}</text>')
     if y_label:
         parts.append(f'<text class="label" transform="translate(11 {(MARGIN_TOP + bottom) / 2:.0f}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>')
