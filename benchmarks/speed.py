@@ -189,14 +189,16 @@ def method_costs(images_path: Path, labels: np.ndarray, args, device: torch.devi
     Every method run is paired with a ce run just before it, and its ratio is taken to that run,
     so the machine's drift over the minutes of the section does not enter the ratios.
     """
-    names = sorted(m for m in METHODS if m != "ce")
+    names = args.method or sorted(m for m in METHODS if m != "ce")
     runs: dict[str, list[dict]] = {"ce": [], **{name: [] for name in names}}
     ratios: dict[str, list[float]] = {name: [] for name in names}
 
     def run(name: str) -> dict:
-        fields = {field.name for field in hparam_fields(METHODS[name])}
+        method, _, options = name.partition(":")  # e.g. pmnar:consistency=alternate
+        fields = {field.name for field in hparam_fields(METHODS[method])}
         params = {"warmup": 1} if "warmup" in fields else {}  # time the robust phase, not the warm-up's cross-entropy
-        config = RunConfig(method=name, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, device=device.type, method_params=params)
+        params.update(option.split("=", 1) for option in options.split(",") if option)
+        config = RunConfig(method=method, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, device=device.type, method_params=params)
         runs[name].append(isolated(timed_fit, config, images_path, labels, N_CLASSES))
         return runs[name][-1]
 
@@ -349,6 +351,8 @@ def main() -> None:
     parser.add_argument("--scale-classes", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--backbone-steps", type=int, default=10)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile section")
+    parser.add_argument("--method", action="append", default=None, metavar="NAME[:OPTION=VALUE,...]",
+                        help="methods of the methods section (repeatable; default: all), e.g. pmnar:consistency=alternate")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="the sections to run (default: all)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

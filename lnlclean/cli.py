@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import errno
 import inspect
+import json
 import sys
 import typing
 from enum import Enum
@@ -24,6 +25,7 @@ from .data.datasets import DATASETS
 from .data.manifest import read_manifest
 from .data.noise import NoiseSpec, parse_noise_spec
 from .distributed import current as current_world
+from .durations import parse_duration
 from .errors import UserError, one_line
 from .fileio import check_output_dir, check_output_file, output_directory, refuse_earlier_output, write_json
 from .interrupt import Interrupted, Stopped, install_stop_handlers, restore_handlers
@@ -43,7 +45,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 BENCHMARK_FILE = "benchmark.json"
@@ -81,7 +83,8 @@ DEFAULTS = RunConfig()
 SHARED_OPTIONS: dict[str, tuple[object, object]] = {
     "method": (Annotated[str, typer.Option("--method", "-m", help="Method to train; see `lnlclean methods`.")], DEFAULTS.method),
     "backbone": (Annotated[str, typer.Option(help=f"Network: {', '.join(backbone_names())}, or tv:<torchvision model>.")], DEFAULTS.backbone),
-    "epochs": (Annotated[int, typer.Option(help="Training epochs.")], DEFAULTS.epochs),
+    "epochs": (Annotated[int, typer.Option(help="Training epochs (with --time-budget: at most this many).")], DEFAULTS.epochs),
+    "time_budget": (Annotated[Optional[str], typer.Option(help="Train as many epochs as fit in this time, e.g. 90s, 10m, 1h (image decoding and the final pass come on top).", show_default=False)], None),
     "batch_size": (Annotated[int, typer.Option(help="Mini-batch size.")], DEFAULTS.batch_size),
     "lr": (Annotated[float, typer.Option(help="Peak learning rate (SGD with Nesterov momentum).")], DEFAULTS.lr),
     "weight_decay": (Annotated[float, typer.Option(help="Weight decay.")], DEFAULTS.weight_decay),
@@ -106,11 +109,11 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
     "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")], False),
 }
 TRAINING = (
-    "backbone", "epochs", "batch_size", "lr", "weight_decay", "schedule", "device", "seed", "threshold", "noise_rate", "no_flip",
+    "backbone", "epochs", "time_budget", "batch_size", "lr", "weight_decay", "schedule", "device", "seed", "threshold", "noise_rate", "no_flip",
     "cache_dir", "compile", "state_dtype", "state_on", "max_ram", "overwrite", "quiet",
 )
 FOLDER_TRAINING = (
-    "method", *TRAINING[:8], "image_size", "threshold", "noise_rate", "weights", "no_flip", "cache_dir", "on_bad_image",
+    "method", *TRAINING[:9], "image_size", "threshold", "noise_rate", "weights", "no_flip", "cache_dir", "on_bad_image",
     "resume", "overwrite", "allow_outside_root", "compile", "state_dtype", "state_on", "max_ram", "workers", "quiet",
 )
 
@@ -154,6 +157,7 @@ def run_config(opts: SimpleNamespace, ctx: typer.Context, method: str | None = N
         weights=getattr(opts, "weights", None),
         flip=not opts.no_flip, workers=getattr(opts, "workers", None), noise_rate=opts.noise_rate, compile=opts.compile,
         state_dtype=opts.state_dtype.value, state_on=opts.state_on.value, max_ram=opts.max_ram,
+        time_budget=None if opts.time_budget is None else parse_duration(opts.time_budget, "--time-budget"),
         method_params=params.get(method, {}),
     ).validate()
 
@@ -226,11 +230,11 @@ def audit(
 
     Examples:
 
-        lnlclean audit ./images labels.csv --method pmnar --out audit/
-
-        lnlclean audit ./images
-
-        lnlclean audit ./images labels.csv --epochs 10 --device cpu --resume
+    \b
+      lnlclean audit ./images labels.csv --method pmnar --out audit/
+      lnlclean audit ./images
+      lnlclean audit ./images labels.csv --time-budget 10m
+      lnlclean audit ./images labels.csv --epochs 10 --device cpu --resume
 
     Without LABELS_CSV the class is the subfolder: IMAGES/<class>/<file>.
     Method options: --<method>-<option> VALUE (see lnlclean methods).
@@ -260,7 +264,7 @@ def relabel(
     labels_csv: LabelsCsv = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Corrected-label CSV to write.")] = Path("relabeled.csv"),
     policy: Annotated[Policy, typer.Option(help="relabel: replace flagged labels by the suggestion; drop: leave flagged rows out; flag: keep labels, mark flagged rows for review.")] = Policy.relabel,
-    from_audit: Annotated[Optional[Path], typer.Option(help="Reuse this audit.parquet instead of training again.", show_default=False)] = None,
+    from_audit: Annotated[Optional[Path], typer.Option(help="Reuse a finished audit (its folder or audit.parquet) instead of training again.", show_default=False)] = None,
     audit_dir: Annotated[Path, typer.Option(help="Where the audit made on the way is written (when not --from-audit).")] = Path("lnlclean-out"),
     opts: SimpleNamespace = None,
 ):
@@ -271,9 +275,10 @@ def relabel(
 
     Examples:
 
-        lnlclean relabel ./images labels.csv --out fixed.csv
-
-        lnlclean relabel ./images labels.csv --from-audit lnlclean-out/audit.parquet --policy drop --out clean.csv
+    \b
+      lnlclean relabel ./images labels.csv --out fixed.csv
+      lnlclean relabel ./images labels.csv --from-audit lnlclean-out \\
+          --policy drop --out clean.csv
 
     Method options: --<method>-<option> VALUE (see lnlclean methods).
     """
@@ -334,19 +339,17 @@ def benchmark(
 
     Examples:
 
-        lnlclean benchmark digits --noise sym40 --method ce
-
-        lnlclean benchmark cifar10 --noise asym40 --data-dir ./cifar10 --train-size 5000 --method all
-
-        lnlclean benchmark digits --noise sym20 --fail-under f1=0.8,acc=0.9
-
-        lnlclean benchmark digits --noise sym20 --partial-rate 0.3 --method alim
-
-        lnlclean benchmark digits --noise sym40 --method pmnar --method alr --method flywheel --consensus
-
-        lnlclean benchmark cifar10 --data-dir ./cifar10 --noise-file CIFAR-10_human.pt --noise-key worse_label
-
-        lnlclean benchmark digits --noise sym40 --method alr --diagnose
+    \b
+      lnlclean benchmark digits --noise sym40 --method ce
+      lnlclean benchmark cifar10 --noise asym40 --data-dir ./cifar10 \\
+          --train-size 5000 --method all
+      lnlclean benchmark digits --noise sym20 --fail-under f1=0.8,acc=0.9
+      lnlclean benchmark digits --noise sym20 --partial-rate 0.3 --method alim
+      lnlclean benchmark digits --noise sym40 --method pmnar,alr,flywheel \\
+          --consensus
+      lnlclean benchmark cifar10 --data-dir ./cifar10 \\
+          --noise-file CIFAR-10_human.pt --noise-key worse_label
+      lnlclean benchmark digits --noise sym40 --method alr --diagnose
     """
     if dataset not in DATASETS:
         raise UserError(f"dataset {dataset!r}: unknown; choose one of {', '.join(DATASETS)}")
@@ -359,8 +362,11 @@ def benchmark(
     thresholds = parse_fail_under(fail_under)
     configs = {name: run_config(opts, ctx, method=name, methods=methods) for name in methods}
     check_output_dir(out)
-    refuse_earlier_output(out, (BENCHMARK_FILE,), opts.overwrite)
     reporter = Reporter(opts.quiet)
+    if written_by_benchmark(out / BENCHMARK_FILE):
+        reporter.log(f"replacing the results of an earlier benchmark in {out / BENCHMARK_FILE}")
+    else:
+        refuse_earlier_output(out, (BENCHMARK_FILE,), opts.overwrite)
     runs = []
     writes = current_world().is_main
     with output_directory(out, create=writes) as out_dir:
@@ -382,12 +388,22 @@ def benchmark(
             if consensus:
                 record(score_consensus(members))
     print_benchmark_table(runs)
-    stdout.print(f"wrote {out_dir / BENCHMARK_FILE}")
+    stdout.print(BENCHMARK_LEGEND)
+    stdout.print(f"wrote {out_dir / BENCHMARK_FILE} and an HTML report per run ({out_dir}/<dataset>-<noise>-<method>.html)")
     failures = check_fail_under(runs, thresholds)
     for line in failures:
         stdout.print(f"[red]below threshold[/red]: {line}")
     if failures:
         raise typer.Exit(1)
+
+
+def written_by_benchmark(path: Path) -> bool:
+    """Returns True when `path` is a benchmark.json that lnlclean benchmark wrote (a rerun replaces it; any other file is refused)."""
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(content, dict) and "lnlclean_version" in content and isinstance(content.get("runs"), list)
 
 
 def noise_specs(noise: list[str] | None, noise_file: Path | None, noise_key: str | None) -> list[NoiseSpec]:
@@ -446,6 +462,13 @@ BENCHMARK_COLUMNS = (
     ("label acc", lambda r: f"{r['label_accuracy_before']:.2f}→{r['label_accuracy_after']:.2f}"),
     ("s/epoch", lambda r: _fmt(r["seconds_per_epoch"], 2)),
     ("seconds", lambda r: _fmt(r["seconds"], 1)),
+)
+
+
+BENCHMARK_LEGEND = (
+    "noise true/est: share of wrong labels injected / estimated by the audit; precision, recall, F1, AUROC: "
+    "the flags against the truth; test acc: the network on the test split; relabel acc: share of the flagged "
+    "wrong labels whose suggestion is the true label; label acc: share of right labels before → after relabel"
 )
 
 
@@ -516,9 +539,9 @@ def consensus(
 
     Examples:
 
-        lnlclean consensus audit-pmnar audit-alr audit-flywheel --out consensus
-
-        lnlclean audit ./images labels.csv --method pmnar,alr,flywheel --out audit
+    \b
+      lnlclean consensus audit-pmnar audit-alr audit-flywheel --out consensus
+      lnlclean audit ./images labels.csv --method pmnar,alr,flywheel --out audit
     """
     result = run_consensus(audits, out, overwrite)
     print_audit_summary(result.summary)
@@ -542,9 +565,9 @@ def report(
 
     Examples:
 
-        lnlclean report lnlclean-out
-
-        lnlclean report audit/ --images /data/images --gallery 600 --out review.html
+    \b
+      lnlclean report lnlclean-out
+      lnlclean report audit/ --images /data/images --gallery 600 --out review.html
     """
     path, unreadable = run_report(audit_dir, images, out, gallery, overwrite)
     stdout.print(f"wrote {path}")
@@ -581,8 +604,44 @@ def list_methods():
 
 @app.command()
 def version():
-    """Print the lnlclean version."""
+    """Print the lnlclean version (also: lnlclean --version)."""
     stdout.print(__version__)
+
+
+def print_version(value: bool) -> None:
+    """Prints the version and stops when ``--version`` is given. Returns None."""
+    if value:
+        stdout.print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    show_version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", callback=print_version, is_eager=True)] = False,
+):
+    """Audit and clean label noise in image-classification datasets."""
+
+
+# What --help shows after each option that takes a value (default: the name in capitals).
+METAVARS = {
+    "out": "PATH", "epochs": "N", "batch_size": "N", "seed": "N", "workers": "N", "train_size": "N", "gallery": "N",
+    "time_budget": "TIME", "lr": "RATE", "weight_decay": "W", "image_size": "PX", "threshold": "P", "noise_rate": "RATE",
+    "partial_rate": "RATE", "weights": "FILE", "noise_file": "FILE", "cache_dir": "DIR", "data_dir": "DIR", "audit_dir": "DIR",
+    "max_ram": "SIZE", "noise": "SPEC", "noise_key": "KEY", "fail_under": "KEY=MIN,...", "from_audit": "AUDIT",
+    "backbone": "NET", "audits": "AUDIT",
+    **{name: f"[{'|'.join(CHOICES[name])}]" for name in CHOICES},
+    "on_bad_image": "[fail|skip]", "policy": "[relabel|drop|flag]",
+}
+
+
+@functools.cache
+def cli_group():
+    """Returns the command-line parser: the Typer app as a Click group, with readable metavars."""
+    group = typer.main.get_command(app)
+    for sub in group.commands.values():
+        for param in sub.params:
+            param.metavar = METAVARS.get(param.name, param.name.upper())
+    return group
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -602,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     previous_handlers = install_stop_handlers()
     try:
         args, method_options = split_method_options(sys.argv[1:] if argv is None else argv)
-        code = app(args=args, standalone_mode=False, prog_name="lnlclean", obj={"method_options": method_options})
+        code = cli_group().main(args=args, standalone_mode=False, prog_name="lnlclean", obj={"method_options": method_options})
         return code if isinstance(code, int) else 0
     except UserError as problem:
         say(f"{error} {problem}")
@@ -617,6 +676,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{error} {problem.filename or 'output'}: {problem.strerror}; free space or choose another location")
         return UserError.exit_code
     except Exception as problem:
+        if type(problem).__name__ == "NoArgsIsHelpError":  # a bare `lnlclean`: its help, not an error
+            stdout.print(problem.ctx.get_help(), markup=False, highlight=False)
+            return 0
         if not is_usage_error(problem):
             raise
         ctx = getattr(problem, "ctx", None)

@@ -49,6 +49,7 @@ class RunConfig:
     state_dtype: str = "auto"
     state_on: str = "auto"
     max_ram: str | None = None
+    time_budget: float | None = None
     method_params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +76,7 @@ class RunConfig:
             (self.noise_rate is None or 0 <= self.noise_rate < 1, "--noise-rate", "must be in [0, 1)"),
             (self.workers is None or self.workers >= 1, "--workers", "must be at least 1"),
             (self.seed >= 0, "--seed", "must not be negative"),
+            (self.time_budget is None or self.time_budget > 0, "--time-budget", "must be longer than zero"),
             *(
                 (getattr(self, name) in values, "--" + name.replace("_", "-"), f"must be {', '.join(values[:-1])} or {values[-1]}")
                 for name, values in CHOICES.items()

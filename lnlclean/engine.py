@@ -27,7 +27,9 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+import dataclasses
+import itertools
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from . import budget
 from .config import RunConfig, method_hparams
 from .data.augment import Augmenter
 from .data.store import ImageStore
@@ -49,7 +52,7 @@ from .methods.base import Batch, Method, Setup, TablePolicy
 from .models import build_backbone
 from .progress import Reporter
 
-CHECKPOINT_FORMAT = 4
+CHECKPOINT_FORMAT = 5
 EVAL_BATCH = 512
 RESUMABLE_CHANGES = ("device", "workers", "compile", "state_dtype", "state_on", "max_ram", "threshold")  # settings a resume may change (threshold: a verdict setting)
 CHECKPOINT_SECONDS = 600.0  # also checkpoint mid-epoch this often, so a crash or kill -9 loses at most this much
@@ -90,9 +93,13 @@ class FitResult:
         probs: final eval-mode class probabilities of every training sample (float32 N×K).
         test_accuracy: accuracy on the test split, or None without one.
         history: one dict per epoch (seconds, loss, lr and the method's own numbers).
-        seconds: wall time of the whole fit, final inference included.
+        seconds: wall time of the whole fit, final inference included, with the training time
+            of the runs before a resume.
         device: the device trained on, e.g. ``cpu`` or ``cuda (NVIDIA H100)``.
         resumed_from_epoch: epochs already done in the checkpoint resumed from, else None.
+        resumed_at: where a resumed run went on, e.g. ``epoch 2, step 14`` (None when not resumed).
+        earlier_seconds: training seconds spent before the resume (0 when not resumed).
+        epochs: the epochs trained: ``config.epochs``, or those ``config.time_budget`` chose.
     """
 
     method: Method
@@ -102,6 +109,9 @@ class FitResult:
     seconds: float
     device: str
     resumed_from_epoch: int | None = None
+    resumed_at: str | None = None
+    earlier_seconds: float = 0.0
+    epochs: int = 0
 
 
 def resolve_device(name: str, world: World = World()) -> torch.device:
@@ -243,6 +253,8 @@ def fit(
     the checkpoint, mid-epoch included; it must come from the same method, settings and data
     (else UserError). Raises UserError when training diverges. Under torchrun every process
     calls it; they return the same probabilities, and only rank 0 writes checkpoints.
+    With `config.time_budget`, the epochs (at most `config.epochs`) are those that fit in it
+    (see :mod:`lnlclean.budget`); a resumed run keeps the epochs its checkpoint chose.
     With `diagnose`, after every epoch ``diagnose(epoch, probs)`` (1-based epoch, the training
     probabilities of a clean pass, reused when the method ran one) returns figures that join
     the epoch's history (see :mod:`lnlclean.report.diagnostics`); their time is logged as
@@ -253,15 +265,22 @@ def fit(
     world = current_world()
     device = resolve_device(config.device, world)
     _configure_torch(device, config.seed)
+    budget_started = time.perf_counter()  # after torch's one-off imports, which are not training
     store = ImageStore(data.images, device)
     augmenter = Augmenter.fit(data.images, device, flip=data.flip)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    steps_per_epoch = steps_in_epoch(len(data.labels), config.batch_size, world.size)
+    if config.time_budget is not None:
+        if resume:
+            config = replace(config, epochs=_checkpoint_epochs(checkpoint_path, config))
+        else:
+            seconds_per_step = time_steps(data, config, store, augmenter, device, world, autocast, method_cls)
+            config = replace(config, epochs=budget.epochs_within(
+                config, seconds_per_step * steps_per_epoch, time.perf_counter() - budget_started, reporter))
     method = build_method(config, data, device, world, method_cls)
     needs = host_memory_needs(method, data, device)
     check_host_memory(needs, config.max_ram, processes_on_this_machine(world), memory_remedies(config, device, needs))
-    optimizer = torch.optim.SGD(
-        method.networks.parameters(), lr=config.lr, momentum=config.momentum,
-        weight_decay=config.weight_decay, nesterov=config.momentum > 0,
-    )
+    optimizer = make_optimizer(method, config)
     identity = checkpoint_identity(config, data)
     position = Position()
     if resume:
@@ -269,10 +288,8 @@ def fit(
         reporter.log(f"resuming from {checkpoint_path} at {position.describe()}")
     trainer = training_module(method, world)
     labels = torch.tensor(np.asarray(data.labels), dtype=torch.int64)
-    n_samples = len(labels)
-    steps_per_epoch = steps_in_epoch(n_samples, config.batch_size, world.size)
     total_steps = steps_per_epoch * config.epochs
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    estimate = budget.EpochEstimate(steps_per_epoch, config.epochs - position.epoch, reporter, quiet=config.time_budget is not None)
 
     def evaluate_train() -> torch.Tensor:
         return predict_all(method, store, augmenter, autocast, world, training_set=True)
@@ -280,38 +297,43 @@ def fit(
     remaining = total_steps - position.epoch * steps_per_epoch - position.step
     description = f"training {config.method} on {describe_device(device, world)}"
     checkpoints = Checkpointer(checkpoint_path if world.is_main else None, identity, method, optimizer)
-    with reporter.task(description, total=remaining) as advance, deferred_stop() as stop:
+    earlier_seconds = position.train_seconds
+    session_started = time.perf_counter()
+
+    def trained_seconds() -> float:  # training time of this run and of those before a resume
+        return earlier_seconds + time.perf_counter() - session_started
+
+    with reporter.task(description, total=remaining, by_milestone=True) as progress, deferred_stop() as stop:
         for epoch in range(position.epoch, config.epochs):
             epoch_started = time.perf_counter()
             method.networks.train()
             generator = torch.Generator(device=device).manual_seed(augmentation_seed(config.seed, epoch, world.rank))
-            order = torch.randperm(n_samples, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
+            order = sample_order(len(labels), config.seed, epoch)
             loss_sum = torch.zeros((), device=device)  # Σ over steps of this process's share of the batch loss
             data_seconds = 0.0  # time spent fetching batches: the training step waits for it
-            first_step = 0
+            first_step, epoch_earlier = 0, 0.0
             if epoch == position.epoch and position.step:
                 _restore_generator(generator, position, world, reporter)
                 if world.is_main:  # the saved sum is over all processes; one of them carries it
                     loss_sum += position.loss_sum.to(device)
-                first_step = position.step
+                first_step, epoch_earlier = position.step, position.epoch_seconds
             for step_in_epoch in range(first_step, steps_per_epoch):
                 fetch_started = time.perf_counter()
-                whole = order[step_in_epoch * config.batch_size:(step_in_epoch + 1) * config.batch_size].sort().values
-                index = whole[world.rank::world.size]
-                batch = Batch(
-                    index=index.to(device), label=labels[index].to(device), raw=store.gather(index),
-                    augmenter=augmenter, generator=generator,
-                )
+                batch, share = make_batch(order, step_in_epoch, config.batch_size, labels, store, augmenter, generator, device, world)
                 data_seconds += time.perf_counter() - fetch_started
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, epoch * steps_per_epoch + step_in_epoch, total_steps, steps_per_epoch)
-                loss_sum += train_step(trainer, optimizer, batch, epoch, len(index) / len(whole), world, autocast)
-                share_samples(method, batch.index, -(-len(whole) // world.size), world)
-                advance(1, epoch=epoch + 1)
+                loss_sum += train_step(trainer, optimizer, batch, epoch, share, world, autocast)
+                share_samples(method, batch.index, -(-config.batch_size // world.size), world)
+                progress(1, epoch=epoch + 1)
+                estimate.step_done()
                 signum, due = world.max_ints(stop.signum or 0, int(checkpoints.due()))
                 if signum or due:
                     states = world.gather_cpu(generator.get_state())
-                    checkpoints.save(Position(epoch, step_in_epoch + 1, states, world.sum(loss_sum).detach().cpu()))
+                    checkpoints.save(Position(
+                        epoch, step_in_epoch + 1, states, world.sum(loss_sum).detach().cpu(),
+                        epoch_earlier + time.perf_counter() - epoch_started, trained_seconds(),
+                    ))
                     if signum:
                         raise Interrupted(signum, checkpoint_path, epoch + 1, step_in_epoch + 1)
             mean_loss = float(world.sum(loss_sum)) / steps_per_epoch
@@ -333,10 +355,11 @@ def fit(
                 logged["diagnose_seconds"] = time.perf_counter() - epoch_started - epoch_seconds
             method.history.append({
                 "epoch": epoch + 1, "loss": mean_loss, "lr": learning_rate(config, (epoch + 1) * steps_per_epoch - 1, total_steps, steps_per_epoch),
-                "seconds": epoch_seconds, "data_seconds": data_seconds, **logged,
+                "seconds": epoch_earlier + epoch_seconds, "data_seconds": data_seconds, **logged,
             })
+            progress.milestone(**epoch_figures(method, method.history[-1], config.epochs))
             saving = time.perf_counter()
-            checkpoints.save(Position(epoch + 1))
+            checkpoints.save(Position(epoch + 1, train_seconds=trained_seconds()))
             method.history[-1]["checkpoint_seconds"] = time.perf_counter() - saving  # after the save: the checkpoint's history lacks it
     probs = evaluate_train().numpy()
     test_accuracy = None
@@ -345,9 +368,94 @@ def fit(
         test_accuracy = float((test_probs.argmax(1).numpy() == data.test_labels).mean())
     return FitResult(
         method=method, probs=probs, test_accuracy=test_accuracy, history=method.history,
-        seconds=time.perf_counter() - started, device=describe_device(device, world),
-        resumed_from_epoch=position.epoch if resume else None,
+        seconds=earlier_seconds + time.perf_counter() - started, device=describe_device(device, world),
+        resumed_from_epoch=position.epoch if resume else None, resumed_at=position.describe() if resume else None,
+        earlier_seconds=earlier_seconds, epochs=config.epochs,
     )
+
+
+def make_optimizer(method: Method, config: RunConfig) -> torch.optim.Optimizer:
+    """Returns the SGD optimiser (Nesterov momentum when `config.momentum` > 0) of the method's networks."""
+    return torch.optim.SGD(
+        method.networks.parameters(), lr=config.lr, momentum=config.momentum,
+        weight_decay=config.weight_decay, nesterov=config.momentum > 0,
+    )
+
+
+def sample_order(n_samples: int, seed: int, epoch: int) -> torch.Tensor:
+    """Returns the permutation of the `n_samples` samples that `epoch` visits (the same in every process)."""
+    return torch.randperm(n_samples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def make_batch(
+    order: torch.Tensor, step: int, batch_size: int, labels: torch.Tensor, store: ImageStore, augmenter: Augmenter,
+    generator: torch.Generator, device: torch.device, world: World,
+) -> tuple[Batch, float]:
+    """Returns this process's part of mini-batch `step` of `order`, and the share of the whole batch it holds."""
+    whole = order[step * batch_size:(step + 1) * batch_size].sort().values
+    index = whole[world.rank::world.size]
+    batch = Batch(
+        index=index.to(device), label=labels[index].to(device), raw=store.gather(index), augmenter=augmenter, generator=generator,
+    )
+    return batch, len(index) / len(whole)
+
+
+def epoch_figures(method: Method, logged: dict, epochs: int) -> dict:
+    """Returns what a progress line shows of an epoch: epoch, loss, the share of predictions that changed, the method's main figures, and "warm-up" while it lasts."""
+    figures = {"epoch": f"{logged['epoch']}/{epochs}", "loss": logged["loss"]}
+    if logged.get("prediction_changes") is not None:
+        figures["changed"] = logged["prediction_changes"]
+    figures.update({label: logged[key] for key, label in method.progress_figures.items() if logged.get(key) is not None})
+    if logged.get("warmup_over") == 0.0:
+        figures["phase"] = "warm-up"
+    return figures
+
+
+def time_steps(
+    data: TrainData, config: RunConfig, store: ImageStore, augmenter: Augmenter, device: torch.device, world: World,
+    autocast, method_cls: type[Method] | None = None,
+) -> float:
+    """Returns the seconds one training step takes, timed on a scratch copy of the method that is then thrown away.
+
+    The scratch method starts its robust phase at once (a warm-up of 0 where it has one): that
+    phase costs the most per step, so the epochs planned from it fit in the time. The first
+    steps are not timed (allocation, caches); then steps are timed for about
+    :func:`budget.timing_seconds`, at most one epoch.
+    """
+    params = dict(config.method_params)
+    cls = method_cls or get_method(config.method)
+    if "warmup" in {f.name for f in dataclasses.fields(cls.Hparams)}:
+        params["warmup"] = 0
+    scratch_config = replace(config, method_params=params, epochs=max(config.epochs, 2))
+    method = build_method(scratch_config, data, device, world, method_cls)
+    optimizer = make_optimizer(method, scratch_config)
+    trainer = training_module(method, world)
+    labels = torch.tensor(np.asarray(data.labels), dtype=torch.int64)
+    steps = steps_in_epoch(len(labels), config.batch_size, world.size)
+    order = sample_order(len(labels), config.seed, 0)
+    generator = torch.Generator(device=device).manual_seed(augmentation_seed(config.seed, 0, world.rank))
+    timed, started = 0, None
+    for count, step in enumerate(itertools.cycle(range(steps))):  # a short epoch is timed on its second pass
+        if count == budget.UNTIMED_STEPS:
+            started = time.perf_counter()
+        batch, share = make_batch(order, step, config.batch_size, labels, store, augmenter, generator, device, world)
+        train_step(trainer, optimizer, batch, 1, share, world, autocast)
+        share_samples(method, batch.index, -(-config.batch_size // world.size), world)
+        if started is not None:
+            timed += 1
+            enough = time.perf_counter() - started >= budget.timing_seconds(config.time_budget) or timed >= steps
+            if world.max_ints(int(enough))[0]:  # every process stops at the same step
+                return (time.perf_counter() - started) / timed
+    raise AssertionError("unreachable: the steps cycle until timed")
+
+
+def _checkpoint_epochs(path: Path | None, config: RunConfig) -> int:
+    """Returns the epochs a ``--time-budget`` run chose, read from its checkpoint (`config.epochs` when there is none to read)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return int(payload["identity"]["settings"]["epochs"])
+    except Exception:  # a missing or foreign checkpoint is reported by _load_checkpoint with its reason
+        return config.epochs
 
 
 class TrainingStep(nn.Module):
@@ -459,13 +567,16 @@ class Position:
 
     Mid-epoch (`step` > 0) it also holds the state of every process's augmentation generator
     (in rank order) and the running loss sum, so a resumed run draws the same augmentations
-    as an uninterrupted one.
+    as an uninterrupted one, and the seconds the unfinished epoch has taken so far.
+    `train_seconds` is the training time of the run up to this position (over resumes too).
     """
 
     epoch: int = 0
     step: int = 0
     generator_states: list[torch.Tensor] | None = None
     loss_sum: torch.Tensor | None = None
+    epoch_seconds: float = 0.0
+    train_seconds: float = 0.0
 
     def describe(self) -> str:
         """Returns e.g. ``epoch 3, step 5`` or ``the end of epoch 2``."""
@@ -494,6 +605,7 @@ def _save_checkpoint(path: Path, identity: dict, position: Position, method: Met
     payload = {
         "identity": identity, "epochs_done": position.epoch, "steps_done": position.step,
         "generator_states": position.generator_states, "loss_sum": position.loss_sum,
+        "epoch_seconds": position.epoch_seconds, "train_seconds": position.train_seconds,
         "method": method.state_dict(), "optimizer": optimizer.state_dict(),
     }
     with atomic_path(path) as tmp:
@@ -519,7 +631,10 @@ def _load_checkpoint(path: Path | None, identity: dict, method: Method, optimize
         raise UserError(f"--resume: {path} comes from a different run ({what}); drop --resume and pass --overwrite to start over, or use another --out")
     method.load_state_dict(payload["method"])
     optimizer.load_state_dict(payload["optimizer"])
-    return Position(int(payload["epochs_done"]), int(payload["steps_done"]), payload["generator_states"], payload["loss_sum"])
+    return Position(
+        int(payload["epochs_done"]), int(payload["steps_done"]), payload["generator_states"], payload["loss_sum"],
+        float(payload["epoch_seconds"]), float(payload["train_seconds"]),
+    )
 
 
 def _restore_generator(generator: torch.Generator, position: Position, world: World, reporter: Reporter) -> None:

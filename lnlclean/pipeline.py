@@ -35,7 +35,7 @@ from .models import default_image_size
 from .progress import Reporter
 from .report import metrics
 from .report.diagnostics import describe as describe_diagnostics, epoch_diagnostics
-from .report.audit import AuditInputs, build_audit_table, load_audit, summarize, write_audit
+from .report.audit import AUDIT_FILE, AuditInputs, build_audit_table, load_audit, summarize, write_audit
 from .report.trust import audit_warnings, trusted
 from .report.verdicts import VerdictFit, flags, method_verdicts, relabels
 from .report.consensus import CONSENSUS, Verdicts, agreement_summary, check_same_samples, combine, consensus_table, member_names
@@ -43,7 +43,6 @@ from .report.html import GALLERY_SIZE, RenderedReport, ReportInputs, is_report, 
 from .report.thumbnails import ArrayImages, FolderImages
 from .report.manifest import corrected_manifest, write_manifest
 
-AUDIT_FILE = "audit.parquet"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -85,11 +84,15 @@ def load_dataset(
     input_rows = input_table(manifest)
     option = image_cache.cache_dir_option(cache_dir)
     cache_dir = cache_dir or image_cache.default_cache_dir()
-    with current_world().main_first(), reporter.task(f"decoding {len(manifest)} images", total=len(manifest)) as advance:
-        cache = image_cache.load_or_build(
-            manifest, cache_dir, config.image_size, default_image_size(config.backbone), config.workers, advance, option
-        )
+    with current_world().main_first():  # rank 0 builds the cache; the others then reuse it
+        slot = image_cache.locate(manifest, cache_dir, config.image_size, default_image_size(config.backbone), option)
+        cache = image_cache.reuse(slot, len(manifest))
+        if cache is None:  # only then is there decoding to show
+            with reporter.task(f"decoding {len(manifest)} images", total=len(manifest)) as advance:
+                cache = image_cache.build(manifest, slot, config.workers, advance)
     reporter.log(f"image cache {'reused' if cache.reused else 'built'}: {cache.path} {tuple(cache.images.shape)}")
+    if cache.resized:
+        reporter.log(cache.resized)
     skipped = {manifest.paths[i]: reason for i, reason in sorted(cache.bad.items())}
     images_array = cache.images
     if skipped:
@@ -140,6 +143,9 @@ def check_class_sizes(manifest: Manifest) -> None:
 
 def check_previous_run(out_dir: Path, resume: bool, overwrite: bool, option: str = "--out") -> None:
     """Raises UserError when `out_dir` already holds a finished audit (unless `overwrite`) or an unfinished run's checkpoint (unless `resume` or `overwrite`). Returns None."""
+    if resume and not overwrite and (out_dir / SUMMARY_FILE).exists():
+        raise UserError(f"--resume: {out_dir} holds a finished audit, so there is nothing to resume (its results: {SUMMARY_FILE}, "
+                        f"{AUDIT_FILE}, {REPORT_FILE}); pass --overwrite instead of --resume to train again")
     refuse_earlier_output(out_dir, AUDIT_OUTPUTS, overwrite, option)
     if not overwrite and not resume and (out_dir / CHECKPOINT_FILE).exists():
         raise UserError(
@@ -208,10 +214,11 @@ def run_audit(
         if world.is_main:
             remove_stale_temporaries(out_dir, OUTPUT_FILES)
         result = fit(data, config, reporter, checkpoint_path=out_dir / CHECKPOINT_FILE, resume=resume)
+        config = dataclasses.replace(config, epochs=result.epochs)  # those --time-budget chose
         columns, calibration = fitted_verdicts(result, config.threshold)
         frame = audit_table(result, columns, manifest.paths, manifest.labels, manifest.class_names, manifest.extra)
         timings = {
-            "total_seconds": time.perf_counter() - started, "cache_seconds": cache_seconds,
+            "total_seconds": result.earlier_seconds + time.perf_counter() - started, "cache_seconds": cache_seconds,
             "train_seconds": result.seconds, "epoch_seconds": [h["seconds"] for h in result.history],
         }
         summary = audit_summary(manifest, skipped, config, result, frame, timings, calibration)
@@ -220,6 +227,7 @@ def run_audit(
             write_audit(frame, audit_path, metadata=audit_metadata(config, manifest.class_names, calibration))
             write_json(summary_path, summary)
             write_folder_report(report_path, frame, summary, manifest.class_names, manifest.root)
+            (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the audit is finished: nothing left to resume
     return AuditResult(frame, summary, audit_path, summary_path, report_path, input_rows)
 
 
@@ -270,6 +278,7 @@ def run_header(config: RunConfig, result: FitResult) -> dict:
     return {
         "lnlclean_version": __version__, "method": config.method, "settings": config.to_dict(),
         "seed": config.seed, "device": result.device, "resumed_from_epoch": result.resumed_from_epoch,
+        "resumed_at": result.resumed_at,
     }
 
 
@@ -546,6 +555,7 @@ def benchmark_run(
         fingerprint=f"{dataset}:{noise}:{partial_rate}:{train_size}", true_labels=true_labels,
     )
     result = fit(data, config, reporter, diagnose=truth_diagnostics(labels, config.threshold, reporter) if diagnose else None)
+    config = dataclasses.replace(config, epochs=result.epochs)  # those --time-budget chose
     columns, calibration = fitted_verdicts(result, config.threshold)
     verdicts = Verdicts(
         config.method, columns["clean_prob"], columns["is_label_issue"], columns["suggested_label"], columns["suggested_prob"], result.probs.argmax(axis=1),

@@ -71,10 +71,20 @@ class Workspace:
         assert main(self.audit(*extra)) == 0
 
     def unfinished_run(self, *extra: str) -> None:
-        """Leaves `out` as an interrupted run would: a checkpoint, no audit."""
-        self.finished_run(*extra)
-        for name in ("audit.parquet", "summary.json", "report.html"):
-            (self.out / name).unlink()
+        """Leaves `out` as a run stopped after its training would: the checkpoint of its last epoch, no audit."""
+
+        def stop_before_the_outputs(*args, **kwargs):
+            raise StoppedHere()
+
+        with self.monkeypatch.context() as patch:
+            patch.setattr("lnlclean.pipeline.fitted_verdicts", stop_before_the_outputs)
+            with pytest.raises(StoppedHere):
+                main(self.audit(*extra))
+        assert sorted(p.name for p in self.out.iterdir()) == ["checkpoint.pt"]
+
+
+class StoppedHere(Exception):
+    """Stops a test run at a chosen point."""
 
 
 @lru_cache(maxsize=1)

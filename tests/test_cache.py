@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -12,7 +15,7 @@ from PIL import Image
 
 from conftest import is_jpeg_row
 from lnlclean.data import cache as cache_mod
-from lnlclean.data.cache import load_or_build
+from lnlclean.data.cache import load_or_build, resize_message
 from lnlclean.data.decode import ImageError, decode_image, resize_center_crop, to_rgb
 from lnlclean.data.manifest import read_manifest
 from lnlclean.data.imagefile import ImageArray
@@ -134,6 +137,123 @@ def test_resize_center_crop_shapes():
     assert resize_center_crop(Image.new("RGB", (3, 7)), 4, 6).size == (6, 4)
 
 
+# ---------------------------------------------------------------- why auto resized
+
+
+def sized_folder(tmp_path, counts: dict[tuple[int, int], int]):
+    """Writes counts[(width, height)] uniform PNGs of each size (first sizes first); returns the manifest."""
+    images = {}
+    for group, ((width, height), n) in enumerate(counts.items()):
+        for i in range(n):
+            images[f"{group}_{width}x{height}_{i}.png"] = Image.new("RGB", (width, height), (i * 30, 0, 0))
+    return folder_with(tmp_path, images)
+
+
+MIXED = {(8, 8): 3, (12, 10): 2, (20, 6): 1}  # all ≤ 64 px, but three sizes
+MIXED_LINE = (
+    "images resized to 16×16 px: they come in 3 sizes (3 at 8×8, 2 at 12×10, 1 at 20×6); choose another with --image-size"
+)
+
+
+def test_auto_resize_of_mixed_sizes_says_why_also_when_reused(tmp_path, cache_dir, monkeypatch):
+    manifest = sized_folder(tmp_path, MIXED)
+    built = load_or_build(manifest, cache_dir, fallback_size=16)
+    assert built.images.shape == (6, 16, 16, 3)
+    assert built.resized == MIXED_LINE
+    forbid_decoding(monkeypatch)
+    reused = load_or_build(manifest, cache_dir, fallback_size=16)
+    assert reused.reused is True and reused.resized == MIXED_LINE
+
+
+def test_auto_resize_of_mixed_sizes_led_by_a_large_image_says_why(tmp_path, cache_dir):
+    manifest = sized_folder(tmp_path, {(90, 70): 1, (8, 8): 2})  # the first is over the limit: no first pass
+    cache = load_or_build(manifest, cache_dir, fallback_size=16)
+    assert cache.resized == (
+        "images resized to 16×16 px: they come in 2 sizes (2 at 8×8, 1 at 90×70); choose another with --image-size"
+    )
+
+
+def test_auto_resize_of_large_images_of_one_size_says_why_also_when_reused(tmp_path, cache_dir, monkeypatch):
+    manifest = sized_folder(tmp_path, {(80, 70): 2})
+    expected = ("images resized to 16×16 px: they are 80×70, larger than the 64 px up to which images keep their size; "
+                "choose another with --image-size")
+    assert load_or_build(manifest, cache_dir, fallback_size=16).resized == expected
+    forbid_decoding(monkeypatch)
+    assert load_or_build(manifest, cache_dir, fallback_size=16).resized == expected
+
+
+def test_large_images_already_of_the_fallback_size_are_not_said_to_be_resized(tmp_path, cache_dir):
+    cache = load_or_build(sized_folder(tmp_path, {(80, 80): 2}), cache_dir, fallback_size=80)
+    assert cache.images.shape == (2, 80, 80, 3) and cache.resized is None
+
+
+def test_images_of_one_small_size_keep_it_without_a_message(digits_folder, cache_dir):
+    manifest = manifest_of(digits_folder)
+    assert load_or_build(manifest, cache_dir, fallback_size=16).resized is None
+    again = load_or_build(manifest, cache_dir, fallback_size=16)
+    assert again.reused is True and again.resized is None
+
+
+def test_an_explicit_size_resizes_without_a_message(tmp_path, cache_dir):
+    cache = load_or_build(sized_folder(tmp_path, MIXED), cache_dir, image_size=10, fallback_size=16)
+    assert cache.images.shape == (6, 10, 10, 3) and cache.resized is None
+
+
+def test_resize_message_lists_three_sizes_most_common_first():
+    sizes = Counter({(5, 5): 1, (80, 100): 150, (32, 32): 2700, (200, 300): 150})
+    assert resize_message(sizes, (64, 64)) == (
+        "images resized to 64×64 px: they come in 4 sizes (2,700 at 32×32, 150 at 300×200, 150 at 100×80, …); "
+        "choose another with --image-size"
+    )
+    assert resize_message(Counter(), (64, 64)) is None  # no image decoded
+
+
+def test_cache_written_before_resize_reasons_is_reused_without_one(tmp_path, cache_dir):
+    manifest = sized_folder(tmp_path, MIXED)
+    first = load_or_build(manifest, cache_dir, fallback_size=16)
+    meta_path = first.path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    del meta["resized"]
+    meta_path.write_text(json.dumps(meta))
+    again = load_or_build(manifest, cache_dir, fallback_size=16)
+    assert again.reused is True and again.resized is None
+
+
+def load_folder(root, csv, cache_dir, capsys, terminal: bool, image_size: int | None = None) -> str:
+    """Runs load_dataset on `root`/`csv` and returns what its reporter printed (a terminal's bar, or stderr lines)."""
+    from rich.console import Console
+
+    from lnlclean.config import RunConfig
+    from lnlclean.pipeline import load_dataset
+    from lnlclean.progress import Reporter
+
+    reporter = Reporter()
+    if terminal:
+        reporter.console = Console(file=io.StringIO(), force_terminal=True, width=200)
+    load_dataset(root, csv, RunConfig(device="cpu", image_size=image_size), cache_dir, "skip", reporter)
+    return reporter.console.file.getvalue() if terminal else capsys.readouterr().err
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["lines", "bar"])
+def test_decoding_is_shown_only_when_images_are_decoded(digits_folder, cache_dir, capsys, terminal):
+    first = load_folder(digits_folder.root, digits_folder.csv, cache_dir, capsys, terminal)
+    assert "decoding 60 images" in first and "image cache built" in first
+    second = load_folder(digits_folder.root, digits_folder.csv, cache_dir, capsys, terminal)
+    assert "image cache reused" in second
+    assert not re.search(r"\bdecoding\b", second)  # \b: the cache path holds this test's name
+
+
+def test_load_dataset_says_once_why_images_were_resized(tmp_path, cache_dir, capsys):
+    sized_folder(tmp_path, {(8, 8): 4, (12, 10): 2})
+    root, csv = tmp_path / "imgs", tmp_path / "labels.csv"
+    line = "images resized to 64×64 px: they come in 2 sizes (4 at 8×8, 2 at 12×10); choose another with --image-size"
+    for run in ("built", "reused"):
+        err = load_folder(root, csv, cache_dir, capsys, terminal=False)
+        assert f"image cache {run}" in err
+        assert err.splitlines().count(line) == 1
+    assert "resized" not in load_folder(root, csv, cache_dir, capsys, terminal=False, image_size=16)
+
+
 # ---------------------------------------------------------------- reuse and rebuild
 
 
@@ -237,6 +357,13 @@ def test_empty_array_file_is_rebuilt(digits_folder, cache_dir):
 
 def test_non_object_meta_file_is_rebuilt(digits_folder, cache_dir):
     corrupt_cache(digits_folder, cache_dir, lambda npy, meta: meta.write_text("[]"))
+
+
+def test_non_text_resize_reason_is_rebuilt(digits_folder, cache_dir):
+    def bad_reason(npy, meta):
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "resized": 5}))
+
+    corrupt_cache(digits_folder, cache_dir, bad_reason)
 
 
 def test_unwritable_cache_dir_is_user_error(digits_folder, tmp_path):

@@ -83,7 +83,7 @@ def test_two_process_audit_has_one_row_per_sample(noisy_digits, tmp_path, method
     assert audit["clean_prob"].between(0, 1).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["device"].endswith("× 2 processes") and len(summary["history"]) == 3
-    assert sorted(p.name for p in out.iterdir()) == ["audit.parquet", "checkpoint.pt", "report.html", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["audit.parquet", "report.html", "summary.json"]
 
 
 def test_every_process_reports_a_bad_option_on_one_line(noisy_digits, tmp_path):

@@ -63,16 +63,14 @@ def test_diverging_training_is_reported_as_a_learning_rate_problem():
 
 
 @pytest.mark.slow
-def test_compiled_networks_keep_plain_parameter_names_so_checkpoints_resume_without_compile(digits_folder, tmp_path):
+def test_compiled_networks_keep_plain_parameter_names_so_checkpoints_resume_without_compile(tmp_path):
     import torch
 
-    from lnlclean.pipeline import run_audit
-
-    config = dict(epochs=2, device="cpu", flip=False)
-    run_audit(digits_folder.root, digits_folder.csv, RunConfig(**config, compile=True), tmp_path / "out", tmp_path / "cache")
-    saved = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
+    digits = load_digits()
+    data = TrainData(images=digits.train_images[:256], labels=digits.train_labels[:256], n_classes=10, flip=False)
+    config, checkpoint = dict(method="ce", epochs=2, device="cpu"), tmp_path / "checkpoint.pt"
+    fit(data, RunConfig(**config, compile=True), checkpoint_path=checkpoint)
+    saved = torch.load(checkpoint, weights_only=True)
     assert not any("_orig_mod" in key for key in saved["method"]["networks"])
-    for name in ("audit.parquet", "summary.json"):
-        (tmp_path / "out" / name).unlink()
-    resumed = run_audit(digits_folder.root, digits_folder.csv, RunConfig(**config), tmp_path / "out", tmp_path / "cache", resume=True)
-    assert resumed.summary["resumed_from_epoch"] == 2
+    resumed = fit(data, RunConfig(**config), checkpoint_path=checkpoint, resume=True)
+    assert resumed.resumed_from_epoch == 2

@@ -66,8 +66,14 @@ def test_signal_mid_epoch_saves_a_checkpoint_that_resumes_to_the_same_audit(digi
     assert not (tmp_path / "b" / "audit.parquet").exists()
 
     resumed = run_audit(*folder, RunConfig(**config), tmp_path / "b", tmp_path / "cache", resume=True)
-    assert resumed.summary["resumed_from_epoch"] == 1
+    assert resumed.summary["resumed_from_epoch"] == 1 and resumed.summary["resumed_at"] == "epoch 2, step 2"
     pd.testing.assert_frame_equal(resumed.audit, reference.audit)
+    # The times count the run before the stop too: the whole of epoch 2, and all the training.
+    timings = resumed.summary["timings"]
+    assert resumed.summary["history"][1]["seconds"] > saved["epoch_seconds"] > 0
+    assert timings["train_seconds"] > saved["train_seconds"] > 0
+    assert timings["total_seconds"] > timings["train_seconds"]
+    assert not (tmp_path / "b" / "checkpoint.pt").exists()  # finished: nothing left to resume
 
 
 @pytest.mark.parametrize("method, params", [("ce", {}), ("promix", {"warmup": 1})])

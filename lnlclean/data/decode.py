@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import signal
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -146,38 +147,38 @@ def resize_center_crop(image: Image.Image, height: int, width: int) -> Image.Ima
     return image.crop((left, top, left + width, top + height))
 
 
-def decode_rows(array_path: str, root: str, paths: list[str], start: int) -> tuple[dict[int, str], set[Size]]:
+def decode_rows(array_path: str, root: str, paths: list[str], start: int) -> tuple[dict[int, str], Counter[Size]]:
     """Decodes `paths` (relative to `root`) into rows `start`… of the ``.npy`` file `array_path`.
 
     Rows are decoded into a buffer of at most :data:`WRITE_BYTES` and written with ``os.pwrite``;
     the row of an image that cannot be decoded is written as zeros.
-    Returns (row → reason for each image that could not be decoded, the original sizes seen).
+    Returns (row → reason for each image that could not be decoded, how many decoded images had each original size).
     """
     layout = read_npy_layout(array_path)
     per_write = max(1, WRITE_BYTES // max(1, layout.row_bytes))
     bad: dict[int, str] = {}
-    sizes: set[Size] = set()
+    sizes: Counter[Size] = Counter()
     fd = os.open(array_path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
     try:
         for first in range(0, len(paths), per_write):
             block, block_bad, block_sizes = _decode_block(Path(root), paths[first:first + per_write], layout, start + first)
             write_rows(fd, layout, start + first, block)
             bad.update(block_bad)
-            sizes |= block_sizes
+            sizes.update(block_sizes)
     finally:
         os.close(fd)
     return bad, sizes
 
 
-def _decode_block(root: Path, paths: list[str], layout: NpyLayout, first_row: int) -> tuple[np.ndarray, dict[int, str], set[Size]]:
-    """Returns (the decoded rows of `paths`, zeros for bad images; row → reason for those; original sizes seen)."""
+def _decode_block(root: Path, paths: list[str], layout: NpyLayout, first_row: int) -> tuple[np.ndarray, dict[int, str], Counter[Size]]:
+    """Returns (the decoded rows of `paths`, zeros for bad images; row → reason for those; count per original size)."""
     block = np.zeros((len(paths), *layout.shape[1:]), dtype=layout.dtype)
     bad: dict[int, str] = {}
-    sizes: set[Size] = set()
+    sizes: Counter[Size] = Counter()
     for offset, rel in enumerate(paths):
         try:
             block[offset], original = _decode(root / rel, layout.shape[1:3])
-            sizes.add(original)
+            sizes[original] += 1
         except ImageError as err:
             bad[first_row + offset] = str(err)
     return block, bad, sizes
@@ -185,16 +186,16 @@ def _decode_block(root: Path, paths: list[str], layout: NpyLayout, first_row: in
 
 def decode_all(
     root: Path, paths: list[str], array_path: Path, workers: int | None, advance: Callable[[int], None] | None,
-) -> tuple[dict[int, str], set[Size]]:
+) -> tuple[dict[int, str], Counter[Size]]:
     """Decodes every image into the existing ``.npy`` file `array_path` (uint8 N×H×W×3, N = len(paths)).
 
-    Returns (row → reason for the bad images, the original (height, width) sizes seen).
+    Returns (row → reason for the bad images, how many decoded images had each original (height, width)).
     `advance(n)` is called as chunks finish. On an exception (Ctrl-C included) the pending
     chunks are cancelled before it propagates.
     """
     workers = workers or os.cpu_count() or 1
     bad: dict[int, str] = {}
-    sizes: set[Size] = set()
+    sizes: Counter[Size] = Counter()
     pool = _pool(workers, len(paths))
     try:
         with warnings.catch_warnings():  # Python ≥ 3.12 warns about fork in a threaded process; the workers only decode
@@ -204,7 +205,7 @@ def decode_all(
         for future in as_completed(futures):
             chunk_bad, chunk_sizes = future.result()
             bad.update(chunk_bad)
-            sizes |= chunk_sizes
+            sizes.update(chunk_sizes)
             if advance is not None:
                 advance(futures[future])
     finally:

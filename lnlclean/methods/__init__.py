@@ -4,6 +4,7 @@ Every module in this package except ``base`` defines one method and registers it
 ``@register_method``; all of them are imported here, so adding a method is adding one file.
 """
 
+import difflib
 import importlib
 import pkgutil
 
@@ -20,10 +21,13 @@ for _module in pkgutil.iter_modules(__path__):
 def get_method(name: str) -> type[Method]:
     """Returns the registered method class called `name`.
 
-    Raises UserError listing the known methods when there is none.
+    Raises UserError listing the known methods when there is none, with the closest name
+    (ignoring case) as a suggestion.
     """
     if name not in METHODS:
-        raise UserError(f"--method {name!r}: unknown; choose one of {', '.join(sorted(METHODS))}")
+        close = difflib.get_close_matches(name.lower(), sorted(METHODS), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise UserError(f"--method {name!r}: unknown; {hint}choose one of {', '.join(sorted(METHODS))}")
     return METHODS[name]
 
 

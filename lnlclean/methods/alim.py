@@ -147,6 +147,7 @@ class ALIM(Method):
         "alim_lambda": "the final λ (same for every row)",
         "alim_outside_candidates": "true when suggested_label is outside the candidate set",
     }
+    progress_figures = {"lambda": "λ"}
     Hparams = ALIMHparams
 
     def __init__(self, hparams, setup):
@@ -163,7 +164,7 @@ class ALIM(Method):
         if hparams.k <= 0:
             raise UserError(f"--alim-k {hparams.k}: must be positive")
         warmup = warmup_epochs(hparams, config.epochs)
-        check_warmup("alim", hparams.warmup, warmup, config.epochs, then="adaptive λ", otherwise="λ never moves")
+        check_warmup("alim", hparams.warmup, warmup, config.epochs, otherwise="λ never moves")
         if warmup == 0 and hparams.lambda_ is None and config.noise_rate is None:
             raise UserError("--alim-warmup 0: give --noise-rate too; without a warm-up the noise rate cannot be estimated")
 

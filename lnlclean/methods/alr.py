@@ -61,7 +61,7 @@ def warmup_epochs(hparams: ALRHparams, epochs: int) -> int:
     Raises UserError when the warm-up would leave no epoch of refinement.
     """
     warmup = auto_warmup(hparams.warmup, 0.15, epochs)
-    check_warmup("alr", hparams.warmup, warmup, epochs, then="refinement", otherwise="no label is refined")
+    check_warmup("alr", hparams.warmup, warmup, epochs, otherwise="no label is refined")
     return warmup
 
 
@@ -95,6 +95,7 @@ class ALR(Method):
         "alr_target_entropy": "entropy H(t) of the sample's soft target, in nats (0 = one-hot)",
         "alr_target_max": "largest probability in the soft target (that of suggested_label)",
     }
+    progress_figures = {"mean_target_entropy": "target entropy"}
     Hparams = ALRHparams
 
     def __init__(self, hparams, setup):

@@ -248,6 +248,7 @@ class Method:
         description: one line for ``lnlclean methods``.
         columns: the method's own audit columns, name → meaning.
         num_networks: how many backbones the method trains (1 or 2).
+        progress_figures: figures of the epoch's log shown in progress lines, key → label.
         reads_candidates: whether the method learns from candidate-label sets (a ``candidates``
             column); other methods train on the ``label`` column only.
         unused_parameters: whether a training step may leave some network parameters without
@@ -262,6 +263,7 @@ class Method:
     description: ClassVar[str]
     columns: ClassVar[dict[str, str]] = {}
     num_networks: ClassVar[int] = 1
+    progress_figures: ClassVar[dict[str, str]] = {}
     reads_candidates: ClassVar[bool] = False
     unused_parameters: ClassVar[bool] = False
     option_aliases: ClassVar[dict[str, str]] = {}

@@ -75,6 +75,7 @@ class ConfidentLearning(Method):
         "cl_label_issue": "cleanlab's own flag (find_label_issues, pruning by noise rate)",
         "cl_fold": "the fold the sample was held out in (the network that predicted it)",
     }
+    progress_figures = {"held_out_agreement": "held-out agreement"}
     num_networks = ConfidentLearningHparams.folds
     option_aliases = {"--folds": "folds"}
     unused_parameters = True  # a process's share of a batch may hold no sample outside some fold

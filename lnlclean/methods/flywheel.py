@@ -114,7 +114,7 @@ class FlywheelHparams:
 def warmup_epochs(hparams: FlywheelHparams, epochs: int) -> int:
     """Returns the warm-up length of an `epochs`-epoch run. Raises UserError when it leaves no EM epoch."""
     warmup = auto_warmup(hparams.warmup, 0.1, epochs)
-    check_warmup("flywheel", hparams.warmup, warmup, epochs, then="the EM cycles", otherwise="no label is checked")
+    check_warmup("flywheel", hparams.warmup, warmup, epochs, otherwise="no label is checked")
     return warmup
 
 
@@ -204,6 +204,7 @@ class Flywheel(Method):
     name = "flywheel"
     description = "main network with a clean prior + auxiliary refurbisher with a corruption matrix, two linked EM cycles (LNL-flywheel)"
     num_networks = 2
+    progress_figures = {"gamma": "γ"}
     unused_parameters = True  # the auxiliary network's projection head learns only with --flywheel-contrastive
     columns = {
         "flywheel_corruption_prob": "ε: likelihood that the corruption channel emits the given label (auxiliary network × T_c)",

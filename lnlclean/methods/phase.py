@@ -117,14 +117,13 @@ def auto_warmup(given: int | None, share: float, epochs: int) -> int:
     return given if given is not None else max(1, round(share * epochs))
 
 
-def check_warmup(method: str, given: int | None, warmup: int, epochs: int, then: str, otherwise: str) -> None:
-    """Raises UserError when a warm-up of `warmup` epochs leaves none of the `epochs` for the method's main phase.
+def check_warmup(method: str, given: int | None, warmup: int, epochs: int, otherwise: str) -> None:
+    """Raises UserError when a given ``--<method>-warmup`` leaves none of the `epochs` for the method's main phase.
 
-    `given` is the ``--<method>-warmup`` value (None when auto); `then` names the main phase
-    (for an auto warm-up), `otherwise` what goes wrong without it (for a given one). Returns None.
+    `given` is the ``--<method>-warmup`` value (None when auto: a run too short for the main
+    phase then trains as its warm-up does, and the audit warns ``still-learning``); `otherwise`
+    says what goes wrong with the given value. Returns None.
     """
-    if warmup < epochs:
+    if given is None or warmup < epochs:
         return
-    if given is None:
-        raise UserError(f"--epochs {epochs}: --method {method} needs at least 2 (warm-up, then {then})")
     raise UserError(f"--{method}-warmup {warmup}: must be below --epochs {epochs}, or {otherwise}")

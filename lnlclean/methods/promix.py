@@ -155,6 +155,7 @@ class ProMix(Method):
     name = "promix"
     description = "two networks, class-wise small-loss + high-confidence selection, debiased semi-supervised training (ProMix)"
     num_networks = 2
+    progress_figures = {"selected_fraction": "selected"}
     columns = {
         "promix_selected": "selected in the last epoch by either network (CSS, MHCS or LGA)",
         "promix_css": "selected by class-wise small-loss selection in the last epoch",
@@ -313,7 +314,7 @@ class ProMix(Method):
     def check_settings(cls, hparams, config):
         # The auto warm-up depends on the class count, unknown here; it is below the epochs for any count once there are 2.
         _, warmup = resolve(hparams, 2, config.epochs)
-        check_warmup("promix", hparams.warmup, warmup, config.epochs, then="selection", otherwise="nothing is selected")
+        check_warmup("promix", hparams.warmup, warmup, config.epochs, otherwise="nothing is selected")
 
     def state_dict(self):
         return {**super().state_dict(), "log_prior": self.log_prior.cpu(), "epoch_counts": self.epoch_counts.cpu()}

@@ -30,6 +30,8 @@ CORE_COLUMNS = (
 )
 METADATA_KEY = b"lnlclean"
 
+AUDIT_FILE = "audit.parquet"  # the name of the audit table in an audit folder
+
 
 @dataclass
 class AuditInputs:
@@ -103,11 +105,16 @@ def read_audit(path: Path) -> tuple[pd.DataFrame, dict]:
 def load_audit(path: Path, option: str = "--from-audit") -> tuple[pd.DataFrame, dict]:
     """Returns the audit table at `path` and its lnlclean metadata, after checking it is an lnlclean audit.
 
-    Raises UserError naming `option` when the file is missing, not Parquet, or lacks the
-    columns a corrected manifest and a report need.
+    `path` is the audit.parquet file or the folder holding it. Raises UserError naming
+    `option` when the file is missing, not Parquet, or lacks the columns a corrected manifest
+    and a report need.
     """
+    if Path(path).is_dir():
+        if not (Path(path) / AUDIT_FILE).is_file():
+            raise UserError(f"{option} {path}: holds no {AUDIT_FILE}; pass the --out folder of a finished lnlclean audit")
+        path = Path(path) / AUDIT_FILE
     if not Path(path).is_file():
-        raise UserError(f"{option} {path}: no such file")
+        raise UserError(f"{option} {path}: no such file or folder")
     try:
         frame, metadata = read_audit(path)
     except Exception as err:  # pyarrow raises several types for a file that is not Parquet

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..durations import format_duration
 from ..fileio import atomic_path
 from ..methods import METHODS
 from ..methods.phase import SIGNALS as PHASE_SIGNALS
@@ -169,19 +170,6 @@ def _section(section_id: str, title: str, content: str, note: str = "") -> str:
     return f'<section id="{section_id}"><h2>{escape(title)}</h2>{intro}{content}</section>'
 
 
-def format_duration(seconds: float | None) -> str:
-    """Returns `seconds` as e.g. "41 s", "3 min 12 s" or "2 h 05 min" ("–" when unknown)."""
-    if seconds is None or not math.isfinite(seconds):
-        return "–"
-    if seconds < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
 def _stat(label: str, value: str, hint: str = "") -> str:
     title = f' title="{escape(hint)}"' if hint else ""
     return f'<div class="stat"{title}><div class="value">{escape(value)}</div><div class="name">{escape(label)}</div></div>'
@@ -209,7 +197,7 @@ def headline_section(inputs: ReportInputs, labels: Labels) -> str:
         ]
     facts = [("device", summary.get("device")), ("backbone", settings.get("backbone")), ("epochs", settings.get("epochs")),
              ("images", summary.get("images")), ("labels", summary.get("labels_csv")),
-             ("unreadable images skipped", summary.get("n_skipped") or None), ("resumed from epoch", summary.get("resumed_from_epoch"))]
+             ("unreadable images skipped", summary.get("n_skipped") or None), ("resumed at", summary.get("resumed_at"))]
     fact_items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts if v not in (None, ""))
     setting_rows = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(_setting_text(v))}</td></tr>" for k, v in settings.items())
     warnings = "".join(f'<p class="warning">{escape(w["message"])}</p>' for w in summary.get("warnings") or [])
