@@ -98,7 +98,7 @@ def forwarded_rows(method: PMNAR, batch) -> tuple[list[int], float]:
     loss = method.training_step(batch, epoch=0)
     for hook in hooks:
         hook.remove()
-    return rows, float(loss)
+    return rows, float(loss.detach())
 
 
 def test_alternate_consistency_gives_the_strong_view_to_one_network_with_double_weight():
