@@ -1,11 +1,12 @@
 """How long training will take: the estimate every run prints, and the epochs a ``--time-budget`` buys.
 
-Both come from timing the first steps. The first :data:`UNTIMED_STEPS` steps are left out
-(memory allocation, caches warming up); then steps are timed for about
-:data:`TIMING_SECONDS` (a twentieth of a smaller budget). A budget is planned from the steps of the method's robust phase
-(timed on a scratch copy, see :func:`lnlclean.engine.time_steps`), the dearest per step, plus
-:data:`EPOCH_OVERHEAD` for the work at the end of each epoch, so the training fits in it;
-decoding the images before and the final pass after are not counted.
+Both come from timing the first steps (:class:`StepTimer`). The first :data:`UNTIMED_STEPS`
+steps are left out (memory allocation, caches warming up); then steps are timed for about
+:data:`TIMING_SECONDS` (a twentieth of a smaller budget), at most one epoch. A budget is
+planned from the steps of the method's robust phase (timed on a scratch copy, see
+:func:`lnlclean.engine.time_steps`), the dearest per step, plus :data:`EPOCH_OVERHEAD` for the
+work at the end of each epoch, so the training fits in it; decoding the images before and the
+final pass after are not counted.
 """
 
 from __future__ import annotations
@@ -52,30 +53,42 @@ def epochs_within(config, seconds_per_epoch: float, spent: float, reporter) -> i
     return epochs
 
 
+class StepTimer:
+    """Times training steps after the first few, for about `seconds` or one epoch of `steps_per_epoch` steps."""
+
+    def __init__(self, steps_per_epoch: int, seconds: float = TIMING_SECONDS):
+        self.untimed = min(UNTIMED_STEPS, max(steps_per_epoch - 1, 1))
+        self.steps_per_epoch, self.seconds = steps_per_epoch, seconds
+        self.done, self.started = 0, None
+
+    def step_done(self) -> bool:
+        """Counts one finished step. Returns True once enough steps are timed."""
+        self.done += 1
+        if self.done == self.untimed:
+            self.started = time.perf_counter()
+            return False
+        if self.started is None:
+            return False
+        return time.perf_counter() - self.started >= self.seconds or self.done - self.untimed >= self.steps_per_epoch
+
+    def per_step(self) -> float:
+        """Returns the mean seconds of the steps timed so far."""
+        return (time.perf_counter() - self.started) / (self.done - self.untimed)
+
+
 class EpochEstimate:
     """Prints, once, how long an epoch and the whole run will take, from the first steps of training."""
 
     def __init__(self, steps_per_epoch: int, epochs_left: int, reporter, quiet: bool = False):
         self.steps_per_epoch, self.epochs_left, self.reporter = steps_per_epoch, epochs_left, reporter
-        self.untimed = min(UNTIMED_STEPS, max(steps_per_epoch - 1, 1))
-        self.done, self.started = 0, None
+        self.timer = StepTimer(steps_per_epoch)
         self.finished = quiet or epochs_left < 1
 
     def step_done(self) -> None:
         """Counts one training step; prints the estimate when enough steps are timed. Returns None."""
-        if self.finished:
-            return
-        self.done += 1
-        if self.done == self.untimed:
-            self.started = time.perf_counter()
-            return
-        if self.started is None:
-            return
-        timed = self.done - self.untimed
-        elapsed = time.perf_counter() - self.started
-        if elapsed >= TIMING_SECONDS or timed >= self.steps_per_epoch:
+        if not self.finished and self.timer.step_done():
             self.finished = True
-            self.reporter.log(self.line(elapsed / timed * self.steps_per_epoch))
+            self.reporter.log(self.line(self.timer.per_step() * self.steps_per_epoch))
 
     def line(self, seconds_per_epoch: float) -> str:
         """Returns e.g. ``≈ 1.3 s per epoch, 100 epochs ≈ 2 min 10 s``."""

@@ -21,14 +21,14 @@ processes stop at the same step; only rank 0 writes checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 import os
 import time
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-import dataclasses
-import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -319,12 +319,12 @@ def fit(
                 first_step, epoch_earlier = position.step, position.epoch_seconds
             for step_in_epoch in range(first_step, steps_per_epoch):
                 fetch_started = time.perf_counter()
-                batch, share = make_batch(order, step_in_epoch, config.batch_size, labels, store, augmenter, generator, device, world)
+                batch, whole = make_batch(order, step_in_epoch, config.batch_size, labels, store, augmenter, generator, device, world)
                 data_seconds += time.perf_counter() - fetch_started
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, epoch * steps_per_epoch + step_in_epoch, total_steps, steps_per_epoch)
-                loss_sum += train_step(trainer, optimizer, batch, epoch, share, world, autocast)
-                share_samples(method, batch.index, -(-config.batch_size // world.size), world)
+                loss_sum += train_step(trainer, optimizer, batch, epoch, len(batch.index) / whole, world, autocast)
+                share_samples(method, batch.index, -(-whole // world.size), world)
                 progress(1, epoch=epoch + 1)
                 estimate.step_done()
                 signum, due = world.max_ints(stop.signum or 0, int(checkpoints.due()))
@@ -390,14 +390,14 @@ def sample_order(n_samples: int, seed: int, epoch: int) -> torch.Tensor:
 def make_batch(
     order: torch.Tensor, step: int, batch_size: int, labels: torch.Tensor, store: ImageStore, augmenter: Augmenter,
     generator: torch.Generator, device: torch.device, world: World,
-) -> tuple[Batch, float]:
-    """Returns this process's part of mini-batch `step` of `order`, and the share of the whole batch it holds."""
+) -> tuple[Batch, int]:
+    """Returns this process's part of mini-batch `step` of `order`, and the size of the whole mini-batch."""
     whole = order[step * batch_size:(step + 1) * batch_size].sort().values
     index = whole[world.rank::world.size]
     batch = Batch(
         index=index.to(device), label=labels[index].to(device), raw=store.gather(index), augmenter=augmenter, generator=generator,
     )
-    return batch, len(index) / len(whole)
+    return batch, len(whole)
 
 
 def epoch_figures(method: Method, logged: dict, epochs: int) -> dict:
@@ -418,9 +418,8 @@ def time_steps(
     """Returns the seconds one training step takes, timed on a scratch copy of the method that is then thrown away.
 
     The scratch method starts its robust phase at once (a warm-up of 0 where it has one): that
-    phase costs the most per step, so the epochs planned from it fit in the time. The first
-    steps are not timed (allocation, caches); then steps are timed for about
-    :func:`budget.timing_seconds`, at most one epoch.
+    phase costs the most per step, so the epochs planned from it fit in the time. Steps are
+    timed as :class:`budget.StepTimer` says, for :func:`budget.timing_seconds`.
     """
     params = dict(config.method_params)
     cls = method_cls or get_method(config.method)
@@ -434,19 +433,13 @@ def time_steps(
     steps = steps_in_epoch(len(labels), config.batch_size, world.size)
     order = sample_order(len(labels), config.seed, 0)
     generator = torch.Generator(device=device).manual_seed(augmentation_seed(config.seed, 0, world.rank))
-    timed, started = 0, None
-    for count, step in enumerate(itertools.cycle(range(steps))):  # a short epoch is timed on its second pass
-        if count == budget.UNTIMED_STEPS:
-            started = time.perf_counter()
-        batch, share = make_batch(order, step, config.batch_size, labels, store, augmenter, generator, device, world)
-        train_step(trainer, optimizer, batch, 1, share, world, autocast)
-        share_samples(method, batch.index, -(-config.batch_size // world.size), world)
-        if started is not None:
-            timed += 1
-            enough = time.perf_counter() - started >= budget.timing_seconds(config.time_budget) or timed >= steps
-            if world.max_ints(int(enough))[0]:  # every process stops at the same step
-                return (time.perf_counter() - started) / timed
-    raise AssertionError("unreachable: the steps cycle until timed")
+    timer = budget.StepTimer(steps, budget.timing_seconds(config.time_budget))
+    for step in itertools.cycle(range(steps)):  # a short epoch is timed on its second pass
+        batch, whole = make_batch(order, step, config.batch_size, labels, store, augmenter, generator, device, world)
+        train_step(trainer, optimizer, batch, 1, len(batch.index) / whole, world, autocast)
+        share_samples(method, batch.index, -(-whole // world.size), world)
+        if world.max_ints(int(timer.step_done()))[0]:  # every process stops at the same step
+            return timer.per_step()
 
 
 def _checkpoint_epochs(path: Path | None, config: RunConfig) -> int:
