@@ -11,7 +11,7 @@ uniform noise, which neither PNG nor JPEG can compress) bounds the page for any 
 
     python benchmarks/report_weight.py --data-dir /path/to/cifar10 [--work-dir DIR] [--limit N]
 
-Writes benchmarks/results/report-weight-cifar10-cpu.json and prints a table. The README's
+Writes benchmarks/results/report-weight-cifar10-cpu.json and prints a table. The report's
 target: at most 3 MB at the default gallery size for 50,000 samples.
 """
 
@@ -32,7 +32,7 @@ from PIL import Image
 
 from lnlclean import __version__
 from lnlclean.fileio import write_json
-from lnlclean.pipeline import run_report
+from lnlclean.jobs.report import run_report
 from lnlclean.report.html import GALLERY_SIZE
 from lnlclean.report.thumbnails import THUMBNAIL_SIDE, thumbnail_uri
 

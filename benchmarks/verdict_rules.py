@@ -38,7 +38,7 @@ from lnlclean.data.datasets import load_benchmark
 from lnlclean.data.noise import parse_noise_spec
 from lnlclean.engine import TrainData, device_tag, fit, resolve_device
 from lnlclean.fileio import write_json
-from lnlclean.pipeline import benchmark_labels
+from lnlclean.jobs.benchmark import benchmark_labels
 from lnlclean.progress import Reporter
 from lnlclean.report.verdicts import method_verdicts, relabels
 

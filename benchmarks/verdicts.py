@@ -34,7 +34,7 @@ from lnlclean.data.noise import parse_noise_spec
 from lnlclean.engine import device_tag, resolve_device
 from lnlclean.fileio import write_json
 from lnlclean.methods import METHODS
-from lnlclean.pipeline import run_benchmark_one
+from lnlclean.jobs.benchmark import run_benchmark_one
 
 SUITES = {  # name → (dataset, training images, epochs)
     "digits": ("digits", None, 100),

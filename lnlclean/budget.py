@@ -44,7 +44,7 @@ def epochs_within(config, seconds_per_epoch: float, spent: float, reporter) -> i
                         f"give at least {format_duration(spent + per_epoch)}, or train on fewer or smaller images")
     epochs = min(fitting, config.epochs)
     try:
-        replace(config, epochs=epochs, method_params=dict(config.method_params)).validate()
+        replace(config, epochs=epochs).validate()
     except UserError as problem:
         raise UserError(f"{option} fits {epochs} epoch(s) of {config.method} (≈ {format_duration(per_epoch)} each): {problem}")
     capped = f" (all of --epochs {config.epochs}; more would fit)" if fitting > config.epochs else ""

@@ -1,12 +1,13 @@
-"""Command-line interface: one small function per command, no training logic here."""
+"""Command-line interface: one small function per command that parses its options, runs its job and prints."""
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import functools
+import io
+import os
 import errno
 import inspect
-import json
 import sys
 import typing
 from enum import Enum
@@ -21,22 +22,22 @@ from rich.table import Table
 
 from . import __version__
 from .config import CHOICES, RunConfig, field_name, option_name
+from . import reference
 from .data.datasets import DATASETS
-from .data.manifest import read_manifest
 from .data.noise import NoiseSpec, parse_noise_spec
 from .distributed import current as current_world
 from .durations import parse_duration
 from .errors import UserError, one_line
-from .fileio import check_output_dir, check_output_file, output_directory, refuse_earlier_output, write_json
+from .fileio import check_output_file
 from .interrupt import Interrupted, Stopped, install_stop_handlers, restore_handlers
-from .methods import METHODS, get_method
+from .jobs.audit import run_audit
+from .jobs.benchmark import BENCHMARK_FILE, FAIL_KEYS, check_fail_under, run_benchmark, run_name
+from .jobs.consensus import run_audits_and_consensus, run_consensus
+from .jobs.relabel import relabel_after_audit, relabel_from_audit
+from .jobs.report import run_report
+from .methods import METHODS
 from .models import backbone_names
-from .pipeline import (
-    benchmark_run, check_relabel_input, input_table, run_audit, run_audits_and_consensus, run_consensus, run_relabel, run_report,
-    score_consensus,
-)
 from .progress import Reporter
-from .report.audit import load_audit
 from .report.html import GALLERY_SIZE
 
 app = typer.Typer(
@@ -48,10 +49,8 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-BENCHMARK_FILE = "benchmark.json"
 # Write failures the user fixes by freeing space or choosing another place, reported without a traceback.
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
-FAIL_KEYS = {"f1": "f1", "precision": "precision", "recall": "recall", "auroc": "auroc", "acc": "test_accuracy", "relabel_acc": "relabel_accuracy"}
 
 
 class Policy(str, Enum):
@@ -83,26 +82,26 @@ DEFAULTS = RunConfig()
 SHARED_OPTIONS: dict[str, tuple[object, object]] = {
     "method": (Annotated[str, typer.Option("--method", "-m", help="Method to train; see `lnlclean methods`.")], DEFAULTS.method),
     "backbone": (Annotated[str, typer.Option(help=f"Network: {', '.join(backbone_names())}, or tv:<torchvision model>.")], DEFAULTS.backbone),
-    "epochs": (Annotated[int, typer.Option(help="Training epochs (with --time-budget: at most this many).")], DEFAULTS.epochs),
+    "epochs": (Annotated[int, typer.Option(help="Training epochs (with --time-budget: at most this many; docs/training.md).")], DEFAULTS.epochs),
     "time_budget": (Annotated[Optional[str], typer.Option(help="Train as many epochs as fit in this time, e.g. 90s, 10m, 1h (image decoding and the final pass come on top).", show_default=False)], None),
     "batch_size": (Annotated[int, typer.Option(help="Mini-batch size.")], DEFAULTS.batch_size),
     "lr": (Annotated[float, typer.Option(help="Peak learning rate (SGD with Nesterov momentum).")], DEFAULTS.lr),
     "weight_decay": (Annotated[float, typer.Option(help="Weight decay.")], DEFAULTS.weight_decay),
-    "schedule": (Annotated[Schedule, typer.Option(help="Learning-rate schedule.")], Schedule(DEFAULTS.schedule)),
+    "schedule": (Annotated[Schedule, typer.Option(help="Learning-rate schedule: cosine (one warm-up epoch, then down to 0), step (÷10 at 50 % and 75 % of the epochs) or constant.")], Schedule(DEFAULTS.schedule)),
     "device": (Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")], DEFAULTS.device),
     "seed": (Annotated[int, typer.Option(help="Random seed; CPU runs are reproducible for a given seed.")], DEFAULTS.seed),
     "image_size": (Annotated[Optional[int], typer.Option(help="Side in pixels. Default: keep images ≤ 64 px of one size, else the backbone's size (64, or 224 for tv: models).", show_default=False)], None),
-    "threshold": (Annotated[Optional[float], typer.Option(help=f"Flag a label issue when clean_prob is below this. Default: {DEFAULTS.threshold}, or with relabel --from-audit the audit's own flags.", show_default=False)], None),
+    "threshold": (Annotated[Optional[float], typer.Option(help=f"Flag a label issue when clean_prob is below this. Default: {DEFAULTS.threshold}, or with relabel --from-audit the audit's own flags. It may change on --resume.", show_default=False)], None),
     "weights": (Annotated[Optional[str], typer.Option(help="Initial weights: a local state-dict file, or 'imagenet' for tv: models (needs internet).", show_default=False)], None),
     "no_flip": (Annotated[bool, typer.Option("--no-flip", help="Do not mirror images when augmenting (for text, digits, ...).")], False),
     "cache_dir": (Annotated[Optional[Path], typer.Option(help="Where decoded images are cached. Default: $LNLCLEAN_CACHE or ~/.cache/lnlclean.", show_default=False)], None),
     "on_bad_image": (Annotated[BadImage, typer.Option(help="What to do with an unreadable image: fail, or skip it and list it in summary.json.")], BadImage.fail),
-    "resume": (Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in the output directory.")], False),
+    "resume": (Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in the output directory (same method, settings and data).")], False),
     "overwrite": (Annotated[bool, typer.Option("--overwrite", help="Replace the outputs of an earlier run instead of refusing to.")], False),
     "allow_outside_root": (Annotated[bool, typer.Option("--allow-outside-root", help="Accept CSV paths that leave IMAGES (absolute, .., links pointing out).")], False),
     "noise_rate": (Annotated[Optional[float], typer.Option(help="Expected share of wrong labels, 0–1, for methods that use one (alim). Default: estimated from the data.", show_default=False)], None),
-    "compile": (Annotated[bool, typer.Option("--compile", help="Compile the networks with torch.compile: about 20 s to start, with no dependable gain measured on CPU (README: Performance).")], False),
-    "state_dtype": (Annotated[StateDtype, typer.Option(help="Per-sample tables (soft labels): float32, float16, or auto (float16 when float32 would take over a quarter of the device's free memory).")], StateDtype(DEFAULTS.state_dtype)),
+    "compile": (Annotated[bool, typer.Option("--compile", help="Compile the networks with torch.compile: about 20 s to start, with no dependable gain measured on CPU (docs/performance.md).")], False),
+    "state_dtype": (Annotated[StateDtype, typer.Option(help="Per-sample tables (soft labels): float32, float16, or auto (float16 when float32 would take over a quarter of the device's free memory; docs/scale.md).")], StateDtype(DEFAULTS.state_dtype)),
     "state_on": (Annotated[StatePlace, typer.Option(help="Where per-sample tables live: the training device, CPU memory (pinned), or auto (CPU when they do not fit in a quarter of the device's free memory).")], StatePlace(DEFAULTS.state_on)),
     "max_ram": (Annotated[Optional[str], typer.Option(help="Refuse to start when the run would need more host memory than this, e.g. 64G. Default: the memory available.", show_default=False)], None),
     "workers": (Annotated[Optional[int], typer.Option(help="Processes (large folders) or threads that decode images. Default: one per CPU core.", show_default=False)], None),
@@ -289,22 +288,15 @@ def relabel(
     if from_audit is not None:
         if (ctx.obj or {}).get("method_options"):
             raise UserError(f"{ctx.obj['method_options'][0][0]}: method options have no effect with --from-audit")
-        audit_frame, metadata = load_audit(from_audit, option="--from-audit")
-        manifest = read_manifest(images, labels_csv, opts.allow_outside_root)
-        check_relabel_input(manifest)
-        if opts.threshold is not None and not 0 < opts.threshold < 1:
-            raise UserError(f"--threshold {opts.threshold}: must be between 0 and 1")
-        rows, threshold, calibration = input_table(manifest), opts.threshold, metadata.get("calibration")
+        corrected, warnings, rows = relabel_from_audit(images, labels_csv, from_audit, out, policy.value, opts.threshold, opts.allow_outside_root)
     else:
-        config = run_config(opts, ctx)
-        result = run_audit(
-            images, labels_csv, config, audit_dir, opts.cache_dir, opts.on_bad_image.value, opts.resume,
-            Reporter(opts.quiet), require_labels=True, overwrite=opts.overwrite,
-            allow_outside_root=opts.allow_outside_root, out_option="--audit-dir",
+        corrected, warnings, audit = relabel_after_audit(
+            images, labels_csv, run_config(opts, ctx), audit_dir, out, policy.value, Reporter(opts.quiet),
+            cache_dir=opts.cache_dir, on_bad_image=opts.on_bad_image.value, resume=opts.resume, overwrite=opts.overwrite,
+            allow_outside_root=opts.allow_outside_root,
         )
-        audit_frame, rows, threshold, calibration = result.audit, result.input_rows, None, result.summary["calibration"]
-        print_written(result)
-    corrected, warnings = run_relabel(rows, audit_frame, out, policy.value, threshold, calibration)
+        rows = audit.input_rows
+        print_written(audit)
     counts = corrected["action"].value_counts().to_dict()
     dropped = len(rows) - len(corrected)
     parts = [f"{counts.get(a, 0)} {a}" for a in ("keep", "relabel", "review")] + ([f"{dropped} dropped"] if dropped else [])
@@ -354,56 +346,21 @@ def benchmark(
     if dataset not in DATASETS:
         raise UserError(f"dataset {dataset!r}: unknown; choose one of {', '.join(DATASETS)}")
     methods = sorted(METHODS) if method == ["all"] else [name for value in method for name in method_list(value)]
-    if consensus and len(set(methods)) < 2:
-        raise UserError("--consensus: needs two or more different --method values")
-    for name in methods:
-        get_method(name)
+    configs = {name: run_config(opts, ctx, method=name, methods=methods) for name in methods}
     specs = noise_specs(noise, noise_file, noise_key)
     thresholds = parse_fail_under(fail_under)
-    configs = {name: run_config(opts, ctx, method=name, methods=methods) for name in methods}
-    check_output_dir(out)
-    reporter = Reporter(opts.quiet)
-    if written_by_benchmark(out / BENCHMARK_FILE):
-        reporter.log(f"replacing the results of an earlier benchmark in {out / BENCHMARK_FILE}")
-    else:
-        refuse_earlier_output(out, (BENCHMARK_FILE,), opts.overwrite)
-    runs = []
-    writes = current_world().is_main
-    with output_directory(out, create=writes) as out_dir:
-
-        def record(run: dict) -> None:  # benchmark.json is rewritten after every run, so a stopped benchmark keeps what it finished
-            runs.append(run)
-            if writes:
-                write_json(out_dir / BENCHMARK_FILE, {"lnlclean_version": __version__, "runs": runs})
-
-        for spec in specs:
-            members = []
-            for name in methods:
-                reporter.log(f"benchmark {dataset} {spec} {name}")
-                report_path = out_dir / f"{run_label(dataset, str(spec), partial_rate, name).replace(' ', '-')}.html"
-                members.append(benchmark_run(
-                    dataset, spec, configs[name], data_dir, train_size, opts.cache_dir, reporter, partial_rate, report_path, diagnose,
-                ))
-                record(members[-1].scores)
-            if consensus:
-                record(score_consensus(members))
+    runs = run_benchmark(
+        dataset, specs, configs, out, data_dir, train_size, opts.cache_dir, partial_rate, consensus, diagnose, opts.overwrite,
+        Reporter(opts.quiet),
+    )
     print_benchmark_table(runs)
     stdout.print(BENCHMARK_LEGEND)
-    stdout.print(f"wrote {out_dir / BENCHMARK_FILE} and an HTML report per run ({out_dir}/<dataset>-<noise>-<method>.html)")
+    stdout.print(f"wrote {out / BENCHMARK_FILE} and an HTML report per run ({out}/<dataset>-<noise>-<method>.html)")
     failures = check_fail_under(runs, thresholds)
     for line in failures:
         stdout.print(f"[red]below threshold[/red]: {line}")
     if failures:
         raise typer.Exit(1)
-
-
-def written_by_benchmark(path: Path) -> bool:
-    """Returns True when `path` is a benchmark.json that lnlclean benchmark wrote (a rerun replaces it; any other file is refused)."""
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(content, dict) and "lnlclean_version" in content and isinstance(content.get("runs"), list)
 
 
 def noise_specs(noise: list[str] | None, noise_file: Path | None, noise_key: str | None) -> list[NoiseSpec]:
@@ -434,19 +391,6 @@ def parse_fail_under(text: str | None) -> dict[str, float]:
     return thresholds
 
 
-def check_fail_under(runs: list[dict], thresholds: dict[str, float]) -> list[str]:
-    """Returns one line per run and metric that falls short of `thresholds` (empty when all pass)."""
-    failures = []
-    for run in runs:
-        for key, minimum in thresholds.items():
-            if key == "acc" and "members" in run:  # a consensus has no network to test
-                continue
-            value = run.get(FAIL_KEYS[key])
-            if value is None or value < minimum:
-                failures.append(f"{run_name(run)}: {key} {value} < {minimum}")
-    return failures
-
-
 def _fmt(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -470,17 +414,6 @@ BENCHMARK_LEGEND = (
     "the flags against the truth; test acc: the network on the test split; relabel acc: share of the flagged "
     "wrong labels whose suggestion is the true label; label acc: share of right labels before → after relabel"
 )
-
-
-def run_name(run: dict) -> str:
-    """Returns the label of a benchmark run: dataset, noise (with the partial rate, if any) and method."""
-    return run_label(run["dataset"], run["noise"], run.get("partial_rate"), run["method"])
-
-
-def run_label(dataset: str, noise: str, partial_rate: float | None, method: str) -> str:
-    """Returns e.g. ``digits sym40 ce`` or ``digits sym20+partial0.3 alim``; its report file uses dashes for spaces."""
-    partial = f"+partial{partial_rate:g}" if partial_rate is not None else ""
-    return f"{dataset} {noise}{partial} {method}"
 
 
 def print_benchmark_table(runs: list[dict]) -> None:
@@ -581,25 +514,35 @@ def print_written(result) -> None:
 
 
 @app.command("methods")
-def list_methods():
-    """List the methods, what each does, and the audit columns and options it adds.
+def list_methods(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the reference as Markdown (as in docs/methods.md).")] = False,
+):
+    """List the methods: what each does, its options and the audit columns it adds.
+
+    A method's options are given to audit, relabel and benchmark as
+    --<method>-<option> VALUE; auto lets the method choose from the run.
+
+    Examples:
+
+    \b
+      lnlclean methods
+      lnlclean audit ./images labels.csv --method alr --alr-lambda 0.1
+    """
+    stdout.print(reference.methods_markdown() if markdown else reference.methods_text(), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("columns")
+def list_columns(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the table as Markdown (as in docs/outputs.md).")] = False,
+):
+    """List the columns of audit.parquet and what each holds.
 
     Example:
 
-        lnlclean methods
+    \b
+      lnlclean columns
     """
-    table = Table(title="lnlclean methods")
-    for column in ("method", "networks", "description", "audit columns", "options"):
-        table.add_column(column)
-    for name in sorted(METHODS):
-        cls = METHODS[name]
-        aliases = {field: alias for alias, field in cls.option_aliases.items()}
-        options = ", ".join(
-            f"{option_name(name, f.name)}{' or ' + aliases[f.name] if f.name in aliases else ''} ({'auto' if f.default is None else f.default})"
-            for f in dataclasses.fields(cls.Hparams)
-        )
-        table.add_row(name, str(cls.num_networks), cls.description, ", ".join(cls.columns) or "–", options or "–")
-    stdout.print(table)
+    stdout.print(reference.columns_markdown() if markdown else reference.columns_text(), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -642,6 +585,21 @@ def cli_group():
         for param in sub.params:
             param.metavar = METAVARS.get(param.name, param.name.upper())
     return group
+
+
+def help_text(command: str, columns: int = 80) -> str:
+    """Returns what ``lnlclean COMMAND --help`` prints on a terminal `columns` wide (docs/commands.md quotes it)."""
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(columns)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            main([command, "--help"])
+    finally:
+        if previous is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = previous
+    return printed.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:

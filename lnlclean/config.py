@@ -1,7 +1,8 @@
 """Run settings: one dataclass shared by audit, relabel and benchmark.
 
-Method hyperparameters sit in ``method_params`` (field → value) and are checked against the
-method's ``Hparams`` dataclass by :func:`method_hparams`.
+Method hyperparameters sit in ``method_params`` (field → value, as given); :meth:`RunConfig.validate`
+checks them once against the method's ``Hparams`` dataclass (:func:`method_hparams`) and the
+checked config carries the result as ``hparams`` and the method as ``method_class``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class RunConfig:
-    """Settings of one training run (defaults are the CPU-friendly ones the README lists)."""
+    """Settings of one training run (defaults are the CPU-friendly ones docs/training.md lists)."""
 
     method: str = "ce"
     backbone: str = "small-cnn"
@@ -51,13 +52,25 @@ class RunConfig:
     max_ram: str | None = None
     time_budget: float | None = None
     method_params: dict[str, Any] = field(default_factory=dict)
+    # Set by validate(): the method's class and its parsed hyperparameters. A copy made with
+    # dataclasses.replace drops them, so a changed config is checked again before it trains.
+    method_class: Any = field(default=None, init=False, repr=False, compare=False)
+    hparams: Any = field(default=None, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns the settings as a JSON-ready dict."""
-        return asdict(self)
+        """Returns the settings as a JSON-ready dict (the settings as given, not the parsed hyperparameters)."""
+        settings = asdict(self)
+        del settings["method_class"], settings["hparams"]
+        return settings
+
+    def checked(self) -> "RunConfig":
+        """Returns self when it was validated already, else :meth:`validate`'s checked copy."""
+        return self if self.hparams is not None else self.validate()
 
     def validate(self) -> "RunConfig":
-        """Returns self after checking value ranges and typing `method_params`; raises UserError naming the option.
+        """Returns a checked copy: value ranges checked, `method_params` typed, `method_class` and `hparams` set.
+
+        Raises UserError naming the option of a value out of range or a bad method option.
 
         Under torchrun the mini-batch is split between the processes, and each needs at least
         two images of it (batch norm needs two), so ``--batch-size`` must be at least twice
@@ -92,9 +105,10 @@ class RunConfig:
         method_cls = get_method(self.method)
         hparams = method_hparams(method_cls, self.method_params)
         method_cls.check_settings(hparams, self)
-        # Keep typed values, so "3" from the command line and 3 from Python are the same run.
-        self.method_params = {name: getattr(hparams, name) for name in self.method_params}
-        return self
+        # Typed values, so "3" from Python text and 3 are the same run (and the same checkpoint).
+        checked = dataclasses.replace(self, method_params={name: getattr(hparams, name) for name in self.method_params})
+        checked.method_class, checked.hparams = method_cls, hparams
+        return checked
 
 
 def batch_size_rule(processes: int) -> str:

@@ -46,7 +46,6 @@ from .distributed import current as current_world
 from .errors import UserError
 from .fileio import atomic_path
 from .interrupt import Interrupted, deferred_stop
-from .methods import get_method
 from .memory import available_ram, check_host_memory
 from .methods.base import Batch, Method, Setup, TablePolicy
 from .models import build_backbone
@@ -161,9 +160,12 @@ def describe_device(device: torch.device, world: World = World()) -> str:
 def build_method(
     config: RunConfig, data: TrainData, device: torch.device, world: World = World(), method_cls: type[Method] | None = None,
 ) -> Method:
-    """Returns the configured method (or `method_cls`, a Method subclass taking `config.method`'s settings) with freshly initialised networks on `device`."""
-    method_cls = method_cls or get_method(config.method)
-    hparams = method_hparams(method_cls, config.method_params)
+    """Returns the configured method (or `method_cls`, a Method subclass taking `config.method`'s settings) with freshly initialised networks on `device`.
+
+    `config` is a checked one (:meth:`RunConfig.validate`): its parsed hyperparameters are used as they are.
+    """
+    method_cls = method_cls or config.method_class
+    hparams = config.hparams
     in_channels = data.images.shape[-1]
 
     def build_network() -> torch.nn.Module:
@@ -262,6 +264,7 @@ def fit(
     """
     reporter = reporter or Reporter(quiet=True)
     started = time.perf_counter()
+    config = config.checked()
     world = current_world()
     device = resolve_device(config.device, world)
     _configure_torch(device, config.seed)
@@ -272,11 +275,11 @@ def fit(
     steps_per_epoch = steps_in_epoch(len(data.labels), config.batch_size, world.size)
     if config.time_budget is not None:
         if resume:
-            config = replace(config, epochs=_checkpoint_epochs(checkpoint_path, config))
+            config = replace(config, epochs=_checkpoint_epochs(checkpoint_path, config)).validate()
         else:
             seconds_per_step = time_steps(data, config, store, augmenter, device, world, autocast, method_cls)
             config = replace(config, epochs=budget.epochs_within(
-                config, seconds_per_step * steps_per_epoch, time.perf_counter() - budget_started, reporter))
+                config, seconds_per_step * steps_per_epoch, time.perf_counter() - budget_started, reporter)).validate()
     method = build_method(config, data, device, world, method_cls)
     needs = host_memory_needs(method, data, device)
     check_host_memory(needs, config.max_ram, processes_on_this_machine(world), memory_remedies(config, device, needs))
@@ -422,10 +425,11 @@ def time_steps(
     timed as :class:`budget.StepTimer` says, for :func:`budget.timing_seconds`.
     """
     params = dict(config.method_params)
-    cls = method_cls or get_method(config.method)
+    cls = method_cls or config.method_class
     if "warmup" in {f.name for f in dataclasses.fields(cls.Hparams)}:
         params["warmup"] = 0
     scratch_config = replace(config, method_params=params, epochs=max(config.epochs, 2))
+    scratch_config.method_class, scratch_config.hparams = config.method_class, method_hparams(cls, params)  # unchecked: a warm-up of 0 may be refused
     method = build_method(scratch_config, data, device, world, method_cls)
     optimizer = make_optimizer(method, scratch_config)
     trainer = training_module(method, world)

@@ -2,7 +2,7 @@
 
 A run holds in host memory, besides the networks and a few batches, two things that grow
 with N·K (samples × classes): the final probabilities of every sample (float32, 4·N·K bytes)
-and any per-sample state kept in CPU memory (see the README's memory formula). The image
+and any per-sample state kept in CPU memory (see the memory formula in docs/scale.md). The image
 cache streams from disk and is not counted. :func:`check_host_memory` refuses a run whose
 estimate exceeds the limit before training starts, instead of letting the system kill it
 hours later.

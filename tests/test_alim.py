@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import batch_of, make_method
+from helpers import batch_of, make_method
 from lnlclean.config import RunConfig, method_hparams
 from lnlclean.data.noise import partial_candidates
 from lnlclean.errors import UserError

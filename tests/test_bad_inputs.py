@@ -77,7 +77,7 @@ class Workspace:
             raise StoppedHere()
 
         with self.monkeypatch.context() as patch:
-            patch.setattr("lnlclean.pipeline.fitted_verdicts", stop_before_the_outputs)
+            patch.setattr("lnlclean.jobs.audit.fitted_verdicts", stop_before_the_outputs)
             with pytest.raises(StoppedHere):
                 main(self.audit(*extra))
         assert sorted(p.name for p in self.out.iterdir()) == ["checkpoint.pt"]

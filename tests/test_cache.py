@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import is_jpeg_row
+from helpers import is_jpeg_row
 from lnlclean.data import cache as cache_mod
 from lnlclean.data.cache import load_or_build, resize_message
 from lnlclean.data.decode import ImageError, decode_image, resize_center_crop, to_rgb
@@ -224,7 +224,7 @@ def load_folder(root, csv, cache_dir, capsys, terminal: bool, image_size: int | 
     from rich.console import Console
 
     from lnlclean.config import RunConfig
-    from lnlclean.pipeline import load_dataset
+    from lnlclean.jobs.audit import load_dataset
     from lnlclean.progress import Reporter
 
     reporter = Reporter()

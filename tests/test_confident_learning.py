@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from cleanlab.filter import find_label_issues
 
-from conftest import batch_of, make_method
+from helpers import batch_of, make_method
 from lnlclean.cli import main
 from lnlclean.methods.confident_learning import ConfidentLearning, stratified_folds
 from lnlclean.report.audit import read_audit

@@ -11,7 +11,7 @@ import pytest
 
 from lnlclean.cli import main
 from lnlclean.errors import UserError
-from lnlclean.pipeline import BenchmarkRun, NoisyLabels, score_consensus
+from lnlclean.report.scores import BenchmarkRun, NoisyLabels, score_consensus
 from lnlclean.report.audit import read_audit
 from lnlclean.report.consensus import Verdicts, check_same_samples, combine, member_names
 

@@ -5,7 +5,7 @@ import pytest
 
 from lnlclean.config import RunConfig
 from lnlclean.data.noise import parse_noise_spec
-from lnlclean.pipeline import run_benchmark_one
+from lnlclean.jobs.benchmark import run_benchmark_one
 from lnlclean.report.diagnostics import describe, epoch_diagnostics
 from lnlclean.report.html import statistic_groups
 

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from conftest import write_noisy_digits
+from helpers import write_noisy_digits
 from lnlclean.cli import main
 from lnlclean.config import RunConfig
 from lnlclean.methods import get_method
-from lnlclean.pipeline import run_audit
+from lnlclean.jobs.audit import run_audit
 from lnlclean.report.audit import CORE_COLUMNS, read_audit
 
 N_IMAGES = 240

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import batch_of, make_method
+from helpers import batch_of, make_method
 from lnlclean.config import method_hparams
 from lnlclean.errors import UserError
 from lnlclean.methods.flywheel import (

@@ -1,11 +1,11 @@
-"""Property-based tests of the input contract of ``lnlclean audit`` (README, "Bad input").
+"""Property-based tests of the input contract of ``lnlclean audit`` (docs/inputs.md, "Checks").
 
 Whatever the labels CSV and the image folder hold, the audit either accepts the input or
 refuses it: exit code 2 and exactly one line on stderr (as ``str.splitlines()`` counts lines)
 that starts with ``error:``, no traceback, OUT not created, and the CSV and the image folder
 byte for byte as they were. Input that is odd but valid is always accepted.
 
-Nothing is trained: ``lnlclean.pipeline.fit`` is replaced by a function that raises
+Nothing is trained: ``lnlclean.jobs.audit.fit`` is replaced by a function that raises
 :class:`ReachedTraining`, so an accepted input stops where training would start. Every
 example is written to a fresh temporary folder (images, labels.csv, the image cache).
 
@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import lnlclean.pipeline
+import lnlclean.jobs.audit
 from lnlclean.cli import main
 
 QUICK = ("--epochs", "1", "--device", "cpu", "--quiet")
@@ -64,7 +64,7 @@ def stop_at_training(monkeypatch):
     def reached(data, *args, **kwargs):
         raise ReachedTraining(data)
 
-    monkeypatch.setattr(lnlclean.pipeline, "fit", reached)
+    monkeypatch.setattr(lnlclean.jobs.audit, "fit", reached)
 
 
 # ---------------------------------------------------------------- file contents

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import write_noisy_digits
+from helpers import write_noisy_digits
 from lnlclean.cli import main
 from lnlclean.report import svg
 from lnlclean.report.audit import read_audit

@@ -13,14 +13,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import digits_pixels
+from helpers import digits_pixels
 from PIL import Image
 
 from lnlclean.cli import main
 from lnlclean.config import RunConfig
 from lnlclean.interrupt import Interrupted, Stopped
 from lnlclean.methods import get_method
-from lnlclean.pipeline import run_audit
+from lnlclean.jobs.audit import run_audit
 from lnlclean.report.audit import read_audit
 
 METHODS = [("ce", {}), ("pmnar", {"warmup": 1}), ("alr", {"warmup": 1}), ("alim", {"warmup": 1}), ("promix", {"warmup": 1}), ("flywheel", {"warmup": 1}), ("confident-learning", {})]

@@ -78,7 +78,7 @@ def test_rows_read_from_a_table_are_copies():
 def test_float16_tables_detect_noise_as_well_as_float32(digits_benchmark, method):
     from lnlclean.config import RunConfig
     from lnlclean.data.noise import parse_noise_spec
-    from lnlclean.pipeline import run_benchmark_one
+    from lnlclean.jobs.benchmark import run_benchmark_one
 
     config = RunConfig(method=method, epochs=60, device="cpu", state_dtype="float16")
     half = run_benchmark_one("digits", parse_noise_spec("sym40"), config, train_size=600)
@@ -95,7 +95,7 @@ def test_float16_tables_detect_noise_as_well_as_float32(digits_benchmark, method
     ("flywheel", lambda n, k: 28 * n),
 ])
 def test_per_sample_state_takes_what_the_readme_formula_says(method, formula):
-    from conftest import make_method
+    from helpers import make_method
 
     from lnlclean.methods import METHODS
 

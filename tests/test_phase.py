@@ -98,7 +98,7 @@ def test_cross_entropy_logs_the_signals_without_a_warmup():
 def digits_run(method):
     from lnlclean.config import RunConfig
     from lnlclean.data.noise import parse_noise_spec
-    from lnlclean.pipeline import run_benchmark_one
+    from lnlclean.jobs.benchmark import run_benchmark_one
 
     config = RunConfig(method=method, epochs=3, batch_size=64, device="cpu", flip=False, seed=1)
     return run_benchmark_one("digits", parse_noise_spec("sym40"), config, train_size=300)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import batch_of, make_method
+from helpers import batch_of, make_method
 from lnlclean.config import method_hparams
 from lnlclean.errors import UserError
 from lnlclean.methods.pmnar import PMNAR, adaptive_weights, consistency, pm_loss

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import batch_of, make_method
+from helpers import batch_of, make_method
 from lnlclean.config import RunConfig
 from lnlclean.errors import UserError
 from lnlclean.methods.promix import (

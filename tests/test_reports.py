@@ -11,7 +11,7 @@ import pytest
 from lnlclean.errors import UserError
 from lnlclean.fileio import atomic_path, write_json
 from lnlclean.report.audit import CORE_COLUMNS, AuditInputs, build_audit_table, read_audit, summarize, write_audit
-from lnlclean.pipeline import run_relabel
+from lnlclean.jobs.relabel import run_relabel
 from lnlclean.report.manifest import corrected_manifest, write_manifest
 
 

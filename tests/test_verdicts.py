@@ -13,7 +13,7 @@ from lnlclean.calibration import debiased, log_margins, mixture_fit
 from lnlclean.cli import main
 from lnlclean.config import RunConfig
 from lnlclean.interrupt import Interrupted
-from lnlclean.pipeline import run_audit
+from lnlclean.jobs.audit import run_audit
 from lnlclean.report.audit import read_audit
 from lnlclean.report.trust import audit_warnings, trusted
 from lnlclean.report.verdicts import method_verdicts, relabels, suggested_labels, suggestion_share

@@ -119,7 +119,7 @@ def inject_noise(
     """Returns noisy labels (int64, same shape as `true_labels`) for `spec`, deterministic in `seed`.
 
     `dataset` picks the asymmetric map (digits, cifar10, cifar100). Instance-dependent and
-    file noise need more than the labels; see :func:`lnlclean.pipeline.benchmark_labels`.
+    file noise need more than the labels; see :func:`lnlclean.jobs.benchmark.benchmark_labels`.
     Raises UserError when asymmetric noise has no map for `dataset`.
     """
     rng = np.random.default_rng(seed)

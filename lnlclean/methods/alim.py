@@ -58,6 +58,7 @@ import torch.nn.functional as F
 
 from ..calibration import mixture_fit
 from ..errors import UserError
+from ..losses import soft_cross_entropy_per_sample
 from .base import Method, register_method, target_accuracy
 from .phase import EarlyLearning, auto_warmup, check_warmup
 
@@ -66,21 +67,25 @@ MOMENTUM_START, MOMENTUM_END = 0.95, 0.8
 
 @dataclass
 class ALIMHparams:
-    """ALIM hyperparameters. None means "auto".
+    """ALIM hyperparameters, each described by its metadata ``help``; None means "auto"."""
 
-    Attributes:
-        normalize: ``onehot`` (the argmax of S̃ ⊙ P) or ``scale`` (z^(1/K) / Σ z^(1/K)).
-        k: the exponent K > 0 of the ``scale`` normaliser; larger is smoother.
-        lambda_: fix λ after the warm-up (``--alim-lambda``, in [0, 1]). Auto: the η-quantile
-            of the margins, every epoch.
-        warmup: epochs e0 with λ = 0. Auto: until the predictions settle, at least 8 % of the
-            epochs (the authors' 80 of 1,000).
-    """
-
-    normalize: str = field(default="onehot", metadata={"choices": ("onehot", "scale")})
-    k: float = field(default=1.0, metadata={"min": 0.0})
-    lambda_: float | None = field(default=None, metadata={"min": 0.0, "max": 1.0})
-    warmup: int | None = field(default=None, metadata={"min": 0})
+    normalize: str = field(default="onehot", metadata={
+        "help": "how pseudo targets are normalised: `onehot` (the argmax of S̃ ⊙ P) or `scale` (z^(1/K) / Σ z^(1/K)).",
+        "choices": ("onehot", "scale"),
+    })
+    k: float = field(default=1.0, metadata={
+        "help": "the exponent K > 0 of the `scale` normaliser; larger is smoother.",
+        "min": 0.0,
+    })
+    lambda_: float | None = field(default=None, metadata={
+        "help": "fix λ after the warm-up (`--alim-lambda`, in [0, 1]); auto: the η-quantile of the margins, every epoch.",
+        "min": 0.0, "max": 1.0,
+    })
+    warmup: int | None = field(default=None, metadata={
+        "help": "epochs e0 with λ = 0, below the epochs (0 needs `--noise-rate`); auto: until the predictions "
+                "settle, at least 8 % of the epochs (the authors' 80 of 1,000).",
+        "min": 0,
+    })
 
 
 def warmup_epochs(hparams: ALIMHparams, epochs: int) -> int:
@@ -187,7 +192,7 @@ class ALIM(Method):
             momentum = target_momentum(epoch, self.setup.epochs)
             targets = momentum * targets + (1 - momentum) * fresh
             self.targets[batch.index] = targets
-        return -(targets * log_probs).sum(dim=1).mean()
+        return soft_cross_entropy_per_sample(log_probs, targets).mean()
 
     def end_epoch(self, epoch, evaluate):
         outside_share = float((self.log_margin < 0).float().mean())

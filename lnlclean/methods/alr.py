@@ -34,25 +34,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..losses import soft_cross_entropy_per_sample
 from .base import Method, register_method, target_accuracy
 from .phase import EarlyLearning, auto_warmup, check_warmup
 
 
 @dataclass
 class ALRHparams:
-    """ALR hyperparameters (the paper's defaults). None means "auto".
+    """ALR hyperparameters (the paper's defaults), each described by its metadata ``help``; None means "auto"."""
 
-    Attributes:
-        alpha: momentum of the soft targets, in [0, 1]; 1 keeps the given labels.
-        lambda_: weight λ of the entropy loss (``--alr-lambda``); 0 is plain label refurbishment.
-        warmup: epochs of cross-entropy on the given labels before refinement. Auto: until the
-            predictions settle (:mod:`lnlclean.methods.phase`), at least 15 % of the epochs
-            (the paper's 30 of 200).
-    """
-
-    alpha: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
-    lambda_: float = field(default=0.2, metadata={"min": 0.0})
-    warmup: int | None = field(default=None, metadata={"min": 0})
+    alpha: float = field(default=0.9, metadata={
+        "help": "momentum α of the soft targets, in [0, 1]; 1 keeps the given labels.",
+        "min": 0.0, "max": 1.0,
+    })
+    lambda_: float = field(default=0.2, metadata={
+        "help": "weight λ of the entropy loss (`--alr-lambda`), at least 0; 0 is plain label refurbishment.",
+        "min": 0.0,
+    })
+    warmup: int | None = field(default=None, metadata={
+        "help": "epochs of cross-entropy on the given labels before refinement, below the epochs; auto: until the "
+                "predictions settle, at least 15 % of the epochs (the paper's 30 of 200).",
+        "min": 0,
+    })
 
 
 def warmup_epochs(hparams: ALRHparams, epochs: int) -> int:
@@ -83,7 +86,7 @@ def entropy(probs: torch.Tensor, log_probs: torch.Tensor | None = None) -> torch
 def alr_loss(logits: torch.Tensor, targets: torch.Tensor, lambda_: float) -> torch.Tensor:
     """Returns the ALR loss of each sample (B): CE(targets, softmax(logits)) + λ · H(softmax(logits))."""
     log_probs = logits.log_softmax(dim=1)
-    cross_entropy = -(targets * log_probs).sum(dim=1)
+    cross_entropy = soft_cross_entropy_per_sample(log_probs, targets)
     return cross_entropy + lambda_ * entropy(log_probs.exp(), log_probs)
 
 

@@ -247,6 +247,7 @@ class Method:
         name: the ``--method`` value.
         description: one line for ``lnlclean methods``.
         columns: the method's own audit columns, name → meaning.
+        matrix_axes: K×K matrices of the method's summary(), key → (what rows are, what columns are).
         num_networks: how many backbones the method trains (1 or 2).
         progress_figures: figures of the epoch's log shown in progress lines, key → label.
         reads_candidates: whether the method learns from candidate-label sets (a ``candidates``
@@ -256,12 +257,14 @@ class Method:
         option_aliases: short command-line options for Hparams fields, option → field (for
             example ``{"--folds": "folds"}``).
         Hparams: a dataclass of hyperparameters with the paper's defaults; every field is
-            settable from the command line as ``--<name>-<field>``.
+            settable from the command line as ``--<name>-<field>`` and described by its
+            metadata ``help`` (with ``min``/``max`` or ``choices`` where it has a range).
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
     columns: ClassVar[dict[str, str]] = {}
+    matrix_axes: ClassVar[dict[str, tuple[str, str]]] = {}
     num_networks: ClassVar[int] = 1
     progress_figures: ClassVar[dict[str, str]] = {}
     reads_candidates: ClassVar[bool] = False

@@ -48,10 +48,17 @@ from .base import Method, register_method
 
 @dataclass
 class ConfidentLearningHparams:
-    """K of the K-fold split (``--folds``), and which weights each network ends with."""
+    """Confident-learning hyperparameters, each described by its metadata ``help``."""
 
-    folds: int = field(default=4, metadata={"min": 2, "max": 20})
-    select: str = field(default="best", metadata={"choices": ("best", "last")})
+    folds: int = field(default=4, metadata={
+        "help": "K of the K-fold split (`--folds`), from 2 to 20: K cross-entropy networks, each held out from one fold.",
+        "min": 2, "max": 20,
+    })
+    select: str = field(default="best", metadata={
+        "help": "which weights each network ends with: `best` (the epoch whose held-out predictions agree most with "
+                "the fold's given labels) or `last` (the final weights).",
+        "choices": ("best", "last"),
+    })
 
 
 def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> torch.Tensor:

@@ -3,7 +3,7 @@ labels and an auxiliary network that refurbishes the corrupted ones.
 
 Only the paper's outline is public (abstract, figure captions and the statement of its lemma),
 so this is a reconstruction from that outline; every choice below is lnlclean's, not the
-authors', and the README lists the measurements behind the ones that depart from a literal
+authors', and docs/methods.md lists the measurements behind the ones that depart from a literal
 reading.
 
 Model. The given label ỹ of x comes from a mixture: with probability γ (the clean prior) from
@@ -95,20 +95,25 @@ TEMPERATURE = 0.1
 
 @dataclass
 class FlywheelHparams:
-    """LNL-flywheel hyperparameters. None means "auto".
+    """LNL-flywheel hyperparameters, each described by its metadata ``help``; None means "auto"."""
 
-    Attributes:
-        warmup: epochs of cross-entropy for both networks before the EM cycles. Auto: until g's
-            predictions settle, at least a tenth of the epochs.
-        regularizer: weight of the confidence regulariser KL(π ‖ batch-mean prediction of g).
-        contrastive: add the supervised contrastive term to the auxiliary network's loss.
-        assignment: how the main network splits each sample between ỹ and ŷ (see `main_targets`).
-    """
-
-    warmup: int | None = field(default=None, metadata={"min": 0})
-    regularizer: float = field(default=1.0, metadata={"min": 0.0})
-    contrastive: bool = False
-    assignment: str = field(default="agreement", metadata={"choices": ("agreement", "hard", "soft")})
+    warmup: int | None = field(default=None, metadata={
+        "help": "epochs of cross-entropy for both networks before the EM cycles, below the epochs; auto: "
+                "until g's predictions settle, at least a tenth of the epochs.",
+        "min": 0,
+    })
+    regularizer: float = field(default=1.0, metadata={
+        "help": "weight of the confidence regulariser KL(π ‖ batch-mean prediction of g), at least 0.",
+        "min": 0.0,
+    })
+    contrastive: bool = field(default=False, metadata={
+        "help": "whether to add the supervised contrastive term to the auxiliary network's loss.",
+    })
+    assignment: str = field(default="agreement", metadata={
+        "help": "how the main network splits each sample between ỹ and ŷ: `hard` (ỹ where c ≥ 0.5, else ŷ), `agreement` "
+                "(as `hard`, but ŷ also where both networks reject ỹ) or `soft` (c on ỹ, 1 − c on ŷ).",
+        "choices": ("agreement", "hard", "soft"),
+    })
 
 
 def warmup_epochs(hparams: FlywheelHparams, epochs: int) -> int:
@@ -210,6 +215,7 @@ class Flywheel(Method):
         "flywheel_corruption_prob": "ε: likelihood that the corruption channel emits the given label (auxiliary network × T_c)",
         "flywheel_refurbished_prob": "the auxiliary network's probability of its refurbished label",
     }
+    matrix_axes = {"corruption_matrix": ("true class", "observed label")}
     Hparams = FlywheelHparams
 
     def __init__(self, hparams, setup):

@@ -36,7 +36,6 @@ from .base import SampleState, Setup
 
 PATIENCE = 3  # epochs without a new low in the share of changed predictions that end the warm-up
 UNSEEN = -1  # previous prediction of a sample not yet trained on
-SIGNALS = ("fit_given", "prediction_changes", "warmup_over")  # what :meth:`EarlyLearning.end_epoch` logs
 
 
 class EarlyLearning:

@@ -51,21 +51,23 @@ from .phase import EarlyLearning, auto_warmup, check_warmup
 
 @dataclass
 class PMNARHparams:
-    """PMNAR hyperparameters. None means "auto" (chosen from the run, see `resolve`).
+    """PMNAR hyperparameters, each described by its metadata ``help``; None means "auto" (chosen from the run, see `resolve`)."""
 
-    Attributes:
-        warmup: epochs trained with weight 1 before reweighting starts. Auto: until the
-            predictions of network f settle, at least a tenth of the epochs.
-        beta: weight of the consistency term. Auto: 1 for up to 10 classes, 10/K beyond (the
-            paper finds smaller β better with more classes).
-        consistency: "both" (the paper: both networks take the consistency term at every step)
-            or "alternate" (one network per step, drawn at random, with weight 2β: three passes
-            over the batch instead of four).
-    """
-
-    warmup: int | None = field(default=None, metadata={"min": 0})
-    beta: float | None = field(default=None, metadata={"min": 0.0})
-    consistency: str = field(default="both", metadata={"choices": ("both", "alternate")})
+    warmup: int | None = field(default=None, metadata={
+        "help": "epochs trained with weight 1 before reweighting starts, below the epochs; auto: until the "
+                "predictions of network f settle, at least a tenth of the epochs.",
+        "min": 0,
+    })
+    beta: float | None = field(default=None, metadata={
+        "help": "weight β of the consistency term, at least 0; auto: 1 for up to 10 classes, 10/K beyond "
+                "(the paper finds smaller β better with more classes).",
+        "min": 0.0,
+    })
+    consistency: str = field(default="both", metadata={
+        "help": "`both` (the paper: both networks take the consistency term at every step) or `alternate` (one "
+                "network per step, drawn at random, with weight 2β: three passes over the batch instead of four).",
+        "choices": ("both", "alternate"),
+    })
 
 
 def pm_loss(probs: torch.Tensor, labels: torch.Tensor, complement: torch.Tensor) -> torch.Tensor:

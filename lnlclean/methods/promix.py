@@ -37,7 +37,7 @@ given class, and the posterior of the low-loss component of a two-component Gaus
 fitted to it. It separates better than the selection frequency, which is exported as
 ``promix_selection_frequency`` (the share of (network, epoch) pairs over the last tenth of
 training that selected the sample with its given label): on digits the frequency flags many
-clean samples that CSS's quota and MHCS's τ = 0.99 leave out (see the README).
+clean samples that CSS's quota and MHCS's τ = 0.99 leave out (see docs/methods.md).
 ``suggested_label`` is the LGA label where the last epoch had one, else the debiased pseudo
 label argmax(log p − α·log π̄) of the final clean pass.
 """
@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..losses import soft_cross_entropy
+from ..losses import soft_cross_entropy, soft_cross_entropy_per_sample
 from ..models import TwoHeadNetwork
 from .base import Method, register_method
 from .phase import EarlyLearning, auto_warmup, check_warmup
@@ -64,24 +64,32 @@ MIXUP_ALPHA = 4.0
 
 @dataclass
 class ProMixHparams:
-    """ProMix hyperparameters. None means "auto".
+    """ProMix hyperparameters, each described by its metadata ``help``; None means "auto"."""
 
-    Attributes:
-        ratio: R, the share of each class's expected size that CSS selects.
-        tau: confidence threshold of MHCS and LGA. Auto: 0.99 up to 10 classes, else 0.95.
-        alpha: strength of the debiasing (logit adjustment by α·log π).
-        warmup: epochs of cross-entropy before selection. Auto: until the predictions settle, at
-            least the authors' 10 of 600 epochs for up to 10 classes, 30 of 600 beyond, and 1.
-        lga_start: share of the epochs after which LGA runs (the authors start it after 250 of 600).
-        penalty: negative-entropy confidence penalty during the warm-up.
-    """
-
-    ratio: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
-    tau: float | None = field(default=None, metadata={"min": 0.0, "max": 1.0})
-    alpha: float = field(default=0.8, metadata={"min": 0.0})
-    warmup: int | None = field(default=None, metadata={"min": 0})
-    lga_start: float = field(default=0.4, metadata={"min": 0.0, "max": 1.0})
-    penalty: bool = True
+    ratio: float = field(default=0.5, metadata={
+        "help": "R, the share of each class's expected size that CSS selects, in [0, 1].",
+        "min": 0.0, "max": 1.0,
+    })
+    tau: float | None = field(default=None, metadata={
+        "help": "confidence threshold τ of MHCS and LGA, in [0, 1]; auto: 0.99 up to 10 classes, else 0.95.",
+        "min": 0.0, "max": 1.0,
+    })
+    alpha: float = field(default=0.8, metadata={
+        "help": "α, the strength of the debiasing (logit adjustment by α·log π), at least 0.",
+        "min": 0.0,
+    })
+    warmup: int | None = field(default=None, metadata={
+        "help": "epochs of cross-entropy before selection, below the epochs; auto: until the predictions settle, "
+                "at least the authors' 10 of 600 epochs for up to 10 classes, 30 of 600 beyond, and 1.",
+        "min": 0,
+    })
+    lga_start: float = field(default=0.4, metadata={
+        "help": "share of the epochs after which LGA runs, in [0, 1] (the authors start it after 250 of 600).",
+        "min": 0.0, "max": 1.0,
+    })
+    penalty: bool = field(default=True, metadata={
+        "help": "whether to add the negative-entropy confidence penalty during the warm-up.",
+    })
 
 
 def resolve(hparams: ProMixHparams, n_classes: int, epochs: int) -> tuple[float, int]:
@@ -111,7 +119,7 @@ def debiased_margin_loss(logits: torch.Tensor, targets: torch.Tensor, log_prior:
     log_probs = (logits + alpha * log_prior).log_softmax(dim=1)
     if targets.dim() == 1:
         return F.nll_loss(log_probs, targets)
-    return -(targets * log_probs).sum(dim=1).mean()
+    return soft_cross_entropy_per_sample(log_probs, targets).mean()
 
 
 def debiased_pseudo_labels(logits: torch.Tensor, log_prior: torch.Tensor, alpha: float, temperature: float = SHARPEN_T) -> torch.Tensor:

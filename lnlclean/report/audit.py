@@ -24,13 +24,22 @@ import pyarrow.parquet as pq
 from ..errors import UserError
 from ..fileio import atomic_path
 
-CORE_COLUMNS = (
-    "index", "path", "given_label", "predicted_label", "predicted_prob", "given_label_prob",
-    "clean_prob", "label_score", "is_label_issue", "suggested_label", "suggested_prob",
-)
+CORE_COLUMNS = {  # column → meaning, in the table's order
+    "index": "row number in the input (the key that ties everything together)",
+    "path": "image path relative to IMAGES",
+    "given_label": "label in the input",
+    "predicted_label": "argmax of the final network",
+    "predicted_prob": "the final network's probability of `predicted_label`",
+    "given_label_prob": "the final network's probability of the given label",
+    "clean_prob": "the calibrated probability that the given label is right, the same rule for every method (docs/calibration.md)",
+    "label_score": "the method's own signal that the given label is right (higher is more likely); it ranks, it is not a probability",
+    "is_label_issue": "`clean_prob < --threshold` (a consensus decides it by majority)",
+    "suggested_label": "the label to use if the given one is wrong: the method's refurbished label, or the best other label "
+                       "of the network; never the given label",
+    "suggested_prob": "the probability that `suggested_label` is right: (1 − `clean_prob`) × the suggestion's share of the "
+                      "network's probability outside the given label",
+}
 METADATA_KEY = b"lnlclean"
-
-AUDIT_FILE = "audit.parquet"  # the name of the audit table in an audit folder
 
 
 @dataclass
@@ -103,16 +112,12 @@ def read_audit(path: Path) -> tuple[pd.DataFrame, dict]:
 
 
 def load_audit(path: Path, option: str = "--from-audit") -> tuple[pd.DataFrame, dict]:
-    """Returns the audit table at `path` and its lnlclean metadata, after checking it is an lnlclean audit.
+    """Returns the audit table in the file `path` and its lnlclean metadata, after checking it is an lnlclean audit.
 
-    `path` is the audit.parquet file or the folder holding it. Raises UserError naming
-    `option` when the file is missing, not Parquet, or lacks the columns a corrected manifest
-    and a report need.
+    Raises UserError naming `option` when the file is missing, not Parquet, or lacks the
+    columns a corrected manifest and a report need. (An audit folder is read by
+    :func:`lnlclean.report.folder.read_audit_folder`.)
     """
-    if Path(path).is_dir():
-        if not (Path(path) / AUDIT_FILE).is_file():
-            raise UserError(f"{option} {path}: holds no {AUDIT_FILE}; pass the --out folder of a finished lnlclean audit")
-        path = Path(path) / AUDIT_FILE
     if not Path(path).is_file():
         raise UserError(f"{option} {path}: no such file or folder")
     try:

@@ -22,7 +22,7 @@ most ``gallery_size`` thumbnails of at most 64 px (``benchmarks/report_weight.py
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from importlib import resources
 from pathlib import Path
@@ -33,8 +33,7 @@ import pandas as pd
 from .. import __version__
 from ..durations import format_duration
 from ..fileio import atomic_path
-from ..methods import METHODS
-from ..methods.phase import SIGNALS as PHASE_SIGNALS
+from ..history import BOOKKEEPING, SETTLING_SIGNALS
 from . import svg
 from .audit import CORE_COLUMNS
 from .consensus import CONSENSUS
@@ -46,10 +45,21 @@ GALLERY_SIZE = 300
 PAGE_SIZE = 48
 HISTOGRAM_BINS = 20
 GENERATOR = "lnlclean"
-# Per-epoch history entries that are bookkeeping rather than something the method learned.
-NOT_PLOTTED = ("epoch", "loss", "seconds", "data_seconds", "diagnose_seconds", "checkpoint_seconds", "lr")
+NOT_PLOTTED = (*BOOKKEEPING, "lr")  # the loss and learning rate get charts of their own
 GREEK = {"lambda": "λ", "gamma": "γ", "eta": "η", "alpha": "α", "beta": "β", "tau": "τ"}
-MATRIX_AXES = {"corruption_matrix": ("true class", "observed label")}
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the report needs to know of the audited method.
+
+    Attributes:
+        columns: the method's own audit columns (shown on each gallery card).
+        matrix_axes: K×K matrices of its summary, key → (what rows are, what columns are).
+    """
+
+    columns: tuple[str, ...] = ()
+    matrix_axes: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -65,6 +75,8 @@ class ReportInputs:
         is_noisy: which given labels are known to be wrong, or None to take it from a
             ``true_label`` column of `audit` when there is one.
         source: what was audited, shown under the title (a folder, or a benchmark run).
+        method: the method's own columns and matrices (columns named ``<method>_*`` are
+            recognised without it).
     """
 
     audit: pd.DataFrame
@@ -73,6 +85,7 @@ class ReportInputs:
     images: ImageSource
     is_noisy: np.ndarray | None = None
     source: str = ""
+    method: MethodInfo = field(default_factory=MethodInfo)
 
 
 @dataclass
@@ -261,7 +274,7 @@ def transition_section(inputs: ReportInputs, labels: Labels) -> str:
         cell_text=lambda i, j: str(counts[i, j]) if counts[i, j] else "", skip_diagonal=True, pick_pairs=True,
     ), "Flagged samples by given (row) and suggested (column) label. Click a cell to see those samples in the gallery.")]
     for key, matrix in method_matrices(inputs.summary.get("method_summary") or {}, k):
-        rows_are, columns_are = MATRIX_AXES.get(key, ("row", "column"))
+        rows_are, columns_are = inputs.method.matrix_axes.get(key, ("row", "column"))
         figures.append(_figure(svg.heatmap(
             matrix, names, key, rows_are, columns_are,
             lambda i, j, m=matrix, r=rows_are, c=columns_are: f"{r} {names[i]}, {c} {names[j]}: {m[i, j]:.4f}",
@@ -312,7 +325,7 @@ def gallery_section(inputs: ReportInputs, labels: Labels, gallery_size: int) -> 
     frame, names = inputs.audit, inputs.class_names
     order = np.lexsort((np.arange(len(frame)), labels.clean_prob))[:gallery_size]
     method = inputs.summary.get("method", "")
-    signal_columns = method_columns(frame, method)
+    signal_columns = method_columns(frame, method, inputs.method.columns)
     cards, unreadable = [], 0
     for row in order:
         uri, size, problem = try_thumbnail(inputs.images, int(row))
@@ -343,13 +356,12 @@ def _gallery_controls(labels: Labels, order: np.ndarray, names: list[str]) -> st
             '<span id="gallery-count"></span></div>')
 
 
-def method_columns(frame: pd.DataFrame, method: str) -> list[str]:
+def method_columns(frame: pd.DataFrame, method: str, known: tuple[str, ...] = ()) -> list[str]:
     """Returns the columns of `frame` that are `method`'s own signals.
 
-    Those are its registered columns and those named ``<method>_*``; for a consensus, also each
+    Those are its `known` columns and those named ``<method>_*``; for a consensus, also each
     member's ``<member>_clean_prob``.
     """
-    known = METHODS[method].columns if method in METHODS else {}
     members = method == CONSENSUS
     return [c for c in frame.columns if c not in CORE_COLUMNS
             and (c in known or c.startswith(f"{method}_") or (members and c.endswith("_clean_prob")))]
@@ -409,7 +421,7 @@ def statistic_groups(history: list[dict]) -> list[tuple[str, list[str]]]:
     A key ending in ``_peer`` (the second network's figure) shares the chart of its base key;
     the diagnostics against the true labels (:mod:`lnlclean.report.diagnostics`) share one
     chart, the noise-rate estimate another, and the warm-up's signals
-    (:mod:`lnlclean.methods.phase`) a third. Keys without any number are left out.
+    (:data:`lnlclean.history.SETTLING_SIGNALS`) a third. Keys without any number are left out.
     """
     keys: list[str] = []
     for entry in history:
@@ -420,7 +432,7 @@ def statistic_groups(history: list[dict]) -> list[tuple[str, list[str]]]:
             group = "noise rate estimated after each epoch"
         elif key.startswith(PREFIX):
             group = "against the true labels"
-        elif key in PHASE_SIGNALS:
+        elif key in SETTLING_SIGNALS:
             group = "predictions settling (the warm-up ends when the changes stop falling)"
         else:
             base = key.removesuffix("_peer")
