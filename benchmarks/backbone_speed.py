@@ -53,13 +53,17 @@ def time_steps(step, device: torch.device, warmup: int, steps: int) -> list[floa
 def measure(backbone: str, device: torch.device, batch_size: int, size: int, warmup: int, steps: int) -> dict:
     """Returns train and eval images/s (median step) for `backbone` on `device`."""
     torch.manual_seed(0)
-    raw = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)).to(device)
+    raw = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)).to(
+        device
+    )
     labels = torch.randint(0, 10, (batch_size,), device=device)
     augmenter = Augmenter(torch.full((3,), 0.5, device=device), torch.full((3,), 0.25, device=device))
     generator = torch.Generator(device=device).manual_seed(0)
     net = build_backbone(backbone, 10, 3).to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
 
     def train_step():
         with autocast:
@@ -96,7 +100,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: results/backbone-speed-<device>.json)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON path (default: results/backbone-speed-<device>.json)"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     names = backbone_names() if args.backbone == "all" else [args.backbone]
@@ -104,13 +110,18 @@ def main() -> None:
     out = args.out or RESULTS / f"backbone-speed-{device_tag(device)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {
-        "lnlclean_version": __version__, "device": describe_device(device), "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(), "results": rows,
+        "lnlclean_version": __version__,
+        "device": describe_device(device),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "results": rows,
     }
     write_json(out, report)
     print(f"{'backbone':<18}{'params':>12}{'train img/s':>14}{'eval img/s':>14}")
     for row in rows:
-        print(f"{row['backbone']:<18}{row['parameters']:>12,}{row['train_img_per_s']:>14,.0f}{row['eval_img_per_s']:>14,.0f}")
+        print(
+            f"{row['backbone']:<18}{row['parameters']:>12,}{row['train_img_per_s']:>14,.0f}{row['eval_img_per_s']:>14,.0f}"
+        )
     print(f"wrote {out} ({report['device']})")
 
 

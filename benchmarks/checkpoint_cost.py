@@ -21,13 +21,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from common import RESULTS
+
 from lnlclean import __version__
 from lnlclean.config import RunConfig
 from lnlclean.engine import (
-    Position, TrainData, _load_checkpoint, _save_checkpoint, build_method, checkpoint_identity, describe_device,
-    device_tag, resolve_device,
+    Position,
+    TrainData,
+    _load_checkpoint,
+    _save_checkpoint,
+    build_method,
+    checkpoint_identity,
+    describe_device,
+    device_tag,
+    resolve_device,
 )
 from lnlclean.fileio import write_json
 from lnlclean.methods import METHODS
@@ -56,8 +63,13 @@ def measure(method: str, backbone: str, n_samples: int, n_classes: int, device: 
             loads.append(time.perf_counter() - started)
         size = path.stat().st_size
     return {
-        "method": method, "backbone": backbone, "n_samples": n_samples, "n_classes": n_classes,
-        "megabytes": size / 1e6, "save_seconds": statistics.median(saves), "load_seconds": statistics.median(loads),
+        "method": method,
+        "backbone": backbone,
+        "n_samples": n_samples,
+        "n_classes": n_classes,
+        "megabytes": size / 1e6,
+        "save_seconds": statistics.median(saves),
+        "load_seconds": statistics.median(loads),
     }
 
 
@@ -72,10 +84,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = resolve_device(args.device)
-    rows = [measure(m, args.backbone, args.n_samples, args.n_classes, device, args.repeats) for m in (args.method or sorted(METHODS))]
+    rows = [
+        measure(m, args.backbone, args.n_samples, args.n_classes, device, args.repeats)
+        for m in (args.method or sorted(METHODS))
+    ]
     out = args.out or RESULTS / f"checkpoint-cost-{args.backbone}-{device_tag(device)}.json"
     write_json(out, {"lnlclean_version": __version__, "device": describe_device(device), "results": rows})
-    print(f"{'method':<10}{'MB':>9}{'save s':>9}{'load s':>9}   ({args.backbone}, N={args.n_samples:,}, K={args.n_classes})")
+    print(
+        f"{'method':<10}{'MB':>9}{'save s':>9}{'load s':>9}   ({args.backbone}, N={args.n_samples:,}, K={args.n_classes})"
+    )
     for row in rows:
         print(f"{row['method']:<10}{row['megabytes']:>9.1f}{row['save_seconds']:>9.3f}{row['load_seconds']:>9.3f}")
     print(f"wrote {out} ({describe_device(device)})")

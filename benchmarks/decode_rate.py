@@ -46,7 +46,8 @@ def rate(folder: Path, names: list[str], size: int, pool: str, workers: int) -> 
     target = folder / f"out-{pool}-{workers}.npy"
     np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(len(names), size, size, 3)).flush()
     executor = (
-        (lambda w, n: ThreadPoolExecutor(w)) if pool == "thread"
+        (lambda w, n: ThreadPoolExecutor(w))
+        if pool == "thread"
         else (lambda w, n: ProcessPoolExecutor(w, mp_context=multiprocessing.get_context("fork")))
     )
     with mock.patch.object(decode, "_pool", executor):
@@ -68,8 +69,18 @@ def main() -> None:
             names = write_jpegs(Path(folder), n_images, size)
             for pool in ("thread", "process"):
                 for workers in (1, 2):
-                    rows.append({"size": size, "images": n_images, "pool": pool, "workers": workers, "img_per_s": rate(Path(folder), names, size, pool, workers)})
-                    print(f"{size:>4} px  {pool:<8}{workers} worker(s): {rows[-1]['img_per_s']:>8,.0f} img/s", flush=True)
+                    rows.append(
+                        {
+                            "size": size,
+                            "images": n_images,
+                            "pool": pool,
+                            "workers": workers,
+                            "img_per_s": rate(Path(folder), names, size, pool, workers),
+                        }
+                    )
+                    print(
+                        f"{size:>4} px  {pool:<8}{workers} worker(s): {rows[-1]['img_per_s']:>8,.0f} img/s", flush=True
+                    )
     write_json(args.out, {"lnlclean_version": __version__, "cpu_count": os.cpu_count(), "results": rows})
     print(f"wrote {args.out}")
 

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from common import RESULTS, add_data_arguments
+
 from lnlclean import __version__
 from lnlclean.engine import device_tag, resolve_device
 from lnlclean.fileio import write_json
@@ -31,8 +32,22 @@ from lnlclean.methods import METHODS
 def benchmark_runs(launcher: list[str], args: argparse.Namespace, out: Path) -> dict[str, dict]:
     """Runs ``lnlclean benchmark`` for every method through `launcher`. Returns method → its run from benchmark.json."""
     command = [
-        *launcher, "-m", "lnlclean", "benchmark", args.dataset, "--noise", args.noise, "--method", "all",
-        "--epochs", str(args.epochs), "--device", args.device, "--out", str(out), "--quiet",
+        *launcher,
+        "-m",
+        "lnlclean",
+        "benchmark",
+        args.dataset,
+        "--noise",
+        args.noise,
+        "--method",
+        "all",
+        "--epochs",
+        str(args.epochs),
+        "--device",
+        args.device,
+        "--out",
+        str(out),
+        "--quiet",
     ]
     if args.train_size:
         command += ["--train-size", str(args.train_size)]
@@ -54,22 +69,43 @@ def main() -> None:
         single = benchmark_runs([sys.executable], args, Path(work) / "single")
         several = benchmark_runs(torchrun, args, Path(work) / "several")
     rows = []
-    print(f"{'method':10} {'F1 1 proc':>10} {f'F1 {args.processes} proc':>10} {'Δ F1':>7} {'s 1 proc':>9} {f's {args.processes} proc':>9}")
+    print(
+        f"{'method':10} {'F1 1 proc':>10} {f'F1 {args.processes} proc':>10} {'Δ F1':>7} {'s 1 proc':>9} {f's {args.processes} proc':>9}"
+    )
     for name in sorted(METHODS):
         one, many = single[name], several[name]
-        rows.append({
-            "method": name, "f1_single": one["f1"], "f1_distributed": many["f1"], "f1_difference": many["f1"] - one["f1"],
-            "test_accuracy_single": one["test_accuracy"], "test_accuracy_distributed": many["test_accuracy"],
-            "seconds_single": one["seconds"], "seconds_distributed": many["seconds"],
-            "device_single": one["device"], "device_distributed": many["device"],
-        })
-        print(f"{name:10} {one['f1']:10.3f} {many['f1']:10.3f} {many['f1'] - one['f1']:+7.3f} {one['seconds']:9.1f} {many['seconds']:9.1f}")
+        rows.append(
+            {
+                "method": name,
+                "f1_single": one["f1"],
+                "f1_distributed": many["f1"],
+                "f1_difference": many["f1"] - one["f1"],
+                "test_accuracy_single": one["test_accuracy"],
+                "test_accuracy_distributed": many["test_accuracy"],
+                "seconds_single": one["seconds"],
+                "seconds_distributed": many["seconds"],
+                "device_single": one["device"],
+                "device_distributed": many["device"],
+            }
+        )
+        print(
+            f"{name:10} {one['f1']:10.3f} {many['f1']:10.3f} {many['f1'] - one['f1']:+7.3f} {one['seconds']:9.1f} {many['seconds']:9.1f}"
+        )
     device = resolve_device(args.device)
     out = args.out or RESULTS / f"distributed-{args.dataset}-{device_tag(device)}.json"
-    write_json(out, {
-        "dataset": args.dataset, "noise": args.noise, "train_size": args.train_size, "epochs": args.epochs,
-        "processes": args.processes, "cpu_count": os.cpu_count(), "lnlclean_version": __version__, "runs": rows,
-    })
+    write_json(
+        out,
+        {
+            "dataset": args.dataset,
+            "noise": args.noise,
+            "train_size": args.train_size,
+            "epochs": args.epochs,
+            "processes": args.processes,
+            "cpu_count": os.cpu_count(),
+            "lnlclean_version": __version__,
+            "runs": rows,
+        },
+    )
     print(f"wrote {out}")
 
 

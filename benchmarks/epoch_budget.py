@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 
 from common import RESULTS, add_data_arguments
+
 from lnlclean.config import RunConfig
 from lnlclean.data.noise import parse_noise_spec
 from lnlclean.engine import device_tag, resolve_device
 from lnlclean.fileio import write_json
-from lnlclean.methods import METHODS
 from lnlclean.jobs.benchmark import run_benchmark_one
+from lnlclean.methods import METHODS
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,8 +41,11 @@ def main() -> None:
             config = RunConfig(method=method, epochs=epochs, device=args.device)
             run = run_benchmark_one(args.dataset, noise, config, data_dir=args.data_dir, train_size=args.train_size)
             runs.append(run)
-            print(f"{method:<8}{epochs:>5} epochs  F1 {run['f1']:.3f}  AUROC {run['auroc']:.3f}  "
-                  f"test acc {run['test_accuracy']:.3f}  {run['seconds']:.0f} s", flush=True)
+            print(
+                f"{method:<8}{epochs:>5} epochs  F1 {run['f1']:.3f}  AUROC {run['auroc']:.3f}  "
+                f"test acc {run['test_accuracy']:.3f}  {run['seconds']:.0f} s",
+                flush=True,
+            )
     out = args.out or RESULTS / f"epoch-budget-{args.dataset}-{noise}-{device_tag(device)}.json"
     write_json(out, {"dataset": args.dataset, "noise": str(noise), "train_size": args.train_size, "runs": runs})
     print(f"wrote {out}")

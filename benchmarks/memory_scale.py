@@ -84,7 +84,9 @@ def make_folder(root: Path, n_images: int, size: int, fmt: str) -> dict:
     started = time.perf_counter()
     step = 2_000
     with ProcessPoolExecutor(os.cpu_count()) as pool:
-        sizes = pool.map(write_images, *zip(*[(root, s, min(s + step, n_images), size, fmt) for s in range(0, n_images, step)]))
+        sizes = pool.map(
+            write_images, *zip(*[(root, s, min(s + step, n_images), size, fmt) for s in range(0, n_images, step)])
+        )
         total = sum(sizes)
     rows = "".join(f"{image_name(i, fmt)},{i % N_CLASSES}\n" for i in range(n_images))
     (root / "labels.csv").write_text("path,label\n" + rows)
@@ -185,7 +187,7 @@ class TreeMemory:
         while not self._stop.wait(self.interval):
             self.sample()
 
-    def __enter__(self) -> "TreeMemory":
+    def __enter__(self) -> TreeMemory:
         self.start = self.sample()
         self._thread.start()
         return self
@@ -221,8 +223,14 @@ def build_cache(root: Path, cache_dir: Path) -> dict:
         cache = load_or_build(manifest, cache_dir, image_size=None, fallback_size=64)
         seconds = time.perf_counter() - started
     assert not cache.reused
-    return {"seconds": seconds, "path": str(cache.path), "shape": list(cache.images.shape), "bytes": cache.images.nbytes,
-            "bad_images": len(cache.bad), **memory.report()}
+    return {
+        "seconds": seconds,
+        "path": str(cache.path),
+        "shape": list(cache.images.shape),
+        "bytes": cache.images.nbytes,
+        "bad_images": len(cache.bad),
+        **memory.report(),
+    }
 
 
 def train_epoch(root: Path, cache_dir: Path, batch_size: int, backbone: str) -> dict:
@@ -240,8 +248,14 @@ def train_epoch(root: Path, cache_dir: Path, batch_size: int, backbone: str) -> 
         assert cache.reused
         data = TrainData(images=cache.images, labels=manifest.labels, n_classes=manifest.n_classes)
         result = fit(data, RunConfig(method="ce", backbone=backbone, epochs=1, device="cpu", batch_size=batch_size))
-    return {"images_type": type(cache.images).__name__, "open_seconds": open_seconds, "fit_seconds": result.seconds,
-            "epoch_seconds": result.history[0]["seconds"], "data_seconds": result.history[0]["data_seconds"], **memory.report()}
+    return {
+        "images_type": type(cache.images).__name__,
+        "open_seconds": open_seconds,
+        "fit_seconds": result.seconds,
+        "epoch_seconds": result.history[0]["seconds"],
+        "data_seconds": result.history[0]["data_seconds"],
+        **memory.report(),
+    }
 
 
 def train_in_memory(n_images: int, size: int, batch_size: int, backbone: str) -> dict:
@@ -252,9 +266,16 @@ def train_in_memory(n_images: int, size: int, batch_size: int, backbone: str) ->
     images = np.random.default_rng(0).integers(0, 256, (n_images, size, size, 3), dtype=np.uint8)
     labels = np.arange(n_images) % N_CLASSES
     with TreeMemory() as memory:
-        result = fit(TrainData(images=images, labels=labels, n_classes=N_CLASSES),
-                     RunConfig(method="ce", backbone=backbone, epochs=1, device="cpu", batch_size=batch_size))
-    return {"n_images": n_images, "fit_seconds": result.seconds, "epoch_seconds": result.history[0]["seconds"], **memory.report()}
+        result = fit(
+            TrainData(images=images, labels=labels, n_classes=N_CLASSES),
+            RunConfig(method="ce", backbone=backbone, epochs=1, device="cpu", batch_size=batch_size),
+        )
+    return {
+        "n_images": n_images,
+        "fit_seconds": result.seconds,
+        "epoch_seconds": result.history[0]["seconds"],
+        **memory.report(),
+    }
 
 
 def read_all(cache_path: Path, how: str) -> dict:
@@ -266,7 +287,7 @@ def read_all(cache_path: Path, how: str) -> dict:
         images = ImageArray(cache_path) if how == "pread" else np.load(cache_path, mmap_mode="r")
         checksum = 0
         for start in range(0, len(images), READ_BATCH):
-            checksum += int(np.asarray(images[start:start + READ_BATCH]).sum(dtype=np.uint64))
+            checksum += int(np.asarray(images[start : start + READ_BATCH]).sum(dtype=np.uint64))
         seconds = time.perf_counter() - started
     return {"how": how, "seconds": seconds, "checksum": checksum, **memory.report()}
 
@@ -289,19 +310,33 @@ def print_table(report: dict) -> None:
         phase = report[name]
         peak = phase["rss_peak_mb"]
         seconds = phase.get("seconds", phase.get("fit_seconds"))
-        print(f"{name:<22}{seconds:>9.1f}{peak['total']:>9,.0f}{peak['anon']:>9,.0f}{peak['file']:>9,.0f}{peak['pss']:>9,.0f}"
-              f"{peak['total'] / cache_mb:>11.2f}")
+        print(
+            f"{name:<22}{seconds:>9.1f}{peak['total']:>9,.0f}{peak['anon']:>9,.0f}{peak['file']:>9,.0f}{peak['pss']:>9,.0f}"
+            f"{peak['total'] / cache_mb:>11.2f}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-images", type=int, default=200_000)
-    parser.add_argument("--size", type=int, default=64, help="image side in px (also the cache's, as images ≤ 64 px keep their size)")
+    parser.add_argument(
+        "--size", type=int, default=64, help="image side in px (also the cache's, as images ≤ 64 px keep their size)"
+    )
     parser.add_argument("--format", choices=("jpg", "png"), default="jpg")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--backbone", default="small-cnn")
-    parser.add_argument("--baseline-images", type=int, default=2048, help="images of the in-memory epoch that measures the network alone")
-    parser.add_argument("--work-dir", type=Path, default=None, help="keep the folder and cache here (a folder with the same settings is reused)")
+    parser.add_argument(
+        "--baseline-images",
+        type=int,
+        default=2048,
+        help="images of the in-memory epoch that measures the network alone",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="keep the folder and cache here (a folder with the same settings is reused)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "memory-scale-cpu.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
@@ -321,11 +356,24 @@ def main() -> None:
     import torch
 
     report = {
-        "lnlclean_version": __version__, "torch": torch.__version__, "cpu_count": os.cpu_count(), "settings": vars(args) | {"out": None},
-        "n_images": args.n_images, "image_size": args.size, "format": args.format, "folder_bytes": folder["bytes"],
-        "generate_seconds": folder["seconds"], "cache_bytes": cache["bytes"], "decode_seconds": cache["seconds"],
-        "epoch_seconds": epoch["epoch_seconds"], "warm_page_cache_seconds": warm_seconds,
-        "cache": cache, "epoch": epoch, "epoch_in_memory": baseline, "read_pread": reads["pread"], "read_mmap": reads["mmap"],
+        "lnlclean_version": __version__,
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "settings": vars(args) | {"out": None},
+        "n_images": args.n_images,
+        "image_size": args.size,
+        "format": args.format,
+        "folder_bytes": folder["bytes"],
+        "generate_seconds": folder["seconds"],
+        "cache_bytes": cache["bytes"],
+        "decode_seconds": cache["seconds"],
+        "epoch_seconds": epoch["epoch_seconds"],
+        "warm_page_cache_seconds": warm_seconds,
+        "cache": cache,
+        "epoch": epoch,
+        "epoch_in_memory": baseline,
+        "read_pread": reads["pread"],
+        "read_mmap": reads["mmap"],
     }
     write_json(args.out, report)
     print_table(report)

@@ -18,12 +18,13 @@ import argparse
 import statistics
 
 from common import RESULTS, add_data_arguments
+
 from lnlclean.config import RunConfig
 from lnlclean.data.noise import parse_noise_spec
 from lnlclean.engine import device_tag, resolve_device
 from lnlclean.fileio import write_json
-from lnlclean.methods import METHODS
 from lnlclean.jobs.benchmark import run_benchmark_one
+from lnlclean.methods import METHODS
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -45,8 +46,13 @@ def main() -> None:
     parser.add_argument("--method", action="append", help="repeatable (default: every method but ce)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="a hyperparameter of the measured methods, e.g. contrastive=true (repeatable)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a hyperparameter of the measured methods, e.g. contrastive=true (repeatable)",
+    )
     args = parser.parse_args()
     params = dict(parse_param(text) for text in args.param)
     methods = args.method or sorted(name for name in METHODS if name != "ce")
@@ -56,7 +62,9 @@ def main() -> None:
     ratios: dict[str, list[float]] = {name: [] for name in methods}
     for repeat in range(args.repeats):
         for name in ["ce", *methods]:
-            config = RunConfig(method=name, epochs=args.epochs, device=args.device, method_params=params if name != "ce" else {})
+            config = RunConfig(
+                method=name, epochs=args.epochs, device=args.device, method_params=params if name != "ce" else {}
+            )
             run = run_benchmark_one(args.dataset, noise, config, data_dir=args.data_dir, train_size=args.train_size)
             seconds[name].append(run["seconds_per_epoch"])
             if name != "ce":
@@ -71,12 +79,23 @@ def main() -> None:
         for name in seconds
     }
     for name, row in summary.items():
-        print(f"{name:<9}median {statistics.median(row['seconds_per_epoch']):.3f} s/epoch  ×{row['median_ratio_to_ce']:.2f} ce")
+        print(
+            f"{name:<9}median {statistics.median(row['seconds_per_epoch']):.3f} s/epoch  ×{row['median_ratio_to_ce']:.2f} ce"
+        )
     out = args.out or RESULTS / f"method-cost-{args.dataset}-{device_tag(device)}.json"
-    write_json(out, {
-        "dataset": args.dataset, "noise": str(noise), "train_size": args.train_size, "epochs": args.epochs,
-        "repeats": args.repeats, "device": device_tag(device), "params": params, "methods": summary,
-    })
+    write_json(
+        out,
+        {
+            "dataset": args.dataset,
+            "noise": str(noise),
+            "train_size": args.train_size,
+            "epochs": args.epochs,
+            "repeats": args.repeats,
+            "device": device_tag(device),
+            "params": params,
+            "methods": summary,
+        },
+    )
     print(f"wrote {out}")
 
 

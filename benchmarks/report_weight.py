@@ -52,9 +52,13 @@ def write_labels(train_dir: Path, csv_path: Path, limit: int | None, seed: int =
     given = true.copy()
     wrong = rng.random(len(rows)) < NOISE
     given[wrong] = (true[wrong] + rng.integers(1, len(classes), wrong.sum())) % len(classes)
-    pd.DataFrame({
-        "path": [path for path, _ in rows], "label": np.asarray(classes)[given], "true_label": np.asarray(classes)[true],
-    }).to_csv(csv_path, index=False)
+    pd.DataFrame(
+        {
+            "path": [path for path, _ in rows],
+            "label": np.asarray(classes)[given],
+            "true_label": np.asarray(classes)[true],
+        }
+    ).to_csv(csv_path, index=False)
     return len(rows)
 
 
@@ -63,7 +67,12 @@ def page_parts(text: str) -> dict[str, int]:
     thumbnails = sum(len(m) for m in re.findall(r'src="data:[^"]*"', text))
     plots = sum(len(m) for m in re.findall(r"<svg .*?</svg>", text, re.S))
     total = len(text.encode("utf-8"))
-    return {"bytes": total, "thumbnail_bytes": thumbnails, "svg_bytes": plots, "other_bytes": total - thumbnails - plots}
+    return {
+        "bytes": total,
+        "thumbnail_bytes": thumbnails,
+        "svg_bytes": plots,
+        "other_bytes": total - thumbnails - plots,
+    }
 
 
 def main() -> None:
@@ -78,38 +87,80 @@ def main() -> None:
     n_samples = write_labels(args.data_dir / "train", work / "labels.csv", args.limit)
     audit_dir = work / "audit"
     started = time.perf_counter()
-    subprocess.run([
-        sys.executable, "-m", "lnlclean", "audit", str(args.data_dir / "train"), str(work / "labels.csv"), "--out", str(audit_dir),
-        "--method", "ce", "--epochs", "1", "--device", "cpu", "--cache-dir", str(work / "cache"), "--overwrite", "--quiet",
-    ], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lnlclean",
+            "audit",
+            str(args.data_dir / "train"),
+            str(work / "labels.csv"),
+            "--out",
+            str(audit_dir),
+            "--method",
+            "ce",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--cache-dir",
+            str(work / "cache"),
+            "--overwrite",
+            "--quiet",
+        ],
+        check=True,
+    )
     audit_seconds = time.perf_counter() - started
     written_by_audit = page_parts((audit_dir / "report.html").read_text(encoding="utf-8"))
     runs = []
     for gallery in GALLERY_SIZES:
         started = time.perf_counter()
-        path, unreadable = run_report(audit_dir, out=work / f"report-{gallery}.html", gallery_size=gallery, overwrite=True)
+        path, unreadable = run_report(
+            audit_dir, out=work / f"report-{gallery}.html", gallery_size=gallery, overwrite=True
+        )
         seconds = time.perf_counter() - started
-        runs.append({"gallery": gallery, "seconds": seconds, "unreadable_images": unreadable,
-                     **page_parts(path.read_text(encoding="utf-8"))})
+        runs.append(
+            {
+                "gallery": gallery,
+                "seconds": seconds,
+                "unreadable_images": unreadable,
+                **page_parts(path.read_text(encoding="utf-8")),
+            }
+        )
     default = next(r for r in runs if r["gallery"] == GALLERY_SIZE)
-    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (THUMBNAIL_SIDE, THUMBNAIL_SIDE, 3), dtype=np.uint8))
+    noise = Image.fromarray(
+        np.random.default_rng(0).integers(0, 256, (THUMBNAIL_SIDE, THUMBNAIL_SIDE, 3), dtype=np.uint8)
+    )
     worst_thumbnail = len(f'src="{thumbnail_uri(noise)}"')
     worst_page = default["bytes"] - default["thumbnail_bytes"] + GALLERY_SIZE * worst_thumbnail
     result = {
-        "lnlclean_version": __version__, "device": "cpu", "n_samples": n_samples, "n_classes": 10,
-        "audit_command_seconds": audit_seconds, "report_written_by_audit": written_by_audit, "runs": runs,
-        "worst_thumbnail_bytes": worst_thumbnail, "worst_page_bytes_at_default_gallery": worst_page,
-        "target_bytes": TARGET_BYTES, "meets_target": max(default["bytes"], worst_page) <= TARGET_BYTES,
+        "lnlclean_version": __version__,
+        "device": "cpu",
+        "n_samples": n_samples,
+        "n_classes": 10,
+        "audit_command_seconds": audit_seconds,
+        "report_written_by_audit": written_by_audit,
+        "runs": runs,
+        "worst_thumbnail_bytes": worst_thumbnail,
+        "worst_page_bytes_at_default_gallery": worst_page,
+        "target_bytes": TARGET_BYTES,
+        "meets_target": max(default["bytes"], worst_page) <= TARGET_BYTES,
     }
     write_json(args.out, result)
     print(f"{n_samples} samples; audit (1 ce epoch, report included) {audit_seconds:.1f} s")
     print(f"{'gallery':>8} {'MB':>6} {'thumbs MB':>10} {'svg KB':>7} {'other KB':>9} {'seconds':>8}")
     for r in runs:
-        print(f"{r['gallery']:>8} {r['bytes'] / 2**20:>6.2f} {r['thumbnail_bytes'] / 2**20:>10.2f} "
-              f"{r['svg_bytes'] / 1024:>7.0f} {r['other_bytes'] / 1024:>9.0f} {r['seconds']:>8.2f}")
-    print(f"worst thumbnail {worst_thumbnail} bytes: the page of any 10-class folder at the default gallery is at most {worst_page / 2**20:.2f} MB")
-    print(f"default gallery: {default['bytes'] / 2**20:.2f} MB, target {TARGET_BYTES / 2**20:.0f} MB: "
-          f"{'met' if result['meets_target'] else 'MISSED'}; wrote {args.out}")
+        print(
+            f"{r['gallery']:>8} {r['bytes'] / 2**20:>6.2f} {r['thumbnail_bytes'] / 2**20:>10.2f} "
+            f"{r['svg_bytes'] / 1024:>7.0f} {r['other_bytes'] / 1024:>9.0f} {r['seconds']:>8.2f}"
+        )
+    print(
+        f"worst thumbnail {worst_thumbnail} bytes: the page of any 10-class folder at the default gallery is at most {worst_page / 2**20:.2f} MB"
+    )
+    print(
+        f"default gallery: {default['bytes'] / 2**20:.2f} MB, target {TARGET_BYTES / 2**20:.0f} MB: "
+        f"{'met' if result['meets_target'] else 'MISSED'}; wrote {args.out}"
+    )
 
 
 if __name__ == "__main__":

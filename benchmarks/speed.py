@@ -161,10 +161,16 @@ def timed_fit(config: RunConfig, images_path: Path, labels: np.ndarray, n_classe
     device = resolve_device(config.device)
     reset_peak_memory(device)
     with tempfile.TemporaryDirectory() as folder:
-        result = fit(TrainData(images=images, labels=labels, n_classes=n_classes), config, checkpoint_path=Path(folder) / "checkpoint.pt")
+        result = fit(
+            TrainData(images=images, labels=labels, n_classes=n_classes),
+            config,
+            checkpoint_path=Path(folder) / "checkpoint.pt",
+        )
     phase = getattr(result.method, "phase", None)
     warmup = (phase.warmup_epochs() if phase is not None else 0) or 0
-    timed = result.history[max(1, warmup):] or result.history[-1:]  # the first epoch also pays one-off costs (allocations, thread pools)
+    timed = (
+        result.history[max(1, warmup) :] or result.history[-1:]
+    )  # the first epoch also pays one-off costs (allocations, thread pools)
     wall = [h["seconds"] + h.get("checkpoint_seconds", 0.0) for h in timed]
     return {
         "seconds_per_epoch": statistics.median(wall),
@@ -198,7 +204,14 @@ def method_costs(images_path: Path, labels: np.ndarray, args, device: torch.devi
         fields = {field.name for field in hparam_fields(METHODS[method])}
         params = {"warmup": 1} if "warmup" in fields else {}  # time the robust phase, not the warm-up's cross-entropy
         params.update(option.split("=", 1) for option in options.split(",") if option)
-        config = RunConfig(method=method, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, device=device.type, method_params=params)
+        config = RunConfig(
+            method=method,
+            backbone=args.backbone,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            device=device.type,
+            method_params=params,
+        )
         runs[name].append(isolated(timed_fit, config, images_path, labels, N_CLASSES))
         return runs[name][-1]
 
@@ -206,11 +219,15 @@ def method_costs(images_path: Path, labels: np.ndarray, args, device: torch.devi
         for name in names:
             ce, method = run("ce"), run(name)
             ratios[name].append(method["seconds_per_epoch"] / ce["seconds_per_epoch"])
-            print(f"  repeat {repeat + 1} {name}: {method['seconds_per_epoch']:.2f} s/epoch, ce beside it {ce['seconds_per_epoch']:.2f} s", flush=True)
+            print(
+                f"  repeat {repeat + 1} {name}: {method['seconds_per_epoch']:.2f} s/epoch, ce beside it {ce['seconds_per_epoch']:.2f} s",
+                flush=True,
+            )
     return {
         name: {
             "seconds_per_epoch": statistics.median(r["seconds_per_epoch"] for r in runs[name]),
-            "ratio_to_ce": statistics.median(ratios[name]) if name != "ce" else 1.0, "ratios": ratios.get(name, []),
+            "ratio_to_ce": statistics.median(ratios[name]) if name != "ce" else 1.0,
+            "ratios": ratios.get(name, []),
             "data_share": max(r["data_share"] for r in runs[name]),
             "peak_memory_mb": max(r["peak_memory_mb"] for r in runs[name]),
         }
@@ -223,7 +240,11 @@ def method_costs(images_path: Path, labels: np.ndarray, args, device: torch.devi
 
 def state_bytes_per_entry(n_samples: int, n_classes: int, device: torch.device) -> dict:
     """Returns, per method, the bytes of its per-sample state divided by N·K (no training needed)."""
-    data = TrainData(images=np.zeros((n_samples, 8, 8, 3), dtype=np.uint8), labels=np.arange(n_samples) % n_classes, n_classes=n_classes)
+    data = TrainData(
+        images=np.zeros((n_samples, 8, 8, 3), dtype=np.uint8),
+        labels=np.arange(n_samples) % n_classes,
+        n_classes=n_classes,
+    )
     sizes = {}
     for name in sorted(METHODS):
         method = build_method(RunConfig(method=name, epochs=10, device=device.type), data, device)
@@ -237,19 +258,37 @@ def scaling(args, device: torch.device, workdir: Path) -> list[dict]:
     images_path = workdir / "scale.npy"
     images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=(largest, 32, 32, 3))
     for start in range(0, largest, 10_000):
-        images[start:start + 10_000] = np.random.default_rng(start).integers(0, 256, images[start:start + 10_000].shape, dtype=np.uint8)
+        images[start : start + 10_000] = np.random.default_rng(start).integers(
+            0, 256, images[start : start + 10_000].shape, dtype=np.uint8
+        )
     images.flush()
     rows = []
     for n_classes in args.scale_classes:
         for n_samples in args.scale_samples:
-            config = RunConfig(method=args.scale_method, backbone=args.backbone, epochs=2, batch_size=args.batch_size, device=device.type, method_params={"warmup": 1})
+            config = RunConfig(
+                method=args.scale_method,
+                backbone=args.backbone,
+                epochs=2,
+                batch_size=args.batch_size,
+                device=device.type,
+                method_params={"warmup": 1},
+            )
             labels = with_noise(np.arange(n_samples) % n_classes, n_classes)
             run = isolated(timed_fit, config, images_path, labels, n_classes)
-            rows.append({
-                "method": args.scale_method, "n_samples": n_samples, "n_classes": n_classes,
-                "epoch_seconds": run["last_epoch_seconds"], "peak_memory_mb": run["peak_memory_mb"], "state_mb": run["state_mb"],
-            })
-            print(f"  {args.scale_method} N={n_samples:,} K={n_classes}: {rows[-1]['epoch_seconds']:.1f} s/epoch, {rows[-1]['peak_memory_mb']:.0f} MB", flush=True)
+            rows.append(
+                {
+                    "method": args.scale_method,
+                    "n_samples": n_samples,
+                    "n_classes": n_classes,
+                    "epoch_seconds": run["last_epoch_seconds"],
+                    "peak_memory_mb": run["peak_memory_mb"],
+                    "state_mb": run["state_mb"],
+                }
+            )
+            print(
+                f"  {args.scale_method} N={n_samples:,} K={n_classes}: {rows[-1]['epoch_seconds']:.1f} s/epoch, {rows[-1]['peak_memory_mb']:.0f} MB",
+                flush=True,
+            )
     return rows
 
 
@@ -279,7 +318,10 @@ def compile_cost(backbone: str, batch_size: int, device_name: str, cache_dir: st
         started = time.perf_counter()
         step()
         first = time.perf_counter() - started
-        report[mode] = {"first_step_seconds": first, "train_img_per_s": batch_size / statistics.median(time_steps(step, device, 2, 10))}
+        report[mode] = {
+            "first_step_seconds": first,
+            "train_img_per_s": batch_size / statistics.median(time_steps(step, device, 2, 10)),
+        }
     return report
 
 
@@ -310,12 +352,18 @@ def print_report(report: dict) -> None:
     """Prints the sections that ran and the targets as plain tables. Returns None."""
     print(f"\n{report['device']}")
     if "cache" in report:
-        print(f"cache build {report['cache']['jpeg_img_per_s']:,.0f} img/s (JPEG), {report['cache']['png_img_per_s']:,.0f} img/s (PNG)")
+        print(
+            f"cache build {report['cache']['jpeg_img_per_s']:,.0f} img/s (JPEG), {report['cache']['png_img_per_s']:,.0f} img/s (PNG)"
+        )
     if "methods" in report:
-        print(f"\nidle process (lnlclean and torch imported): {report['idle_memory_mb']:.0f} MB; methods on {report['method_images']}")
+        print(
+            f"\nidle process (lnlclean and torch imported): {report['idle_memory_mb']:.0f} MB; methods on {report['method_images']}"
+        )
         print(f"\n{'method':<20}{'s/epoch':>9}{'× ce':>7}{'data %':>8}{'peak MB':>9}")
         for name, row in report["methods"].items():
-            print(f"{name:<20}{row['seconds_per_epoch']:>9.2f}{row['ratio_to_ce']:>7.2f}{100 * row['data_share']:>8.2f}{row['peak_memory_mb']:>9.0f}")
+            print(
+                f"{name:<20}{row['seconds_per_epoch']:>9.2f}{row['ratio_to_ce']:>7.2f}{100 * row['data_share']:>8.2f}{row['peak_memory_mb']:>9.0f}"
+            )
     if "backbones" in report:
         print(f"\n{'backbone':<18}{'train img/s':>12}{'eval img/s':>12}")
         for row in report["backbones"]:
@@ -323,13 +371,17 @@ def print_report(report: dict) -> None:
     if "scaling" in report:
         print(f"\n{'N':>8}{'K':>5}{'s/epoch':>9}{'peak MB':>9}{'state MB':>10}")
         for row in report["scaling"]:
-            print(f"{row['n_samples']:>8,}{row['n_classes']:>5}{row['epoch_seconds']:>9.1f}{row['peak_memory_mb']:>9.0f}{row['state_mb']:>10.1f}")
+            print(
+                f"{row['n_samples']:>8,}{row['n_classes']:>5}{row['epoch_seconds']:>9.1f}{row['peak_memory_mb']:>9.0f}{row['state_mb']:>10.1f}"
+            )
         state = ", ".join(f"{name} {value:.2f}" for name, value in report["state_bytes_per_nk"].items())
         print(f"\nper-sample state, bytes per N·K entry (K={report['state_classes']}): {state}")
     compiled = report.get("compile")
     if compiled:
-        print(f"torch.compile: first step {compiled['compiled']['first_step_seconds']:.1f} s (eager {compiled['eager']['first_step_seconds']:.2f} s), "
-              f"{compiled['compiled']['train_img_per_s']:,.0f} img/s (eager {compiled['eager']['train_img_per_s']:,.0f})")
+        print(
+            f"torch.compile: first step {compiled['compiled']['first_step_seconds']:.1f} s (eager {compiled['eager']['first_step_seconds']:.2f} s), "
+            f"{compiled['compiled']['train_img_per_s']:,.0f} img/s (eager {compiled['eager']['train_img_per_s']:,.0f})"
+        )
     print(f"\n{'target':<58}{'measured':>10}{'bound':>10}  met")
     for row in report["targets"]:
         measured = "–" if row["measured"] is None else f"{row['measured']:.3g}"
@@ -341,50 +393,84 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--backbone", default="small-cnn", help="backbone of the methods, scaling and compile sections")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--cache-images", type=int, default=10_000, help="images per folder (JPEG, PNG) for the cache build")
+    parser.add_argument(
+        "--cache-images", type=int, default=10_000, help="images per folder (JPEG, PNG) for the cache build"
+    )
     parser.add_argument("--method-samples", type=int, default=2_000, help="training images of the methods section")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per method run (the first and the warm-up are not timed)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="CIFAR-10 (torchvision's files or train/ and test/ folders): time the methods on its photos")
+    parser.add_argument(
+        "--epochs", type=int, default=4, help="epochs per method run (the first and the warm-up are not timed)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="CIFAR-10 (torchvision's files or train/ and test/ folders): time the methods on its photos",
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--scale-method", default="alim", help="method of the scaling section (one with N×K state)")
     parser.add_argument("--scale-samples", type=int, nargs="+", default=[5_000, 10_000, 20_000, 40_000])
     parser.add_argument("--scale-classes", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--backbone-steps", type=int, default=10)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile section")
-    parser.add_argument("--method", action="append", default=None, metavar="NAME[:OPTION=VALUE,...]",
-                        help="methods of the methods section (repeatable; default: all), e.g. pmnar:consistency=alternate")
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="the sections to run (default: all)")
+    parser.add_argument(
+        "--method",
+        action="append",
+        default=None,
+        metavar="NAME[:OPTION=VALUE,...]",
+        help="methods of the methods section (repeatable; default: all), e.g. pmnar:consistency=alternate",
+    )
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="the sections to run (default: all)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if "cache" not in args.sections and "methods" in args.sections and args.data_dir is None:
         parser.error("--sections without cache: give --data-dir, the methods section then times CIFAR-10 photos")
     device = resolve_device(args.device)
     started = time.perf_counter()
-    report = {"lnlclean_version": __version__, "torch": torch.__version__, "device": describe_device(device), "settings": vars(args) | {"out": None}}
+    report = {
+        "lnlclean_version": __version__,
+        "torch": torch.__version__,
+        "device": describe_device(device),
+        "settings": vars(args) | {"out": None},
+    }
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         cached = true_labels = None
         if "cache" in args.sections:
             print("cache build", flush=True)
-            jpeg_rate, cached, true_labels = cache_build_rate(write_folder(workdir / "jpeg", args.cache_images, ".jpg"), workdir / "cache")
-            png_rate, _, _ = cache_build_rate(write_folder(workdir / "png", args.cache_images, ".png"), workdir / "cache")
+            jpeg_rate, cached, true_labels = cache_build_rate(
+                write_folder(workdir / "jpeg", args.cache_images, ".jpg"), workdir / "cache"
+            )
+            png_rate, _, _ = cache_build_rate(
+                write_folder(workdir / "png", args.cache_images, ".png"), workdir / "cache"
+            )
             report["cache"] = {"images": args.cache_images, "jpeg_img_per_s": jpeg_rate, "png_img_per_s": png_rate}
         if "methods" in args.sections:
             print("methods", flush=True)
             report["idle_memory_mb"] = isolated(idle_memory_mb, device.type)
             method_images, method_labels = method_data(args, cached, true_labels, workdir / "cache")
             np.save(workdir / "methods.npy", method_images)
-            report["method_images"] = "CIFAR-10 training photos" if args.data_dir else "synthetic (class template + noise)"
-            report["methods"] = method_costs(workdir / "methods.npy", with_noise(method_labels, N_CLASSES), args, device)
+            report["method_images"] = (
+                "CIFAR-10 training photos" if args.data_dir else "synthetic (class template + noise)"
+            )
+            report["methods"] = method_costs(
+                workdir / "methods.npy", with_noise(method_labels, N_CLASSES), args, device
+            )
             report["data_wait_share_max"] = max(row["data_share"] for row in report["methods"].values())
         if "scaling" in args.sections:
             print("scaling", flush=True)
             report["scaling"] = scaling(args, device, workdir)
         if "backbones" in args.sections:
             print("backbones", flush=True)
-            report["backbones"] = [backbone_throughput(name, device, args.batch_size, 32, 2, args.backbone_steps) for name in backbone_names()]
+            report["backbones"] = [
+                backbone_throughput(name, device, args.batch_size, 32, 2, args.backbone_steps)
+                for name in backbone_names()
+            ]
     if "scaling" in args.sections:
-        report["state_classes"] = min(args.scale_classes)  # per-sample (not per-class) state weighs most per N·K at the smallest K
+        report["state_classes"] = min(
+            args.scale_classes
+        )  # per-sample (not per-class) state weighs most per N·K at the smallest K
         report["state_bytes_per_nk"] = state_bytes_per_entry(10_000, report["state_classes"], device)
         report["state_bytes_per_nk_max"] = max(report["state_bytes_per_nk"].values())
     if "compile" in args.sections and not args.no_compile:

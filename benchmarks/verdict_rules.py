@@ -31,8 +31,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from common import RESULTS
+
 from lnlclean.config import RunConfig
 from lnlclean.data.datasets import load_benchmark
 from lnlclean.data.noise import parse_noise_spec
@@ -52,12 +52,20 @@ def collect(args) -> None:
         for method in args.method:
             config = RunConfig(method=method, epochs=args.epochs, device=args.device).validate()
             given = benchmark_labels(bench, noise, config, None, Reporter(quiet=True))
-            data = TrainData(images=bench.train_images, labels=given, n_classes=len(bench.class_names), flip=bench.flip,
-                             fingerprint="rules", true_labels=bench.train_labels)
+            data = TrainData(
+                images=bench.train_images,
+                labels=given,
+                n_classes=len(bench.class_names),
+                flip=bench.flip,
+                fingerprint="rules",
+                true_labels=bench.train_labels,
+            )
             result = fit(data, config, Reporter(quiet=True))
             columns = {f"col_{k}": np.asarray(v) for k, v in result.method.audit(result.probs).items()}
             name = f"{args.dataset}-{len(given)}-{noise}-{method}-e{args.epochs}.npz"
-            np.savez_compressed(args.samples_dir / name, given=given, true=bench.train_labels, probs=result.probs, **columns)
+            np.savez_compressed(
+                args.samples_dir / name, given=given, true=bench.train_labels, probs=result.probs, **columns
+            )
             print(f"kept {args.samples_dir / name}", flush=True)
 
 
@@ -115,7 +123,11 @@ def compare_run(path: Path) -> dict:
     rules = {}
 
     def score(name, flagged, noise_rate, after=None):
-        rules[name] = {"estimated_noise_rate": float(noise_rate), "flagged_rate": float(flagged.mean()), **flag_scores(flagged, noisy)}
+        rules[name] = {
+            "estimated_noise_rate": float(noise_rate),
+            "flagged_rate": float(flagged.mean()),
+            **flag_scores(flagged, noisy),
+        }
         if after is not None:
             rules[name]["label_accuracy_after"] = float((after == true).mean())
 
@@ -128,17 +140,34 @@ def compare_run(path: Path) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         score("cleanlab", find_label_issues(given, probs, n_jobs=1), 1 - np.trace(estimate_joint(given, probs)))
-        clean = gaussian_posterior(per_class_minmax(-np.log(np.clip(given_prob, 1e-12, None)), given), low_is_clean=True)
+        clean = gaussian_posterior(
+            per_class_minmax(-np.log(np.clip(given_prob, 1e-12, None)), given), low_is_clean=True
+        )
         score("gmm-loss-class", clean < 0.5, 1 - clean.mean())
         clean = beta_posterior(given_prob)
         score("bmm-prob", clean < 0.5, 1 - clean.mean())
     columns = {key[4:]: kept[key] for key in kept.files if key.startswith("col_")}
     verdict, fit_ = method_verdicts(columns, probs, given, threshold=0.5)
     trusted = fit_.separated and fit_.noise_rate <= 0.5 and verdict["is_label_issue"].mean() <= 0.5
-    changed = relabels(verdict["is_label_issue"], verdict["clean_prob"], verdict["suggested_prob"],
-                       verdict["suggested_label"] == probs.argmax(axis=1), trusted)
-    score("margin-mixture", verdict["is_label_issue"], 1 - verdict["clean_prob"].mean(), np.where(changed, verdict["suggested_label"], given))
-    return {"run": path.stem, "true_noise_rate": float(noisy.mean()), "label_accuracy_before": float((given == true).mean()), "rules": rules}
+    changed = relabels(
+        verdict["is_label_issue"],
+        verdict["clean_prob"],
+        verdict["suggested_prob"],
+        verdict["suggested_label"] == probs.argmax(axis=1),
+        trusted,
+    )
+    score(
+        "margin-mixture",
+        verdict["is_label_issue"],
+        1 - verdict["clean_prob"].mean(),
+        np.where(changed, verdict["suggested_label"], given),
+    )
+    return {
+        "run": path.stem,
+        "true_noise_rate": float(noisy.mean()),
+        "label_accuracy_before": float((given == true).mean()),
+        "rules": rules,
+    }
 
 
 def compare(args) -> None:
@@ -146,8 +175,10 @@ def compare(args) -> None:
     runs = [compare_run(path) for path in sorted(args.samples)]
     for run in runs:
         for name, rule in run["rules"].items():
-            print(f"{run['run']:<40}{name:<16}noise {run['true_noise_rate']:.2f}/{rule['estimated_noise_rate']:.2f}  "
-                  f"flagged {rule['flagged_rate']:.2f}  F1 {rule['f1']:.3f}")
+            print(
+                f"{run['run']:<40}{name:<16}noise {run['true_noise_rate']:.2f}/{rule['estimated_noise_rate']:.2f}  "
+                f"flagged {rule['flagged_rate']:.2f}  F1 {rule['f1']:.3f}"
+            )
     out = args.out or RESULTS / f"verdict-rules-{device_tag(resolve_device('auto'))}.json"
     write_json(out, {"runs": runs})
     print(f"wrote {out}")

@@ -29,12 +29,13 @@ import json
 from pathlib import Path
 
 from common import RESULTS
+
 from lnlclean.config import RunConfig
 from lnlclean.data.noise import parse_noise_spec
 from lnlclean.engine import device_tag, resolve_device
 from lnlclean.fileio import write_json
-from lnlclean.methods import METHODS
 from lnlclean.jobs.benchmark import run_benchmark_one
+from lnlclean.methods import METHODS
 
 SUITES = {  # name → (dataset, training images, epochs)
     "digits": ("digits", None, 100),
@@ -43,9 +44,24 @@ SUITES = {  # name → (dataset, training images, epochs)
 }
 NOISE_TOLERANCE = 0.25
 KEPT = (
-    "true_noise_rate", "estimated_noise_rate", "flagged_rate", "precision", "recall", "f1", "auroc", "disagreement",
-    "label_accuracy_before", "label_accuracy_after", "relabelled", "wrong_labels_fixed", "test_accuracy",
-    "seconds", "seconds_per_epoch", "calibration", "warnings", "history",
+    "true_noise_rate",
+    "estimated_noise_rate",
+    "flagged_rate",
+    "precision",
+    "recall",
+    "f1",
+    "auroc",
+    "disagreement",
+    "label_accuracy_before",
+    "label_accuracy_after",
+    "relabelled",
+    "wrong_labels_fixed",
+    "test_accuracy",
+    "seconds",
+    "seconds_per_epoch",
+    "calibration",
+    "warnings",
+    "history",
 )
 
 
@@ -62,10 +78,12 @@ def targets(run: dict) -> dict[str, bool]:
 def line(run: dict) -> str:
     """Returns one printed row of a run."""
     met = "".join("✓" if ok else "✗" for ok in run["targets"].values())
-    return (f"{run['noise']:<7}{run['method']:<20}noise {run['true_noise_rate']:.2f}/{run['estimated_noise_rate']:.2f} "
-            f"flagged {run['flagged_rate']:.2f}  P {run['precision']:.3f} R {run['recall']:.3f} F1 {run['f1']:.3f} "
-            f"(argmax {run['disagreement']['f1']:.3f})  AUROC {run['auroc']:.3f}  labels {run['label_accuracy_before']:.3f}→"
-            f"{run['label_accuracy_after']:.3f}  {run['seconds']:.0f} s  {met}")
+    return (
+        f"{run['noise']:<7}{run['method']:<20}noise {run['true_noise_rate']:.2f}/{run['estimated_noise_rate']:.2f} "
+        f"flagged {run['flagged_rate']:.2f}  P {run['precision']:.3f} R {run['recall']:.3f} F1 {run['f1']:.3f} "
+        f"(argmax {run['disagreement']['f1']:.3f})  AUROC {run['auroc']:.3f}  labels {run['label_accuracy_before']:.3f}→"
+        f"{run['label_accuracy_after']:.3f}  {run['seconds']:.0f} s  {met}"
+    )
 
 
 def markdown(results: dict) -> str:
@@ -73,16 +91,20 @@ def markdown(results: dict) -> str:
     size = f"{results['train_size']:,}" if results["train_size"] else "all"
     lines = [f"{results['suite']}: {size} training images, {results['epochs']} epochs, {results['device']}", ""]
     for noise in dict.fromkeys(run["noise"] for run in results["runs"]):
-        lines += [f"**{noise}**", "",
-                  "| method | noise true / est | flagged | P | R | F1 (argmax) | AUROC | labels before → after | test acc | s | warnings |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"**{noise}**",
+            "",
+            "| method | noise true / est | flagged | P | R | F1 (argmax) | AUROC | labels before → after | test acc | s | warnings |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for run in (run for run in results["runs"] if run["noise"] == noise):
             warnings = ", ".join(warning["code"] for warning in run["warnings"]) or "–"
             lines.append(
                 f"| `{run['method']}` | {run['true_noise_rate']:.2f} / {run['estimated_noise_rate']:.2f} | {run['flagged_rate']:.2f} "
                 f"| {run['precision']:.3f} | {run['recall']:.3f} | {run['f1']:.3f} ({run['disagreement']['f1']:.3f}) | {run['auroc']:.3f} "
                 f"| {run['label_accuracy_before']:.3f} → {run['label_accuracy_after']:.3f} | {run['test_accuracy']:.3f} "
-                f"| {run['seconds']:.0f} | {warnings} |")
+                f"| {run['seconds']:.0f} | {warnings} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -92,14 +114,27 @@ def main() -> None:
     parser.add_argument("--suite", choices=sorted(SUITES), default="digits")
     parser.add_argument("--noise", action="append", help="repeatable (default: sym40, asym40, idn40)")
     parser.add_argument("--method", action="append", help="repeatable (default: every method, ce first)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="CIFAR-10: torchvision's files or train/ and test/ folders")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="CIFAR-10: torchvision's files or train/ and test/ folders"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override the suite's epochs")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--resume", action="store_true", help="keep the runs the result file holds and run only the others")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the runs the result file holds and run only the others"
+    )
     parser.add_argument("--out", type=Path, default=None, help="result file (default: under benchmarks/results/)")
-    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                        help="method hyperparameter for every run, e.g. consistency=alternate (repeatable); the runs are named with it")
-    parser.add_argument("--diagnose", action="store_true", help="log every epoch against the true labels (lnlclean benchmark --diagnose)")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="method hyperparameter for every run, e.g. consistency=alternate (repeatable); the runs are named with it",
+    )
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="log every epoch against the true labels (lnlclean benchmark --diagnose)",
+    )
     parser.add_argument("--table", type=Path, default=None, help="print this result file as Markdown tables and stop")
     args = parser.parse_args()
     if args.table:
@@ -119,13 +154,25 @@ def main() -> None:
             if (str(noise), name) in done:
                 continue
             config = RunConfig(method=method, epochs=epochs, device=args.device, method_params=dict(options))
-            scores = run_benchmark_one(dataset, noise, config, data_dir=args.data_dir, train_size=train_size, diagnose=args.diagnose)
+            scores = run_benchmark_one(
+                dataset, noise, config, data_dir=args.data_dir, train_size=train_size, diagnose=args.diagnose
+            )
             run = {"noise": str(noise), "method": name, **{key: scores[key] for key in KEPT}}
             run["targets"] = targets(run)
             runs.append(run)
             print(line(run), flush=True)
-            write_json(out, {"suite": args.suite, "dataset": dataset, "train_size": train_size, "epochs": epochs,
-                             "device": scores["device"], "lnlclean_version": scores["lnlclean_version"], "runs": runs})
+            write_json(
+                out,
+                {
+                    "suite": args.suite,
+                    "dataset": dataset,
+                    "train_size": train_size,
+                    "epochs": epochs,
+                    "device": scores["device"],
+                    "lnlclean_version": scores["lnlclean_version"],
+                    "runs": runs,
+                },
+            )
     print(f"wrote {out}")
 
 

@@ -40,7 +40,14 @@ def main() -> None:
         path = f"{i:04d}.png"
         gray = Image.fromarray(np.round(pixels * 255 / 16).astype(np.uint8), mode="L")
         gray.resize((args.size, args.size), Image.BILINEAR).save(images / path)
-        rows.append({"path": path, "label": int(given[i]), "source": "batch-a" if i % 2 else "batch-b", "true_label": int(true_labels[i])})
+        rows.append(
+            {
+                "path": path,
+                "label": int(given[i]),
+                "source": "batch-a" if i % 2 else "batch-b",
+                "true_label": int(true_labels[i]),
+            }
+        )
     frame = pd.DataFrame(rows)
     frame[["path", "label", "source"]].to_csv(args.out / "labels.csv", index=False)
     frame[["path", "true_label"]].to_csv(args.out / "truth.csv", index=False)

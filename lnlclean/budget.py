@@ -40,16 +40,22 @@ def epochs_within(config, seconds_per_epoch: float, spent: float, reporter) -> i
     fitting = math.floor(left / per_epoch) if left > 0 else 0
     option = f"--time-budget {format_duration(config.time_budget)}"
     if fitting < 1:
-        raise UserError(f"{option}: one epoch of {config.method} takes ≈ {format_duration(per_epoch)} here; "
-                        f"give at least {format_duration(spent + per_epoch)}, or train on fewer or smaller images")
+        raise UserError(
+            f"{option}: one epoch of {config.method} takes ≈ {format_duration(per_epoch)} here; "
+            f"give at least {format_duration(spent + per_epoch)}, or train on fewer or smaller images"
+        )
     epochs = min(fitting, config.epochs)
     try:
         replace(config, epochs=epochs).validate()
     except UserError as problem:
-        raise UserError(f"{option} fits {epochs} epoch(s) of {config.method} (≈ {format_duration(per_epoch)} each): {problem}")
+        raise UserError(
+            f"{option} fits {epochs} epoch(s) of {config.method} (≈ {format_duration(per_epoch)} each): {problem}"
+        )
     capped = f" (all of --epochs {config.epochs}; more would fit)" if fitting > config.epochs else ""
-    reporter.log(f"time budget {format_duration(config.time_budget)}: ≈ {format_duration(per_epoch)} per epoch, training {epochs} epochs ≈ "
-                 f"{format_duration(epochs * per_epoch)}{capped}")
+    reporter.log(
+        f"time budget {format_duration(config.time_budget)}: ≈ {format_duration(per_epoch)} per epoch, training {epochs} epochs ≈ "
+        f"{format_duration(epochs * per_epoch)}{capped}"
+    )
     return epochs
 
 
@@ -92,5 +98,7 @@ class EpochEstimate:
 
     def line(self, seconds_per_epoch: float) -> str:
         """Returns e.g. ``≈ 1.3 s per epoch, 100 epochs ≈ 2 min 10 s``."""
-        return (f"≈ {format_duration(seconds_per_epoch)} per epoch, {self.epochs_left} epochs ≈ "
-                f"{format_duration(seconds_per_epoch * self.epochs_left)}")
+        return (
+            f"≈ {format_duration(seconds_per_epoch)} per epoch, {self.epochs_left} epochs ≈ "
+            f"{format_duration(seconds_per_epoch * self.epochs_left)}"
+        )

@@ -94,7 +94,9 @@ def mixture_fit(margins: np.ndarray) -> MixtureFit:
         mixture = GaussianMixture(2, max_iter=200, tol=1e-4, reg_covar=1e-3, random_state=0).fit(clipped)
     means = mixture.means_.ravel()
     clean = mixture.predict_proba(clipped)[:, means.argmax()]
-    return MixtureFit(clean, float(1.0 - clean.mean()), float(means.min()), float(means.max()), bool(means.min() < 0.0 < means.max()))
+    return MixtureFit(
+        clean, float(1.0 - clean.mean()), float(means.min()), float(means.max()), bool(means.min() < 0.0 < means.max())
+    )
 
 
 def clean_probability(belief: np.ndarray, given_labels: np.ndarray, candidates: np.ndarray | None = None) -> MixtureFit:

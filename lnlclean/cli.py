@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import inspect
 import io
 import os
-import errno
-import inspect
 import sys
 import typing
 from enum import Enum
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
+from . import __version__, reference
 from .config import CHOICES, RunConfig, field_name, option_name
-from . import reference
 from .data.datasets import DATASETS
 from .data.noise import NoiseSpec, parse_noise_spec
 from .distributed import current as current_world
@@ -74,46 +73,237 @@ StateDtype = choice_enum("StateDtype", "state_dtype")
 StatePlace = choice_enum("StatePlace", "state_on")
 
 
-Images = Annotated[Path, typer.Argument(help="Folder holding the images (paths in the CSV are relative to it).", show_default=False)]
-LabelsCsv = Annotated[Optional[Path], typer.Argument(help="CSV with columns path,label (more columns are kept). Without it: IMAGES/<class>/<image>.", show_default=False)]
+Images = Annotated[
+    Path, typer.Argument(help="Folder holding the images (paths in the CSV are relative to it).", show_default=False)
+]
+LabelsCsv = Annotated[
+    Path | None,
+    typer.Argument(
+        help="CSV with columns path,label (more columns are kept). Without it: IMAGES/<class>/<image>.",
+        show_default=False,
+    ),
+]
 
 # Training options shared by several commands: (annotation, default) by parameter name.
 DEFAULTS = RunConfig()
 SHARED_OPTIONS: dict[str, tuple[object, object]] = {
-    "method": (Annotated[str, typer.Option("--method", "-m", help="Method to train; see `lnlclean methods`.")], DEFAULTS.method),
-    "backbone": (Annotated[str, typer.Option(help=f"Network: {', '.join(backbone_names())}, or tv:<torchvision model>.")], DEFAULTS.backbone),
-    "epochs": (Annotated[int, typer.Option(help="Training epochs (with --time-budget: at most this many; docs/training.md).")], DEFAULTS.epochs),
-    "time_budget": (Annotated[Optional[str], typer.Option(help="Train as many epochs as fit in this time, e.g. 90s, 10m, 1h (image decoding and the final pass come on top).", show_default=False)], None),
+    "method": (
+        Annotated[str, typer.Option("--method", "-m", help="Method to train; see `lnlclean methods`.")],
+        DEFAULTS.method,
+    ),
+    "backbone": (
+        Annotated[str, typer.Option(help=f"Network: {', '.join(backbone_names())}, or tv:<torchvision model>.")],
+        DEFAULTS.backbone,
+    ),
+    "epochs": (
+        Annotated[int, typer.Option(help="Training epochs (with --time-budget: at most this many; docs/training.md).")],
+        DEFAULTS.epochs,
+    ),
+    "time_budget": (
+        Annotated[
+            str | None,
+            typer.Option(
+                help="Train as many epochs as fit in this time, e.g. 90s, 10m, 1h (image decoding and the final pass come on top).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
     "batch_size": (Annotated[int, typer.Option(help="Mini-batch size.")], DEFAULTS.batch_size),
     "lr": (Annotated[float, typer.Option(help="Peak learning rate (SGD with Nesterov momentum).")], DEFAULTS.lr),
     "weight_decay": (Annotated[float, typer.Option(help="Weight decay.")], DEFAULTS.weight_decay),
-    "schedule": (Annotated[Schedule, typer.Option(help="Learning-rate schedule: cosine (one warm-up epoch, then down to 0), step (÷10 at 50 % and 75 % of the epochs) or constant.")], Schedule(DEFAULTS.schedule)),
+    "schedule": (
+        Annotated[
+            Schedule,
+            typer.Option(
+                help="Learning-rate schedule: cosine (one warm-up epoch, then down to 0), step (÷10 at 50 % and 75 % of the epochs) or constant."
+            ),
+        ],
+        Schedule(DEFAULTS.schedule),
+    ),
     "device": (Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")], DEFAULTS.device),
-    "seed": (Annotated[int, typer.Option(help="Random seed; CPU runs are reproducible for a given seed.")], DEFAULTS.seed),
-    "image_size": (Annotated[Optional[int], typer.Option(help="Side in pixels. Default: keep images ≤ 64 px of one size, else the backbone's size (64, or 224 for tv: models).", show_default=False)], None),
-    "threshold": (Annotated[Optional[float], typer.Option(help=f"Flag a label issue when clean_prob is below this. Default: {DEFAULTS.threshold}, or with relabel --from-audit the audit's own flags. It may change on --resume.", show_default=False)], None),
-    "weights": (Annotated[Optional[str], typer.Option(help="Initial weights: a local state-dict file, or 'imagenet' for tv: models (needs internet).", show_default=False)], None),
-    "no_flip": (Annotated[bool, typer.Option("--no-flip", help="Do not mirror images when augmenting (for text, digits, ...).")], False),
-    "cache_dir": (Annotated[Optional[Path], typer.Option(help="Where decoded images are cached. Default: $LNLCLEAN_CACHE or ~/.cache/lnlclean.", show_default=False)], None),
-    "on_bad_image": (Annotated[BadImage, typer.Option(help="What to do with an unreadable image: fail, or skip it and list it in summary.json.")], BadImage.fail),
-    "resume": (Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in the output directory (same method, settings and data).")], False),
-    "overwrite": (Annotated[bool, typer.Option("--overwrite", help="Replace the outputs of an earlier run instead of refusing to.")], False),
-    "allow_outside_root": (Annotated[bool, typer.Option("--allow-outside-root", help="Accept CSV paths that leave IMAGES (absolute, .., links pointing out).")], False),
-    "noise_rate": (Annotated[Optional[float], typer.Option(help="Expected share of wrong labels, 0–1, for methods that use one (alim). Default: estimated from the data.", show_default=False)], None),
-    "compile": (Annotated[bool, typer.Option("--compile", help="Compile the networks with torch.compile: about 20 s to start, with no dependable gain measured on CPU (docs/performance.md).")], False),
-    "state_dtype": (Annotated[StateDtype, typer.Option(help="Per-sample tables (soft labels): float32, float16, or auto (float16 when float32 would take over a quarter of the device's free memory; docs/scale.md).")], StateDtype(DEFAULTS.state_dtype)),
-    "state_on": (Annotated[StatePlace, typer.Option(help="Where per-sample tables live: the training device, CPU memory (pinned), or auto (CPU when they do not fit in a quarter of the device's free memory).")], StatePlace(DEFAULTS.state_on)),
-    "max_ram": (Annotated[Optional[str], typer.Option(help="Refuse to start when the run would need more host memory than this, e.g. 64G. Default: the memory available.", show_default=False)], None),
-    "workers": (Annotated[Optional[int], typer.Option(help="Processes (large folders) or threads that decode images. Default: one per CPU core.", show_default=False)], None),
+    "seed": (
+        Annotated[int, typer.Option(help="Random seed; CPU runs are reproducible for a given seed.")],
+        DEFAULTS.seed,
+    ),
+    "image_size": (
+        Annotated[
+            int | None,
+            typer.Option(
+                help="Side in pixels. Default: keep images ≤ 64 px of one size, else the backbone's size (64, or 224 for tv: models).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "threshold": (
+        Annotated[
+            float | None,
+            typer.Option(
+                help=f"Flag a label issue when clean_prob is below this. Default: {DEFAULTS.threshold}, or with relabel --from-audit the audit's own flags. It may change on --resume.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "weights": (
+        Annotated[
+            str | None,
+            typer.Option(
+                help="Initial weights: a local state-dict file, or 'imagenet' for tv: models (needs internet).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "no_flip": (
+        Annotated[
+            bool, typer.Option("--no-flip", help="Do not mirror images when augmenting (for text, digits, ...).")
+        ],
+        False,
+    ),
+    "cache_dir": (
+        Annotated[
+            Path | None,
+            typer.Option(
+                help="Where decoded images are cached. Default: $LNLCLEAN_CACHE or ~/.cache/lnlclean.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "on_bad_image": (
+        Annotated[
+            BadImage,
+            typer.Option(help="What to do with an unreadable image: fail, or skip it and list it in summary.json."),
+        ],
+        BadImage.fail,
+    ),
+    "resume": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--resume",
+                help="Continue from the checkpoint in the output directory (same method, settings and data).",
+            ),
+        ],
+        False,
+    ),
+    "overwrite": (
+        Annotated[
+            bool, typer.Option("--overwrite", help="Replace the outputs of an earlier run instead of refusing to.")
+        ],
+        False,
+    ),
+    "allow_outside_root": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--allow-outside-root", help="Accept CSV paths that leave IMAGES (absolute, .., links pointing out)."
+            ),
+        ],
+        False,
+    ),
+    "noise_rate": (
+        Annotated[
+            float | None,
+            typer.Option(
+                help="Expected share of wrong labels, 0–1, for methods that use one (alim). Default: estimated from the data.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "compile": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--compile",
+                help="Compile the networks with torch.compile: about 20 s to start, with no dependable gain measured on CPU (docs/performance.md).",
+            ),
+        ],
+        False,
+    ),
+    "state_dtype": (
+        Annotated[
+            StateDtype,
+            typer.Option(
+                help="Per-sample tables (soft labels): float32, float16, or auto (float16 when float32 would take over a quarter of the device's free memory; docs/scale.md)."
+            ),
+        ],
+        StateDtype(DEFAULTS.state_dtype),
+    ),
+    "state_on": (
+        Annotated[
+            StatePlace,
+            typer.Option(
+                help="Where per-sample tables live: the training device, CPU memory (pinned), or auto (CPU when they do not fit in a quarter of the device's free memory)."
+            ),
+        ],
+        StatePlace(DEFAULTS.state_on),
+    ),
+    "max_ram": (
+        Annotated[
+            str | None,
+            typer.Option(
+                help="Refuse to start when the run would need more host memory than this, e.g. 64G. Default: the memory available.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "workers": (
+        Annotated[
+            int | None,
+            typer.Option(
+                help="Processes (large folders) or threads that decode images. Default: one per CPU core.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
     "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")], False),
 }
 TRAINING = (
-    "backbone", "epochs", "time_budget", "batch_size", "lr", "weight_decay", "schedule", "device", "seed", "threshold", "noise_rate", "no_flip",
-    "cache_dir", "compile", "state_dtype", "state_on", "max_ram", "overwrite", "quiet",
+    "backbone",
+    "epochs",
+    "time_budget",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "schedule",
+    "device",
+    "seed",
+    "threshold",
+    "noise_rate",
+    "no_flip",
+    "cache_dir",
+    "compile",
+    "state_dtype",
+    "state_on",
+    "max_ram",
+    "overwrite",
+    "quiet",
 )
 FOLDER_TRAINING = (
-    "method", *TRAINING[:9], "image_size", "threshold", "noise_rate", "weights", "no_flip", "cache_dir", "on_bad_image",
-    "resume", "overwrite", "allow_outside_root", "compile", "state_dtype", "state_on", "max_ram", "workers", "quiet",
+    "method",
+    *TRAINING[:9],
+    "image_size",
+    "threshold",
+    "noise_rate",
+    "weights",
+    "no_flip",
+    "cache_dir",
+    "on_bad_image",
+    "resume",
+    "overwrite",
+    "allow_outside_root",
+    "compile",
+    "state_dtype",
+    "state_on",
+    "max_ram",
+    "workers",
+    "quiet",
 )
 
 
@@ -126,9 +316,18 @@ def with_options(names: tuple[str, ...]):
     def decorate(command):
         signature = inspect.signature(command)
         hints = typing.get_type_hints(command, include_extras=True)
-        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values() if p.name != "opts"]
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in signature.parameters.values()
+            if p.name != "opts"
+        ]
         shared = [
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=SHARED_OPTIONS[name][1], annotation=SHARED_OPTIONS[name][0])
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=SHARED_OPTIONS[name][1],
+                annotation=SHARED_OPTIONS[name][0],
+            )
             for name in names
         ]
 
@@ -145,17 +344,32 @@ def with_options(names: tuple[str, ...]):
     return decorate
 
 
-def run_config(opts: SimpleNamespace, ctx: typer.Context, method: str | None = None, methods: list[str] | None = None) -> RunConfig:
+def run_config(
+    opts: SimpleNamespace, ctx: typer.Context, method: str | None = None, methods: list[str] | None = None
+) -> RunConfig:
     """Returns the validated RunConfig for the shared options `opts` and the `--<method>-<field>` extras."""
     method = method or opts.method
     params = parse_method_options((ctx.obj or {}).get("method_options", []), methods or [method])
     return RunConfig(
-        method=method, backbone=opts.backbone, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
-        weight_decay=opts.weight_decay, schedule=opts.schedule.value, device=opts.device, seed=opts.seed,
-        image_size=getattr(opts, "image_size", None), threshold=DEFAULTS.threshold if opts.threshold is None else opts.threshold,
+        method=method,
+        backbone=opts.backbone,
+        epochs=opts.epochs,
+        batch_size=opts.batch_size,
+        lr=opts.lr,
+        weight_decay=opts.weight_decay,
+        schedule=opts.schedule.value,
+        device=opts.device,
+        seed=opts.seed,
+        image_size=getattr(opts, "image_size", None),
+        threshold=DEFAULTS.threshold if opts.threshold is None else opts.threshold,
         weights=getattr(opts, "weights", None),
-        flip=not opts.no_flip, workers=getattr(opts, "workers", None), noise_rate=opts.noise_rate, compile=opts.compile,
-        state_dtype=opts.state_dtype.value, state_on=opts.state_on.value, max_ram=opts.max_ram,
+        flip=not opts.no_flip,
+        workers=getattr(opts, "workers", None),
+        noise_rate=opts.noise_rate,
+        compile=opts.compile,
+        state_dtype=opts.state_dtype.value,
+        state_on=opts.state_on.value,
+        max_ram=opts.max_ram,
         time_budget=None if opts.time_budget is None else parse_duration(opts.time_budget, "--time-budget"),
         method_params=params.get(method, {}),
     ).validate()
@@ -207,7 +421,7 @@ def parse_method_options(options: list[tuple[str, str]], methods: list[str]) -> 
         owner = next((m for m in methods if name.startswith(f"--{m}-")), None)
         if owner is None:
             raise UserError(f"{name}: applies to another method than {', '.join(methods)}; add --method or drop it")
-        params.setdefault(owner, {})[field_name(name[len(owner) + 3:])] = value
+        params.setdefault(owner, {})[field_name(name[len(owner) + 3 :])] = value
     return params
 
 
@@ -217,7 +431,10 @@ def audit(
     ctx: typer.Context,
     images: Images,
     labels_csv: LabelsCsv = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for audit.parquet, summary.json, report.html and the checkpoint.")] = Path("lnlclean-out"),
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Directory for audit.parquet, summary.json, report.html and the checkpoint."),
+    ] = Path("lnlclean-out"),
     opts: SimpleNamespace = None,
 ):
     """Train a method on your images and write a per-sample audit.
@@ -241,8 +458,13 @@ def audit(
     then their consensus goes to OUT (see lnlclean consensus).
     """
     methods = method_list(opts.method)
-    options = dict(cache_dir=opts.cache_dir, on_bad_image=opts.on_bad_image.value, resume=opts.resume,
-                   overwrite=opts.overwrite, allow_outside_root=opts.allow_outside_root)
+    options = dict(
+        cache_dir=opts.cache_dir,
+        on_bad_image=opts.on_bad_image.value,
+        resume=opts.resume,
+        overwrite=opts.overwrite,
+        allow_outside_root=opts.allow_outside_root,
+    )
     if len(methods) > 1:
         configs = {name: run_config(opts, ctx, method=name, methods=methods) for name in methods}
         members, result = run_audits_and_consensus(images, labels_csv, configs, out, Reporter(opts.quiet), **options)
@@ -262,9 +484,21 @@ def relabel(
     images: Images,
     labels_csv: LabelsCsv = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Corrected-label CSV to write.")] = Path("relabeled.csv"),
-    policy: Annotated[Policy, typer.Option(help="relabel: replace flagged labels by the suggestion; drop: leave flagged rows out; flag: keep labels, mark flagged rows for review.")] = Policy.relabel,
-    from_audit: Annotated[Optional[Path], typer.Option(help="Reuse a finished audit (its folder or audit.parquet) instead of training again.", show_default=False)] = None,
-    audit_dir: Annotated[Path, typer.Option(help="Where the audit made on the way is written (when not --from-audit).")] = Path("lnlclean-out"),
+    policy: Annotated[
+        Policy,
+        typer.Option(
+            help="relabel: replace flagged labels by the suggestion; drop: leave flagged rows out; flag: keep labels, mark flagged rows for review."
+        ),
+    ] = Policy.relabel,
+    from_audit: Annotated[
+        Path | None,
+        typer.Option(
+            help="Reuse a finished audit (its folder or audit.parquet) instead of training again.", show_default=False
+        ),
+    ] = None,
+    audit_dir: Annotated[
+        Path, typer.Option(help="Where the audit made on the way is written (when not --from-audit).")
+    ] = Path("lnlclean-out"),
     opts: SimpleNamespace = None,
 ):
     """Write a corrected-label CSV: your columns, with labels fixed per --policy.
@@ -282,24 +516,39 @@ def relabel(
     Method options: --<method>-<option> VALUE (see lnlclean methods).
     """
     if len(method_list(opts.method)) > 1:
-        raise UserError(f"--method {opts.method}: relabel trains one method; for a consensus run lnlclean audit --method {opts.method}, "
-                        "then relabel --from-audit OUT/audit.parquet")
+        raise UserError(
+            f"--method {opts.method}: relabel trains one method; for a consensus run lnlclean audit --method {opts.method}, "
+            "then relabel --from-audit OUT/audit.parquet"
+        )
     out = check_output_file(out, overwrite=opts.overwrite, inputs=[labels_csv, from_audit])
     if from_audit is not None:
         if (ctx.obj or {}).get("method_options"):
             raise UserError(f"{ctx.obj['method_options'][0][0]}: method options have no effect with --from-audit")
-        corrected, warnings, rows = relabel_from_audit(images, labels_csv, from_audit, out, policy.value, opts.threshold, opts.allow_outside_root)
+        corrected, warnings, rows = relabel_from_audit(
+            images, labels_csv, from_audit, out, policy.value, opts.threshold, opts.allow_outside_root
+        )
     else:
         corrected, warnings, audit = relabel_after_audit(
-            images, labels_csv, run_config(opts, ctx), audit_dir, out, policy.value, Reporter(opts.quiet),
-            cache_dir=opts.cache_dir, on_bad_image=opts.on_bad_image.value, resume=opts.resume, overwrite=opts.overwrite,
+            images,
+            labels_csv,
+            run_config(opts, ctx),
+            audit_dir,
+            out,
+            policy.value,
+            Reporter(opts.quiet),
+            cache_dir=opts.cache_dir,
+            on_bad_image=opts.on_bad_image.value,
+            resume=opts.resume,
+            overwrite=opts.overwrite,
             allow_outside_root=opts.allow_outside_root,
         )
         rows = audit.input_rows
         print_written(audit)
     counts = corrected["action"].value_counts().to_dict()
     dropped = len(rows) - len(corrected)
-    parts = [f"{counts.get(a, 0)} {a}" for a in ("keep", "relabel", "review")] + ([f"{dropped} dropped"] if dropped else [])
+    parts = [f"{counts.get(a, 0)} {a}" for a in ("keep", "relabel", "review")] + (
+        [f"{dropped} dropped"] if dropped else []
+    )
     stdout.print(f"wrote {out}: {', '.join(parts)}")
     print_warnings(warnings)
 
@@ -309,17 +558,66 @@ def relabel(
 def benchmark(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help=f"One of {', '.join(DATASETS)}.", show_default=False)],
-    noise: Annotated[Optional[list[str]], typer.Option("--noise", "-n", help="clean, symNN, asymNN or idnNN (repeatable). Default: sym40, or none with --noise-file.", show_default=False)] = None,
-    noise_file: Annotated[Optional[Path], typer.Option(help="Real noisy labels for the training images: a CSV with columns index,label, or a CIFAR-N file such as CIFAR-10_human.pt.", show_default=False)] = None,
-    noise_key: Annotated[Optional[str], typer.Option(help="The label set of a CIFAR-N --noise-file, e.g. worse_label or aggre_label.", show_default=False)] = None,
-    method: Annotated[list[str], typer.Option("--method", "-m", help="Method (repeatable or comma-separated), or 'all'.")] = [DEFAULTS.method],
+    noise: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--noise",
+            "-n",
+            help="clean, symNN, asymNN or idnNN (repeatable). Default: sym40, or none with --noise-file.",
+            show_default=False,
+        ),
+    ] = None,
+    noise_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Real noisy labels for the training images: a CSV with columns index,label, or a CIFAR-N file such as CIFAR-10_human.pt.",
+            show_default=False,
+        ),
+    ] = None,
+    noise_key: Annotated[
+        str | None,
+        typer.Option(
+            help="The label set of a CIFAR-N --noise-file, e.g. worse_label or aggre_label.", show_default=False
+        ),
+    ] = None,
+    method: Annotated[
+        list[str], typer.Option("--method", "-m", help="Method (repeatable or comma-separated), or 'all'.")
+    ] = [DEFAULTS.method],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for benchmark.json.")] = Path("lnlclean-bench"),
-    data_dir: Annotated[Optional[Path], typer.Option(help="Local CIFAR: torchvision's files, or train/<class>/* and test/<class>/* folders.", show_default=False)] = None,
-    train_size: Annotated[Optional[int], typer.Option(help="Use a stratified subset of this many training images.", show_default=False)] = None,
-    fail_under: Annotated[Optional[str], typer.Option(help="Exit 1 when a run falls short, e.g. f1=0.8,acc=0.9 (keys: f1 precision recall auroc acc relabel_acc).", show_default=False)] = None,
-    partial_rate: Annotated[Optional[float], typer.Option(help="Give candidate sets instead of labels: each wrong label joins with this probability; symNN then swaps the true label out with probability NN %.", show_default=False)] = None,
-    consensus: Annotated[bool, typer.Option("--consensus", help="Also score the consensus of the methods (majority of flags) for each noise.")] = False,
-    diagnose: Annotated[bool, typer.Option("--diagnose", help="After every epoch, score the network against the true labels (a clean pass over the training images); logged per epoch, in benchmark.json's history and the report.")] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Local CIFAR: torchvision's files, or train/<class>/* and test/<class>/* folders.", show_default=False
+        ),
+    ] = None,
+    train_size: Annotated[
+        int | None, typer.Option(help="Use a stratified subset of this many training images.", show_default=False)
+    ] = None,
+    fail_under: Annotated[
+        str | None,
+        typer.Option(
+            help="Exit 1 when a run falls short, e.g. f1=0.8,acc=0.9 (keys: f1 precision recall auroc acc relabel_acc).",
+            show_default=False,
+        ),
+    ] = None,
+    partial_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Give candidate sets instead of labels: each wrong label joins with this probability; symNN then swaps the true label out with probability NN %.",
+            show_default=False,
+        ),
+    ] = None,
+    consensus: Annotated[
+        bool,
+        typer.Option("--consensus", help="Also score the consensus of the methods (majority of flags) for each noise."),
+    ] = False,
+    diagnose: Annotated[
+        bool,
+        typer.Option(
+            "--diagnose",
+            help="After every epoch, score the network against the true labels (a clean pass over the training images); logged per epoch, in benchmark.json's history and the report.",
+        ),
+    ] = False,
     opts: SimpleNamespace = None,
 ):
     """Inject known label noise into a standard dataset and score detection.
@@ -350,7 +648,17 @@ def benchmark(
     specs = noise_specs(noise, noise_file, noise_key)
     thresholds = parse_fail_under(fail_under)
     runs = run_benchmark(
-        dataset, specs, configs, out, data_dir, train_size, opts.cache_dir, partial_rate, consensus, diagnose, opts.overwrite,
+        dataset,
+        specs,
+        configs,
+        out,
+        data_dir,
+        train_size,
+        opts.cache_dir,
+        partial_rate,
+        consensus,
+        diagnose,
+        opts.overwrite,
         Reporter(opts.quiet),
     )
     print_benchmark_table(runs)
@@ -460,9 +768,19 @@ def print_warnings(warnings: list[dict]) -> None:
 
 @app.command()
 def consensus(
-    audits: Annotated[list[Path], typer.Argument(help="Directories of two or more finished audits of the same images and labels.", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the consensus audit.parquet, summary.json and report.html.")] = Path("lnlclean-consensus"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the outputs of an earlier consensus.")] = False,
+    audits: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Directories of two or more finished audits of the same images and labels.", show_default=False
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Directory for the consensus audit.parquet, summary.json and report.html."),
+    ] = Path("lnlclean-consensus"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the outputs of an earlier consensus.")
+    ] = False,
 ):
     """Combine audits of several methods into one: mean clean_prob, votes, agreement.
 
@@ -479,17 +797,33 @@ def consensus(
     result = run_consensus(audits, out, overwrite)
     print_audit_summary(result.summary)
     agreement = result.summary["consensus"]
-    stdout.print(f"flags agree on {agreement['all_flags_agree']:.1%} of samples; {agreement['flagged_by_all']} flagged by all, {agreement['flagged_by_any']} by any")
+    stdout.print(
+        f"flags agree on {agreement['all_flags_agree']:.1%} of samples; {agreement['flagged_by_all']} flagged by all, {agreement['flagged_by_any']} by any"
+    )
     print_written(result)
 
 
 @app.command()
 def report(
-    audit_dir: Annotated[Path, typer.Argument(help="Directory of a finished audit (the --out of lnlclean audit).", show_default=False)],
-    images: Annotated[Optional[Path], typer.Option(help="Image folder, when it moved since the audit. Default: the folder the audit read.", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file to write. Default: AUDIT_DIR/report.html.", show_default=False)] = None,
-    gallery: Annotated[int, typer.Option(help="How many of the most suspect samples the gallery shows.")] = GALLERY_SIZE,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file at --out that is not an lnlclean report.")] = False,
+    audit_dir: Annotated[
+        Path, typer.Argument(help="Directory of a finished audit (the --out of lnlclean audit).", show_default=False)
+    ],
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            help="Image folder, when it moved since the audit. Default: the folder the audit read.", show_default=False
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="HTML file to write. Default: AUDIT_DIR/report.html.", show_default=False),
+    ] = None,
+    gallery: Annotated[
+        int, typer.Option(help="How many of the most suspect samples the gallery shows.")
+    ] = GALLERY_SIZE,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing file at --out that is not an lnlclean report.")
+    ] = False,
 ):
     """Write the HTML report of an existing audit: plots and the most suspect images.
 
@@ -505,7 +839,9 @@ def report(
     path, unreadable = run_report(audit_dir, images, out, gallery, overwrite)
     stdout.print(f"wrote {path}")
     if unreadable:
-        stdout.print(f"[yellow]{unreadable} gallery image(s) could not be read[/yellow]; if the images moved, pass --images")
+        stdout.print(
+            f"[yellow]{unreadable} gallery image(s) could not be read[/yellow]; if the images moved, pass --images"
+        )
 
 
 def print_written(result) -> None:
@@ -515,7 +851,9 @@ def print_written(result) -> None:
 
 @app.command("methods")
 def list_methods(
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print the reference as Markdown (as in docs/methods.md).")] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the reference as Markdown (as in docs/methods.md).")
+    ] = False,
 ):
     """List the methods: what each does, its options and the audit columns it adds.
 
@@ -528,12 +866,19 @@ def list_methods(
       lnlclean methods
       lnlclean audit ./images labels.csv --method alr --alr-lambda 0.1
     """
-    stdout.print(reference.methods_markdown() if markdown else reference.methods_text(), markup=False, highlight=False, soft_wrap=True)
+    stdout.print(
+        reference.methods_markdown() if markdown else reference.methods_text(),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("columns")
 def list_columns(
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print the table as Markdown (as in docs/outputs.md).")] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the table as Markdown (as in docs/outputs.md).")
+    ] = False,
 ):
     """List the columns of audit.parquet and what each holds.
 
@@ -542,7 +887,12 @@ def list_columns(
     \b
       lnlclean columns
     """
-    stdout.print(reference.columns_markdown() if markdown else reference.columns_text(), markup=False, highlight=False, soft_wrap=True)
+    stdout.print(
+        reference.columns_markdown() if markdown else reference.columns_text(),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -560,20 +910,44 @@ def print_version(value: bool) -> None:
 
 @app.callback()
 def root(
-    show_version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", callback=print_version, is_eager=True)] = False,
+    show_version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=print_version, is_eager=True)
+    ] = False,
 ):
     """Audit and clean label noise in image-classification datasets."""
 
 
 # What --help shows after each option that takes a value (default: the name in capitals).
 METAVARS = {
-    "out": "PATH", "epochs": "N", "batch_size": "N", "seed": "N", "workers": "N", "train_size": "N", "gallery": "N",
-    "time_budget": "TIME", "lr": "RATE", "weight_decay": "W", "image_size": "PX", "threshold": "P", "noise_rate": "RATE",
-    "partial_rate": "RATE", "weights": "FILE", "noise_file": "FILE", "cache_dir": "DIR", "data_dir": "DIR", "audit_dir": "DIR",
-    "max_ram": "SIZE", "noise": "SPEC", "noise_key": "KEY", "fail_under": "KEY=MIN,...", "from_audit": "AUDIT",
-    "backbone": "NET", "audits": "AUDIT",
+    "out": "PATH",
+    "epochs": "N",
+    "batch_size": "N",
+    "seed": "N",
+    "workers": "N",
+    "train_size": "N",
+    "gallery": "N",
+    "time_budget": "TIME",
+    "lr": "RATE",
+    "weight_decay": "W",
+    "image_size": "PX",
+    "threshold": "P",
+    "noise_rate": "RATE",
+    "partial_rate": "RATE",
+    "weights": "FILE",
+    "noise_file": "FILE",
+    "cache_dir": "DIR",
+    "data_dir": "DIR",
+    "audit_dir": "DIR",
+    "max_ram": "SIZE",
+    "noise": "SPEC",
+    "noise_key": "KEY",
+    "fail_under": "KEY=MIN,...",
+    "from_audit": "AUDIT",
+    "backbone": "NET",
+    "audits": "AUDIT",
     **{name: f"[{'|'.join(CHOICES[name])}]" for name in CHOICES},
-    "on_bad_image": "[fail|skip]", "policy": "[relabel|drop|flag]",
+    "on_bad_image": "[fail|skip]",
+    "policy": "[relabel|drop|flag]",
 }
 
 
@@ -619,7 +993,9 @@ def main(argv: list[str] | None = None) -> int:
     previous_handlers = install_stop_handlers()
     try:
         args, method_options = split_method_options(sys.argv[1:] if argv is None else argv)
-        code = cli_group().main(args=args, standalone_mode=False, prog_name="lnlclean", obj={"method_options": method_options})
+        code = cli_group().main(
+            args=args, standalone_mode=False, prog_name="lnlclean", obj={"method_options": method_options}
+        )
         return code if isinstance(code, int) else 0
     except UserError as problem:
         say(f"{error} {problem}")

@@ -13,10 +13,9 @@ import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import UserError
 from .distributed import current as current_world
+from .errors import UserError
 from .memory import parse_size
-
 
 # Settings that take one of a few words: field → the words (the command line offers the same).
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -63,11 +62,11 @@ class RunConfig:
         del settings["method_class"], settings["hparams"]
         return settings
 
-    def checked(self) -> "RunConfig":
+    def checked(self) -> RunConfig:
         """Returns self when it was validated already, else :meth:`validate`'s checked copy."""
         return self if self.hparams is not None else self.validate()
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Returns a checked copy: value ranges checked, `method_params` typed, `method_class` and `hparams` set.
 
         Raises UserError naming the option of a value out of range or a bad method option.
@@ -83,7 +82,11 @@ class RunConfig:
             (self.lr > 0, "--lr", "must be positive"),
             (0 <= self.momentum < 1, "--momentum", "must be in [0, 1)"),
             (self.weight_decay >= 0, "--weight-decay", "must not be negative"),
-            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "--device", "must be auto, cpu or cuda"),
+            (
+                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+                "--device",
+                "must be auto, cpu or cuda",
+            ),
             (0 < self.threshold < 1, "--threshold", "must be between 0 and 1"),
             (self.image_size is None or 4 <= self.image_size <= 1024, "--image-size", "must be between 4 and 1024"),
             (self.noise_rate is None or 0 <= self.noise_rate < 1, "--noise-rate", "must be in [0, 1)"),
@@ -91,7 +94,11 @@ class RunConfig:
             (self.seed >= 0, "--seed", "must not be negative"),
             (self.time_budget is None or self.time_budget > 0, "--time-budget", "must be longer than zero"),
             *(
-                (getattr(self, name) in values, "--" + name.replace("_", "-"), f"must be {', '.join(values[:-1])} or {values[-1]}")
+                (
+                    getattr(self, name) in values,
+                    "--" + name.replace("_", "-"),
+                    f"must be {', '.join(values[:-1])} or {values[-1]}",
+                )
                 for name, values in CHOICES.items()
             ),
         ]
@@ -162,7 +169,11 @@ def _check_range(value: Any, spec: dataclasses.Field, option: str) -> None:
     if choices is not None and value not in choices:
         raise UserError(f"{option} {value!r}: choose {' or '.join(choices)}")
     if low is not None and value < low or high is not None and value > high:
-        bounds = f"between {low} and {high}" if low is not None and high is not None else (f"at least {low}" if low is not None else f"at most {high}")
+        bounds = (
+            f"between {low} and {high}"
+            if low is not None and high is not None
+            else (f"at least {low}" if low is not None else f"at most {high}")
+        )
         raise UserError(f"{option} {value}: must be {bounds}")
 
 

@@ -128,7 +128,9 @@ def keep_last(index: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, to
     if len(unique) == len(index):
         return index, rows
     positions = torch.arange(len(index), device=index.device)
-    last = torch.zeros(len(unique), dtype=torch.int64, device=index.device).scatter_reduce(0, inverse, positions, "amax")
+    last = torch.zeros(len(unique), dtype=torch.int64, device=index.device).scatter_reduce(
+        0, inverse, positions, "amax"
+    )
     return index[last], rows[last]
 
 

@@ -53,7 +53,15 @@ from .progress import Reporter
 
 CHECKPOINT_FORMAT = 5
 EVAL_BATCH = 512
-RESUMABLE_CHANGES = ("device", "workers", "compile", "state_dtype", "state_on", "max_ram", "threshold")  # settings a resume may change (threshold: a verdict setting)
+RESUMABLE_CHANGES = (
+    "device",
+    "workers",
+    "compile",
+    "state_dtype",
+    "state_on",
+    "max_ram",
+    "threshold",
+)  # settings a resume may change (threshold: a verdict setting)
 CHECKPOINT_SECONDS = 600.0  # also checkpoint mid-epoch this often, so a crash or kill -9 loses at most this much
 
 
@@ -131,12 +139,16 @@ def resolve_device(name: str, world: World = World()) -> torch.device:
 
 def _process_gpu(name: str, world: World) -> torch.device:
     if name not in ("auto", "cuda"):
-        raise UserError(f"--device {name}: under torchrun each process takes GPU LOCAL_RANK; pass --device cuda, auto or cpu")
+        raise UserError(
+            f"--device {name}: under torchrun each process takes GPU LOCAL_RANK; pass --device cuda, auto or cpu"
+        )
     if not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
     if world.local_rank >= torch.cuda.device_count():
         count = torch.cuda.device_count()
-        raise UserError(f"--nproc-per-node: this machine has {count} GPU(s), one per process; pass --nproc-per-node {count} or --device cpu")
+        raise UserError(
+            f"--nproc-per-node: this machine has {count} GPU(s), one per process; pass --nproc-per-node {count} or --device cpu"
+        )
     return torch.device("cuda", world.local_rank)
 
 
@@ -158,7 +170,11 @@ def describe_device(device: torch.device, world: World = World()) -> str:
 
 
 def build_method(
-    config: RunConfig, data: TrainData, device: torch.device, world: World = World(), method_cls: type[Method] | None = None,
+    config: RunConfig,
+    data: TrainData,
+    device: torch.device,
+    world: World = World(),
+    method_cls: type[Method] | None = None,
 ) -> Method:
     """Returns the configured method (or `method_cls`, a Method subclass taking `config.method`'s settings) with freshly initialised networks on `device`.
 
@@ -185,7 +201,9 @@ def build_method(
         device=device,
         build_network=build_network,
         noise_rate=config.noise_rate,
-        true_labels=None if data.true_labels is None else torch.as_tensor(np.asarray(data.true_labels), dtype=torch.int64, device=device),
+        true_labels=None
+        if data.true_labels is None
+        else torch.as_tensor(np.asarray(data.true_labels), dtype=torch.int64, device=device),
         world=world,
         tables=TablePolicy(config.state_dtype, config.state_on, device_memory(device) // 4),
         seed=config.seed,
@@ -278,8 +296,12 @@ def fit(
             config = replace(config, epochs=_checkpoint_epochs(checkpoint_path, config)).validate()
         else:
             seconds_per_step = time_steps(data, config, store, augmenter, device, world, autocast, method_cls)
-            config = replace(config, epochs=budget.epochs_within(
-                config, seconds_per_step * steps_per_epoch, time.perf_counter() - budget_started, reporter)).validate()
+            config = replace(
+                config,
+                epochs=budget.epochs_within(
+                    config, seconds_per_step * steps_per_epoch, time.perf_counter() - budget_started, reporter
+                ),
+            ).validate()
     method = build_method(config, data, device, world, method_cls)
     needs = host_memory_needs(method, data, device)
     check_host_memory(needs, config.max_ram, processes_on_this_machine(world), memory_remedies(config, device, needs))
@@ -292,7 +314,9 @@ def fit(
     trainer = training_module(method, world)
     labels = torch.tensor(np.asarray(data.labels), dtype=torch.int64)
     total_steps = steps_per_epoch * config.epochs
-    estimate = budget.EpochEstimate(steps_per_epoch, config.epochs - position.epoch, reporter, quiet=config.time_budget is not None)
+    estimate = budget.EpochEstimate(
+        steps_per_epoch, config.epochs - position.epoch, reporter, quiet=config.time_budget is not None
+    )
 
     def evaluate_train() -> torch.Tensor:
         return predict_all(method, store, augmenter, autocast, world, training_set=True)
@@ -322,10 +346,14 @@ def fit(
                 first_step, epoch_earlier = position.step, position.epoch_seconds
             for step_in_epoch in range(first_step, steps_per_epoch):
                 fetch_started = time.perf_counter()
-                batch, whole = make_batch(order, step_in_epoch, config.batch_size, labels, store, augmenter, generator, device, world)
+                batch, whole = make_batch(
+                    order, step_in_epoch, config.batch_size, labels, store, augmenter, generator, device, world
+                )
                 data_seconds += time.perf_counter() - fetch_started
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, epoch * steps_per_epoch + step_in_epoch, total_steps, steps_per_epoch)
+                    group["lr"] = learning_rate(
+                        config, epoch * steps_per_epoch + step_in_epoch, total_steps, steps_per_epoch
+                    )
                 loss_sum += train_step(trainer, optimizer, batch, epoch, len(batch.index) / whole, world, autocast)
                 share_samples(method, batch.index, -(-whole // world.size), world)
                 progress(1, epoch=epoch + 1)
@@ -333,15 +361,23 @@ def fit(
                 signum, due = world.max_ints(stop.signum or 0, int(checkpoints.due()))
                 if signum or due:
                     states = world.gather_cpu(generator.get_state())
-                    checkpoints.save(Position(
-                        epoch, step_in_epoch + 1, states, world.sum(loss_sum).detach().cpu(),
-                        epoch_earlier + time.perf_counter() - epoch_started, trained_seconds(),
-                    ))
+                    checkpoints.save(
+                        Position(
+                            epoch,
+                            step_in_epoch + 1,
+                            states,
+                            world.sum(loss_sum).detach().cpu(),
+                            epoch_earlier + time.perf_counter() - epoch_started,
+                            trained_seconds(),
+                        )
+                    )
                     if signum:
                         raise Interrupted(signum, checkpoint_path, epoch + 1, step_in_epoch + 1)
             mean_loss = float(world.sum(loss_sum)) / steps_per_epoch
             if not math.isfinite(mean_loss):
-                raise UserError(f"--lr {config.lr}: training diverged (loss {mean_loss} in epoch {epoch + 1}); lower --lr")
+                raise UserError(
+                    f"--lr {config.lr}: training diverged (loss {mean_loss} in epoch {epoch + 1}); lower --lr"
+                )
             world.broadcast_from_main(method.networks.buffers())
             passes: list[torch.Tensor] = []  # the clean passes end_epoch ran
 
@@ -356,32 +392,49 @@ def fit(
                 with torch.no_grad():
                     logged = {**logged, **diagnose(epoch + 1, (passes[-1] if passes else evaluate_train()).numpy())}
                 logged["diagnose_seconds"] = time.perf_counter() - epoch_started - epoch_seconds
-            method.history.append({
-                "epoch": epoch + 1, "loss": mean_loss, "lr": learning_rate(config, (epoch + 1) * steps_per_epoch - 1, total_steps, steps_per_epoch),
-                "seconds": epoch_earlier + epoch_seconds, "data_seconds": data_seconds, **logged,
-            })
+            method.history.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": mean_loss,
+                    "lr": learning_rate(config, (epoch + 1) * steps_per_epoch - 1, total_steps, steps_per_epoch),
+                    "seconds": epoch_earlier + epoch_seconds,
+                    "data_seconds": data_seconds,
+                    **logged,
+                }
+            )
             progress.milestone(**epoch_figures(method, method.history[-1], config.epochs))
             saving = time.perf_counter()
             checkpoints.save(Position(epoch + 1, train_seconds=trained_seconds()))
-            method.history[-1]["checkpoint_seconds"] = time.perf_counter() - saving  # after the save: the checkpoint's history lacks it
+            method.history[-1]["checkpoint_seconds"] = (
+                time.perf_counter() - saving
+            )  # after the save: the checkpoint's history lacks it
     probs = evaluate_train().numpy()
     test_accuracy = None
     if data.test_images is not None and len(data.test_images):
         test_probs = predict_all(method, ImageStore(data.test_images, device), augmenter, autocast, world)
         test_accuracy = float((test_probs.argmax(1).numpy() == data.test_labels).mean())
     return FitResult(
-        method=method, probs=probs, test_accuracy=test_accuracy, history=method.history,
-        seconds=earlier_seconds + time.perf_counter() - started, device=describe_device(device, world),
-        resumed_from_epoch=position.epoch if resume else None, resumed_at=position.describe() if resume else None,
-        earlier_seconds=earlier_seconds, epochs=config.epochs,
+        method=method,
+        probs=probs,
+        test_accuracy=test_accuracy,
+        history=method.history,
+        seconds=earlier_seconds + time.perf_counter() - started,
+        device=describe_device(device, world),
+        resumed_from_epoch=position.epoch if resume else None,
+        resumed_at=position.describe() if resume else None,
+        earlier_seconds=earlier_seconds,
+        epochs=config.epochs,
     )
 
 
 def make_optimizer(method: Method, config: RunConfig) -> torch.optim.Optimizer:
     """Returns the SGD optimiser (Nesterov momentum when `config.momentum` > 0) of the method's networks."""
     return torch.optim.SGD(
-        method.networks.parameters(), lr=config.lr, momentum=config.momentum,
-        weight_decay=config.weight_decay, nesterov=config.momentum > 0,
+        method.networks.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.momentum > 0,
     )
 
 
@@ -391,14 +444,25 @@ def sample_order(n_samples: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def make_batch(
-    order: torch.Tensor, step: int, batch_size: int, labels: torch.Tensor, store: ImageStore, augmenter: Augmenter,
-    generator: torch.Generator, device: torch.device, world: World,
+    order: torch.Tensor,
+    step: int,
+    batch_size: int,
+    labels: torch.Tensor,
+    store: ImageStore,
+    augmenter: Augmenter,
+    generator: torch.Generator,
+    device: torch.device,
+    world: World,
 ) -> tuple[Batch, int]:
     """Returns this process's part of mini-batch `step` of `order`, and the size of the whole mini-batch."""
-    whole = order[step * batch_size:(step + 1) * batch_size].sort().values
-    index = whole[world.rank::world.size]
+    whole = order[step * batch_size : (step + 1) * batch_size].sort().values
+    index = whole[world.rank :: world.size]
     batch = Batch(
-        index=index.to(device), label=labels[index].to(device), raw=store.gather(index), augmenter=augmenter, generator=generator,
+        index=index.to(device),
+        label=labels[index].to(device),
+        raw=store.gather(index),
+        augmenter=augmenter,
+        generator=generator,
     )
     return batch, len(whole)
 
@@ -408,15 +472,23 @@ def epoch_figures(method: Method, logged: dict, epochs: int) -> dict:
     figures = {"epoch": f"{logged['epoch']}/{epochs}", "loss": logged["loss"]}
     if logged.get("prediction_changes") is not None:
         figures["changed"] = logged["prediction_changes"]
-    figures.update({label: logged[key] for key, label in method.progress_figures.items() if logged.get(key) is not None})
+    figures.update(
+        {label: logged[key] for key, label in method.progress_figures.items() if logged.get(key) is not None}
+    )
     if logged.get("warmup_over") == 0.0:
         figures["phase"] = "warm-up"
     return figures
 
 
 def time_steps(
-    data: TrainData, config: RunConfig, store: ImageStore, augmenter: Augmenter, device: torch.device, world: World,
-    autocast, method_cls: type[Method] | None = None,
+    data: TrainData,
+    config: RunConfig,
+    store: ImageStore,
+    augmenter: Augmenter,
+    device: torch.device,
+    world: World,
+    autocast,
+    method_cls: type[Method] | None = None,
 ) -> float:
     """Returns the seconds one training step takes, timed on a scratch copy of the method that is then thrown away.
 
@@ -429,7 +501,10 @@ def time_steps(
     if "warmup" in {f.name for f in dataclasses.fields(cls.Hparams)}:
         params["warmup"] = 0
     scratch_config = replace(config, method_params=params, epochs=max(config.epochs, 2))
-    scratch_config.method_class, scratch_config.hparams = config.method_class, method_hparams(cls, params)  # unchecked: a warm-up of 0 may be refused
+    scratch_config.method_class, scratch_config.hparams = (
+        config.method_class,
+        method_hparams(cls, params),
+    )  # unchecked: a warm-up of 0 may be refused
     method = build_method(scratch_config, data, device, world, method_cls)
     optimizer = make_optimizer(method, scratch_config)
     trainer = training_module(method, world)
@@ -474,7 +549,9 @@ class TrainingStep(nn.Module):
         return self.method.training_step(batch, epoch)
 
 
-def train_step(trainer: nn.Module, optimizer, batch: Batch, epoch: int, share: float, world: World, autocast) -> torch.Tensor:
+def train_step(
+    trainer: nn.Module, optimizer, batch: Batch, epoch: int, share: float, world: World, autocast
+) -> torch.Tensor:
     """Runs one optimiser step on this process's part of a mini-batch, `share` of it. Returns the detached loss × `share`."""
     with autocast:
         loss = trainer(batch, epoch)
@@ -523,7 +600,12 @@ def share_samples(method: Method, index: torch.Tensor, capacity: int, world: Wor
 
 @torch.no_grad()
 def predict_all(
-    method: Method, store: ImageStore, augmenter: Augmenter, autocast, world: World = World(), training_set: bool = False,
+    method: Method,
+    store: ImageStore,
+    augmenter: Augmenter,
+    autocast,
+    world: World = World(),
+    training_set: bool = False,
 ) -> torch.Tensor:
     """Returns eval-mode probabilities (float32 N×K, on the CPU) for every image in `store`.
 
@@ -538,11 +620,17 @@ def predict_all(
     whole_chunk = EVAL_BATCH * world.size
     for start in range(0, len(store), whole_chunk):
         chunk = torch.arange(start, min(start + whole_chunk, len(store)))
-        mine = chunk[world.rank::world.size]
+        mine = chunk[world.rank :: world.size]
         with autocast:
             index = mine.to(store.device) if training_set else None
-            predicted = method.predict(augmenter.clean(store.gather(mine)), index).float() if len(mine) else torch.empty(0, n_classes, device=store.device)
-        index, rows = world.gather_rows(mine.to(predicted.device), predicted.contiguous().view(torch.uint8), -(-len(chunk) // world.size))
+            predicted = (
+                method.predict(augmenter.clean(store.gather(mine)), index).float()
+                if len(mine)
+                else torch.empty(0, n_classes, device=store.device)
+            )
+        index, rows = world.gather_rows(
+            mine.to(predicted.device), predicted.contiguous().view(torch.uint8), -(-len(chunk) // world.size)
+        )
         probs[index.cpu()] = rows.view(torch.float32).cpu()
     method.networks.train(was_training)
     return probs
@@ -600,10 +688,15 @@ class Checkpointer:
 
 def _save_checkpoint(path: Path, identity: dict, position: Position, method: Method, optimizer) -> None:
     payload = {
-        "identity": identity, "epochs_done": position.epoch, "steps_done": position.step,
-        "generator_states": position.generator_states, "loss_sum": position.loss_sum,
-        "epoch_seconds": position.epoch_seconds, "train_seconds": position.train_seconds,
-        "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+        "identity": identity,
+        "epochs_done": position.epoch,
+        "steps_done": position.step,
+        "generator_states": position.generator_states,
+        "loss_sum": position.loss_sum,
+        "epoch_seconds": position.epoch_seconds,
+        "train_seconds": position.train_seconds,
+        "method": method.state_dict(),
+        "optimizer": optimizer.state_dict(),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -622,15 +715,23 @@ def _load_checkpoint(path: Path | None, identity: dict, method: Method, optimize
             payload = torch.load(path, map_location="cpu", weights_only=True)
         saved_identity = payload["identity"]
     except Exception as err:  # a truncated or foreign file fails in many ways; all mean "unusable"
-        raise UserError(f"--resume: {path} is not a readable lnlclean checkpoint ({type(err).__name__}); drop --resume and pass --overwrite to start over")
+        raise UserError(
+            f"--resume: {path} is not a readable lnlclean checkpoint ({type(err).__name__}); drop --resume and pass --overwrite to start over"
+        )
     if saved_identity != identity:
         what = _first_difference(saved_identity, identity)
-        raise UserError(f"--resume: {path} comes from a different run ({what}); drop --resume and pass --overwrite to start over, or use another --out")
+        raise UserError(
+            f"--resume: {path} comes from a different run ({what}); drop --resume and pass --overwrite to start over, or use another --out"
+        )
     method.load_state_dict(payload["method"])
     optimizer.load_state_dict(payload["optimizer"])
     return Position(
-        int(payload["epochs_done"]), int(payload["steps_done"]), payload["generator_states"], payload["loss_sum"],
-        float(payload["epoch_seconds"]), float(payload["train_seconds"]),
+        int(payload["epochs_done"]),
+        int(payload["steps_done"]),
+        payload["generator_states"],
+        payload["loss_sum"],
+        float(payload["epoch_seconds"]),
+        float(payload["train_seconds"]),
     )
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import UserError
 
@@ -146,7 +147,9 @@ def refuse_earlier_output(out_dir: Path, names: tuple[str, ...], overwrite: bool
         return
     for name in names:
         if (out_dir / name).exists():
-            raise UserError(f"{option} {out_dir}: already holds {name} from an earlier run; pass --overwrite to replace it, or choose another {option}")
+            raise UserError(
+                f"{option} {out_dir}: already holds {name} from an earlier run; pass --overwrite to replace it, or choose another {option}"
+            )
 
 
 @contextmanager
@@ -179,7 +182,10 @@ def output_directory(out_dir: str | os.PathLike, option: str = "--out", create: 
 
 
 def check_output_file(
-    target: str | os.PathLike, option: str = "--out", overwrite: bool = False, inputs: list | None = None,
+    target: str | os.PathLike,
+    option: str = "--out",
+    overwrite: bool = False,
+    inputs: list | None = None,
     example_name: str = "fixed.csv",
 ) -> Path:
     """Checks, without creating anything, that `target` can be written as a file.
@@ -193,8 +199,12 @@ def check_output_file(
         raise UserError(f"{option} {target}: is a directory; give a file name such as {target / example_name}")
     for source in inputs or []:
         if source is not None and target.exists() and Path(source).exists() and target.samefile(source):
-            raise UserError(f"{option} {target}: is an input of this run; inputs are never modified, so choose another {option}")
+            raise UserError(
+                f"{option} {target}: is an input of this run; inputs are never modified, so choose another {option}"
+            )
     if target.exists() and not overwrite:
-        raise UserError(f"{option} {target}: already exists; pass --overwrite to replace it, or choose another {option}")
+        raise UserError(
+            f"{option} {target}: already exists; pass --overwrite to replace it, or choose another {option}"
+        )
     check_output_dir(target.parent, option)
     return target

@@ -51,7 +51,9 @@ class SoftmaxAverage(CrossEntropy):
         return (self.total / max(len(self.history), 1)).numpy()
 
 
-def idn_labels(bench: BenchmarkData, rate: float, seed: int, device: str, cache_dir: Path, reporter: Reporter) -> np.ndarray:
+def idn_labels(
+    bench: BenchmarkData, rate: float, seed: int, device: str, cache_dir: Path, reporter: Reporter
+) -> np.ndarray:
     """Returns the benchmark's training labels with instance-dependent noise at `rate` (see the module docs)."""
     mean_probs = classifier_probs(bench, seed, device, cache_dir, reporter)
     return instance_dependent_noise(bench.train_labels, mean_probs, rate, np.random.default_rng(seed))
@@ -64,11 +66,16 @@ def classifier_probs(bench: BenchmarkData, seed: int, device: str, cache_dir: Pa
     if path.is_file():
         reporter.log(f"idn: reusing the classifier's softmax from {path}")
         return np.load(path)
-    reporter.log(f"idn: training the classifier that decides which labels flip ({CLASSIFIER_EPOCHS} epochs, once; cached in {path.parent})")
+    reporter.log(
+        f"idn: training the classifier that decides which labels flip ({CLASSIFIER_EPOCHS} epochs, once; cached in {path.parent})"
+    )
     config = RunConfig(method="ce", epochs=CLASSIFIER_EPOCHS, device=device, seed=seed + SEED_OFFSET).validate()
     data = TrainData(
-        images=bench.train_images, labels=bench.train_labels, n_classes=len(bench.class_names),
-        flip=bench.flip, fingerprint=f"idn:{bench.name}",
+        images=bench.train_images,
+        labels=bench.train_labels,
+        n_classes=len(bench.class_names),
+        flip=bench.flip,
+        fingerprint=f"idn:{bench.name}",
     )
     method = fit(data, config, reporter, method_cls=SoftmaxAverage).method
     mean_probs = method.mean_probs()
@@ -81,7 +88,9 @@ def classifier_probs(bench: BenchmarkData, seed: int, device: str, cache_dir: Pa
 
 def cache_key(bench: BenchmarkData, seed: int, device_type: str) -> str:
     """Returns the hex key of a classifier table: images, true labels, class names, seed, recipe and device type."""
-    digest = hashlib.sha256(f"{RECIPE}|{CLASSIFIER_EPOCHS}|{seed + SEED_OFFSET}|{device_type}|{'|'.join(bench.class_names)}".encode())
+    digest = hashlib.sha256(
+        f"{RECIPE}|{CLASSIFIER_EPOCHS}|{seed + SEED_OFFSET}|{device_type}|{'|'.join(bench.class_names)}".encode()
+    )
     digest.update(np.ascontiguousarray(bench.train_labels, dtype=np.int64).tobytes())
     digest.update(np.ascontiguousarray(bench.train_images).tobytes())
     return digest.hexdigest()[:16]

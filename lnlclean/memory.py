@@ -50,7 +50,9 @@ def available_ram() -> int | None:
     return None
 
 
-def check_host_memory(needs: dict[str, int], max_ram: str | None, processes: int = 1, remedies: tuple[str, ...] = ()) -> None:
+def check_host_memory(
+    needs: dict[str, int], max_ram: str | None, processes: int = 1, remedies: tuple[str, ...] = ()
+) -> None:
     """Raises UserError when the host memory `needs` (what → bytes, per process) of `processes` processes exceed the limit. Returns None.
 
     The limit is `max_ram` (``--max-ram``) when given, else the memory available now; without

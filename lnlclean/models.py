@@ -12,9 +12,9 @@ for ``weights="imagenet"`` and has internet, through torchvision's download.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn

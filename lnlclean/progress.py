@@ -9,8 +9,8 @@ and one when it ends.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -59,7 +59,7 @@ class LineTask(Task):
     most every LINE_SECONDS); otherwise from the steps themselves, every LINE_SECONDS.
     """
 
-    def __init__(self, reporter: "Reporter", description: str, total: int, by_milestone: bool):
+    def __init__(self, reporter: Reporter, description: str, total: int, by_milestone: bool):
         self.reporter, self.description, self.total, self.by_milestone = reporter, description, total, by_milestone
         self.done = 0
         self.started = self.last_line = time.monotonic()

@@ -36,7 +36,12 @@ def method_options(name: str) -> list[Option]:
     cls = METHODS[name]
     aliases = {field: alias for alias, field in cls.option_aliases.items()}
     return [
-        Option(option_name(name, f.name), aliases.get(f.name), "auto" if f.default is None else str(f.default), f.metadata.get("help", ""))
+        Option(
+            option_name(name, f.name),
+            aliases.get(f.name),
+            "auto" if f.default is None else str(f.default),
+            f.metadata.get("help", ""),
+        )
         for f in dataclasses.fields(cls.Hparams)
     ]
 
@@ -46,7 +51,13 @@ def methods_text(width: int = 80) -> str:
     blocks = []
     for name in sorted(METHODS):
         cls = METHODS[name]
-        lines = [_wrap(f"{name} ({cls.num_networks} network{'s' if cls.num_networks != 1 else ''}): {cls.description}", width, "")]
+        lines = [
+            _wrap(
+                f"{name} ({cls.num_networks} network{'s' if cls.num_networks != 1 else ''}): {cls.description}",
+                width,
+                "",
+            )
+        ]
         for option in method_options(name):
             alias = f" or {option.alias}" if option.alias else ""
             lines.append(_wrap(f"{option.name}{alias} (default {option.default}): {option.help}", width, "  "))
@@ -76,7 +87,9 @@ def methods_markdown() -> str:
 
 def columns_text(width: int = 80) -> str:
     """Returns the audit table's columns as plain text wrapped to `width`, one per paragraph with its meaning."""
-    return "\n".join(_wrap(f"{column}: {meaning}", width, "") for column, meaning in {**CORE_COLUMNS, **EXTRA_COLUMNS}.items())
+    return "\n".join(
+        _wrap(f"{column}: {meaning}", width, "") for column, meaning in {**CORE_COLUMNS, **EXTRA_COLUMNS}.items()
+    )
 
 
 def columns_markdown() -> str:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-
 from helpers import digits_pixels, is_jpeg_row, write_noisy_digits
+from PIL import Image
 
 
 class DigitsFolder(NamedTuple):
@@ -70,14 +69,16 @@ BENCH_TRAIN_SIZE = 600  # a stratified digits subset: small enough for seconds p
 BENCH_EPOCHS = 60  # long enough that plain cross-entropy memorises much of the noise
 
 
-@lru_cache(maxsize=None)
+@cache
 def _digits_benchmark(method: str, noise: str, partial_rate: float | None, params: tuple) -> dict:
     from lnlclean.config import RunConfig
     from lnlclean.data.noise import parse_noise_spec
     from lnlclean.jobs.benchmark import run_benchmark_one
 
     config = RunConfig(method=method, epochs=BENCH_EPOCHS, device="cpu", method_params=dict(params))
-    return run_benchmark_one("digits", parse_noise_spec(noise), config, train_size=BENCH_TRAIN_SIZE, partial_rate=partial_rate)
+    return run_benchmark_one(
+        "digits", parse_noise_spec(noise), config, train_size=BENCH_TRAIN_SIZE, partial_rate=partial_rate
+    )
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,13 @@ def is_jpeg_row(i: int) -> bool:
 
 
 def write_noisy_digits(
-    root: Path, n_images: int, n_wrong: int, seed: int, side: int = 16, jpeg_every: int = 3, true_column: bool = False,
+    root: Path,
+    n_images: int,
+    n_wrong: int,
+    seed: int,
+    side: int = 16,
+    jpeg_every: int = 3,
+    true_column: bool = False,
 ) -> dict:
     """Writes the first `n_images` digits under ``root/images`` and ``root/labels.csv`` with `n_wrong` labels moved to another digit.
 
@@ -55,7 +61,14 @@ def write_noisy_digits(
         pixels = np.round(digits.images[i] * 255 / 16).astype(np.uint8)
         name = f"d{i:04d}.{'jpg' if jpeg_every and i % jpeg_every == 0 else 'png'}"
         Image.fromarray(pixels, mode="L").resize((side, side), Image.NEAREST).save(images / name)
-        rows.append({"path": name, "label": str(given[i]), "annotator": f"a{i % 4}", **({"true_label": str(true_labels[i])} if true_column else {})})
+        rows.append(
+            {
+                "path": name,
+                "label": str(given[i]),
+                "annotator": f"a{i % 4}",
+                **({"true_label": str(true_labels[i])} if true_column else {}),
+            }
+        )
     csv = root / "labels.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     return {"root": root, "images": images, "csv": csv, "true": true_labels, "given": given, "wrong": wrong}
@@ -75,10 +88,14 @@ def make_method(
     from lnlclean.models import build_backbone
 
     setup = Setup(
-        n_samples=len(given), n_classes=n_classes, given_labels=torch.tensor(given),
+        n_samples=len(given),
+        n_classes=n_classes,
+        given_labels=torch.tensor(given),
         candidates=None if candidates is None else torch.tensor(candidates, dtype=torch.bool),
-        epochs=epochs, device=torch.device("cpu"),
-        build_network=lambda: build_backbone("small-cnn", n_classes, 1), noise_rate=noise_rate,
+        epochs=epochs,
+        device=torch.device("cpu"),
+        build_network=lambda: build_backbone("small-cnn", n_classes, 1),
+        noise_rate=noise_rate,
     )
     return method_cls(method_hparams(method_cls, params), setup)
 

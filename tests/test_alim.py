@@ -7,13 +7,18 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from helpers import batch_of, make_method
+
 from lnlclean.config import RunConfig, method_hparams
 from lnlclean.data.noise import partial_candidates
 from lnlclean.errors import UserError
 from lnlclean.methods.alim import (
-    ALIM, clean_probability, log_margins, pseudo_targets, quantile_lambda, target_momentum,
+    ALIM,
+    clean_probability,
+    log_margins,
+    pseudo_targets,
+    quantile_lambda,
+    target_momentum,
 )
 
 PROBS = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]])
@@ -43,7 +48,9 @@ def test_margins_lambda_and_clean_probability():
     assert quantile_lambda(margins, 0.8) == pytest.approx(1.0)  # 4.0, clipped at 1
     assert quantile_lambda(margins, 0.0) == 0.0
     probs = clean_probability(margins, 0.5).tolist()
-    assert probs[2] == pytest.approx(0.5) and probs[0] == pytest.approx(0.1 / 0.6) and probs[4] == pytest.approx(4 / 4.5)
+    assert (
+        probs[2] == pytest.approx(0.5) and probs[0] == pytest.approx(0.1 / 0.6) and probs[4] == pytest.approx(4 / 4.5)
+    )
     assert clean_probability(margins, 0.0).tolist() == [1.0] * 5
 
 
@@ -51,7 +58,9 @@ def test_with_lambda_zero_and_scale_k1_alim_is_proden():
     candidates = [[1, 1, 0], [0, 1, 1], [1, 0, 1], [1, 1, 1]]
     method = make_method(ALIM, [0, 1, 2, 0], candidates=candidates, epochs=10, lambda_=0.0, normalize="scale", k=1.0)
     start = method.targets[:]
-    torch.testing.assert_close(start, torch.tensor(candidates, dtype=torch.float) / torch.tensor([[2.0], [2.0], [2.0], [3.0]]))
+    torch.testing.assert_close(
+        start, torch.tensor(candidates, dtype=torch.float) / torch.tensor([[2.0], [2.0], [2.0], [3.0]])
+    )
     method.networks.eval()
     batch = batch_of(method, [0, 1, 2, 3])
     loss = method.training_step(batch, epoch=3)
@@ -79,12 +88,19 @@ def test_lambda_is_zero_in_warmup_then_the_noise_rate_quantile_of_the_epoch_marg
 def test_without_a_noise_rate_eta_is_re_estimated_every_epoch_from_the_margin_mixture():
     method = make_method(ALIM, [0] * 50, epochs=20, warmup=2)
     spread = torch.linspace(-0.5, 0.5, 10)
-    low, high = torch.cat([spread - 3.0] * 3), torch.cat([spread + 2.0] * 2)  # 30 samples prefer another label, 20 their own
+    low, high = (
+        torch.cat([spread - 3.0] * 3),
+        torch.cat([spread + 2.0] * 2),
+    )  # 30 samples prefer another label, 20 their own
     method.log_margin.copy_(torch.cat([low, high]))
-    assert method.end_epoch(0, evaluate=None)["eta"] is None  # still warming up: no estimate from a network that has barely trained
+    assert (
+        method.end_epoch(0, evaluate=None)["eta"] is None
+    )  # still warming up: no estimate from a network that has barely trained
     logged = method.end_epoch(1, evaluate=None)
     assert logged["eta"] == pytest.approx(0.6, abs=0.02) and logged["lambda"] == pytest.approx(1.0)
-    method.log_margin.copy_(torch.cat([low[:10], high, high[:10] + 1.0, high[:10]]))  # the network has learned: 10 of 50 still doubted
+    method.log_margin.copy_(
+        torch.cat([low[:10], high, high[:10] + 1.0, high[:10]])
+    )  # the network has learned: 10 of 50 still doubted
     logged = method.end_epoch(2, evaluate=None)
     assert logged["eta"] == pytest.approx(0.2, abs=0.02) and logged["lambda"] < 0.5
     assert method.eta == logged["eta"]

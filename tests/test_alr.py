@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from helpers import batch_of, make_method
+
 from lnlclean.config import method_hparams
 from lnlclean.errors import UserError
 from lnlclean.methods.alr import ALR, alr_loss, entropy, refine_targets

@@ -36,7 +36,9 @@ def test_clean_is_normalised_and_deterministic():
     aug = Augmenter(MEAN, STD)
     raw = raw_batch()
     out = aug.clean(raw)
-    expected = (raw.permute(0, 3, 1, 2).double() / 255.0 - MEAN.double().view(1, 3, 1, 1)) / STD.double().view(1, 3, 1, 1)
+    expected = (raw.permute(0, 3, 1, 2).double() / 255.0 - MEAN.double().view(1, 3, 1, 1)) / STD.double().view(
+        1, 3, 1, 1
+    )
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(aug.clean(raw), out, rtol=0, atol=0)
     # the input is not modified
@@ -114,7 +116,7 @@ def test_translate_is_window_of_reflect_padded_input():
             (dy, dx)
             for dy in range(2 * pad + 1)
             for dx in range(2 * pad + 1)
-            if torch.equal(out[i], padded[i, :, dy:dy + 8, dx:dx + 8])
+            if torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8])
         ]
         assert matches, f"image {i} is not a window of the padded input"
         shifts.add(matches[0])
@@ -165,7 +167,7 @@ def test_cutout_sets_a_square_region_to_fill():
         assert torch.equal(out[i][:, keep], unit[i][:, keep])
         # the region is a full axis-aligned rectangle, square unless clipped at the border
         top, bottom, left, right = filled_box(mask)
-        assert mask[top:bottom + 1, left:right + 1].all() and mask.sum() == (bottom - top + 1) * (right - left + 1)
+        assert mask[top : bottom + 1, left : right + 1].all() and mask.sum() == (bottom - top + 1) * (right - left + 1)
         h, w = bottom - top + 1, right - left + 1
         if 0 < top and bottom < 15 and 0 < left and right < 15:
             assert h == w

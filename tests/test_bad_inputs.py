@@ -17,21 +17,20 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from sklearn.datasets import load_digits
 
 from lnlclean.cli import main
 from lnlclean.report.audit import read_audit
-
-from sklearn.datasets import load_digits
 
 CLASSES = (0, 1, 2)
 PER_CLASS = 8
@@ -117,7 +116,9 @@ def png_header(path: Path, width: int, height: int) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
 
 
 class RunsCode:
@@ -236,7 +237,9 @@ def csv_bytes_case(body: Callable[[Workspace], bytes]):
 def wide_header(ws: Workspace, extra: int, filled: bool) -> str:
     """Returns the CSV with `extra` more columns x0, x1, … in the header; their cells are filled with `v` when `filled`, else absent."""
     cells = "," + ",".join(["v"] * extra) if filled else ""
-    return "path,label," + ",".join(f"x{i}" for i in range(extra)) + "\n" + "\n".join(r + cells for r in ws.rows()) + "\n"
+    return (
+        "path,label," + ",".join(f"x{i}" for i in range(extra)) + "\n" + "\n".join(r + cells for r in ws.rows()) + "\n"
+    )
 
 
 def self_link(ws: Workspace) -> list[str]:
@@ -275,49 +278,133 @@ REFUSED: dict[str, tuple[Callable[[Workspace], list[str]], tuple[str, ...]]] = {
     "csv not found": (lambda ws: ws.audit(csv=ws.tmp / "nope.csv"), ("nope.csv", "labels CSV not found")),
     "csv empty": (csv_case(lambda ws: ""), ("labels.csv", "empty", "header path,label")),
     "csv header only": (csv_case(lambda ws: "path,label\n"), ("labels.csv", "no rows")),
-    "csv latin-1": (csv_case(lambda ws: with_row(ws, "d00.png,caf\u00e9"), "latin-1"), ("labels.csv", "line 26", "not UTF-8", "save the file as UTF-8")),
-    "csv header missing": (csv_case(lambda ws: "\n".join(ws.rows()) + "\n"), ("labels.csv", "looks like a data row", "add the header line path,label")),
-    "csv header misspelled": (csv_case(lambda ws: header(ws, "paht,label")), ("labels.csv", "no 'path' column, but there is 'paht'")),
-    "csv header wrong": (csv_case(lambda ws: header(ws, "file,class")), ("labels.csv", "missing column(s) path, label", "found: file, class")),
-    "csv empty label": (csv_case(lambda ws: header(ws).replace("d05.png,0", "d05.png,")), ("labels.csv", "row 7", "empty label")),
+    "csv latin-1": (
+        csv_case(lambda ws: with_row(ws, "d00.png,caf\u00e9"), "latin-1"),
+        ("labels.csv", "line 26", "not UTF-8", "save the file as UTF-8"),
+    ),
+    "csv header missing": (
+        csv_case(lambda ws: "\n".join(ws.rows()) + "\n"),
+        ("labels.csv", "looks like a data row", "add the header line path,label"),
+    ),
+    "csv header misspelled": (
+        csv_case(lambda ws: header(ws, "paht,label")),
+        ("labels.csv", "no 'path' column, but there is 'paht'"),
+    ),
+    "csv header wrong": (
+        csv_case(lambda ws: header(ws, "file,class")),
+        ("labels.csv", "missing column(s) path, label", "found: file, class"),
+    ),
+    "csv empty label": (
+        csv_case(lambda ws: header(ws).replace("d05.png,0", "d05.png,")),
+        ("labels.csv", "row 7", "empty label"),
+    ),
     "csv empty path": (csv_case(lambda ws: with_row(ws, ",1")), ("labels.csv", "row 26", "empty path")),
-    "csv float labels": (csv_case(lambda ws: header(ws).replace(",0\n", ",0.0\n")), ("labels.csv", "row 2", "'0.0' is a decimal number")),
-    "csv one class": (csv_case(lambda ws: "path,label\n" + "\n".join(f"{n},cat" for n in ws.names) + "\n"), ("labels.csv", "'cat'", "at least two classes")),
-    "csv class with one image": (csv_case(lambda ws: header(ws).replace("d20.png,2", "d20.png,22")), ("labels.csv", "row 22", "class '22' has only this one image", "did you mean '2'")),
-    "csv duplicate path": (csv_case(lambda ws: with_row(ws, "d03.png,1")), ("labels.csv", "row 26", "duplicate path 'd03.png'", "also row 5")),
-    "csv image missing": (csv_case(lambda ws: with_row(ws, "gone.png,1")), ("labels.csv", "row 26", "gone.png", "not found")),
-    "csv too many fields": (csv_case(lambda ws: with_row(ws, "d03.png,1,extra,more")), ("labels.csv", "row 26", "fields but the header names 2 columns")),
-    "csv unknown candidate": (csv_case(lambda ws: "path,label,candidates\n" + "\n".join(f"{r},{r[-1]}|9" for r in ws.rows()) + "\n"), ("labels.csv", "row 2", "unknown class '9'")),
+    "csv float labels": (
+        csv_case(lambda ws: header(ws).replace(",0\n", ",0.0\n")),
+        ("labels.csv", "row 2", "'0.0' is a decimal number"),
+    ),
+    "csv one class": (
+        csv_case(lambda ws: "path,label\n" + "\n".join(f"{n},cat" for n in ws.names) + "\n"),
+        ("labels.csv", "'cat'", "at least two classes"),
+    ),
+    "csv class with one image": (
+        csv_case(lambda ws: header(ws).replace("d20.png,2", "d20.png,22")),
+        ("labels.csv", "row 22", "class '22' has only this one image", "did you mean '2'"),
+    ),
+    "csv duplicate path": (
+        csv_case(lambda ws: with_row(ws, "d03.png,1")),
+        ("labels.csv", "row 26", "duplicate path 'd03.png'", "also row 5"),
+    ),
+    "csv image missing": (
+        csv_case(lambda ws: with_row(ws, "gone.png,1")),
+        ("labels.csv", "row 26", "gone.png", "not found"),
+    ),
+    "csv too many fields": (
+        csv_case(lambda ws: with_row(ws, "d03.png,1,extra,more")),
+        ("labels.csv", "row 26", "fields but the header names 2 columns"),
+    ),
+    "csv unknown candidate": (
+        csv_case(lambda ws: "path,label,candidates\n" + "\n".join(f"{r},{r[-1]}|9" for r in ws.rows()) + "\n"),
+        ("labels.csv", "row 2", "unknown class '9'"),
+    ),
     # found by fuzzing (tests/test_fuzz_inputs.py)
-    "csv two extra fields in the first row": (csv_case(lambda ws: header(ws).replace("d00.png,0\n", "d00.png,0,x,y\n")), ("labels.csv", "row 2", "fields", "header")),
+    "csv two extra fields in the first row": (
+        csv_case(lambda ws: header(ws).replace("d00.png,0\n", "d00.png,0,x,y\n")),
+        ("labels.csv", "row 2", "fields", "header"),
+    ),
     "csv NUL in a path": (csv_case(lambda ws: header(ws).replace("d00.png", "d0\x000.png")), ("labels.csv", "row 2")),
     "csv file name over 255 bytes": (csv_case(lambda ws: with_row(ws, "x" * 300 + ".png,1")), ("labels.csv", "row 26")),
     "csv path is a link to itself": (self_link, ("labels.csv", "row 26")),
-    "csv UTF-16 of odd length": (csv_bytes_case(lambda ws: header(ws).encode("utf-16")[:-1]), ("labels.csv", "not UTF-16")),
-    "csv UTF-16 with a lone surrogate": (csv_bytes_case(lambda ws: with_row(ws, "\ud800.png,1").encode("utf-16", "surrogatepass")), ("labels.csv", "not UTF-16")),
-    "csv newline in a quoted path": (csv_case(lambda ws: header(ws).replace("d00.png", '"d0\n0.png"')), ("labels.csv", "row 2", "d0\\n0.png")),
+    "csv UTF-16 of odd length": (
+        csv_bytes_case(lambda ws: header(ws).encode("utf-16")[:-1]),
+        ("labels.csv", "not UTF-16"),
+    ),
+    "csv UTF-16 with a lone surrogate": (
+        csv_bytes_case(lambda ws: with_row(ws, "\ud800.png,1").encode("utf-16", "surrogatepass")),
+        ("labels.csv", "not UTF-16"),
+    ),
+    "csv newline in a quoted path": (
+        csv_case(lambda ws: header(ws).replace("d00.png", '"d0\n0.png"')),
+        ("labels.csv", "row 2", "d0\\n0.png"),
+    ),
     **{
-        f"csv {shown} in a path": (csv_case(lambda ws, char=char: header(ws).replace("d00.png", f"d0{char}0.png")), ("labels.csv", "row 2"))
+        f"csv {shown} in a path": (
+            csv_case(lambda ws, char=char: header(ws).replace("d00.png", f"d0{char}0.png")),
+            ("labels.csv", "row 2"),
+        )
         for shown, char in LINE_BREAKS.items()
     },
-    "csv header of 100,000 columns": (csv_case(lambda ws: wide_header(ws, 99_998, filled=False)), ("labels.csv", "columns")),
-    "csv header of 100,000 columns, rows filled": (csv_case(lambda ws: wide_header(ws, 99_998, filled=True)), ("labels.csv", "columns")),
+    "csv header of 100,000 columns": (
+        csv_case(lambda ws: wide_header(ws, 99_998, filled=False)),
+        ("labels.csv", "columns"),
+    ),
+    "csv header of 100,000 columns, rows filled": (
+        csv_case(lambda ws: wide_header(ws, 99_998, filled=True)),
+        ("labels.csv", "columns"),
+    ),
     # paths leaving the image folder
-    "path absolute": (lambda ws: outside_file(ws, "{tmp}/outside.png,1"), ("labels.csv", "row 26", "leaves the image folder", "--allow-outside-root")),
-    "path with ..": (lambda ws: outside_file(ws, "../outside.png,1"), ("labels.csv", "row 26", "'../outside.png' leaves the image folder", "--allow-outside-root")),
-    "path link outside": (outside_link, ("labels.csv", "row 26", "'link.png' is a link pointing outside", "--allow-outside-root")),
+    "path absolute": (
+        lambda ws: outside_file(ws, "{tmp}/outside.png,1"),
+        ("labels.csv", "row 26", "leaves the image folder", "--allow-outside-root"),
+    ),
+    "path with ..": (
+        lambda ws: outside_file(ws, "../outside.png,1"),
+        ("labels.csv", "row 26", "'../outside.png' leaves the image folder", "--allow-outside-root"),
+    ),
+    "path link outside": (
+        outside_link,
+        ("labels.csv", "row 26", "'link.png' is a link pointing outside", "--allow-outside-root"),
+    ),
     # images
-    "image folder missing": (lambda ws: ["audit", str(ws.tmp / "nowhere"), str(ws.csv), "--out", str(ws.out), *QUICK], ("nowhere", "image folder not found")),
+    "image folder missing": (
+        lambda ws: ["audit", str(ws.tmp / "nowhere"), str(ws.csv), "--out", str(ws.out), *QUICK],
+        ("nowhere", "image folder not found"),
+    ),
     "image folder without images": (empty_image_folder, ("empty", "no images in <class>/<image> subfolders")),
-    "image zero bytes": (replace_image(lambda p: p.write_bytes(b"")), ("d03.png", "not an image file", "--on-bad-image skip")),
-    "image truncated": (replace_image(lambda p: p.write_bytes(p.read_bytes()[:60])), ("d03.png", "cannot decode", "--on-bad-image skip")),
+    "image zero bytes": (
+        replace_image(lambda p: p.write_bytes(b"")),
+        ("d03.png", "not an image file", "--on-bad-image skip"),
+    ),
+    "image truncated": (
+        replace_image(lambda p: p.write_bytes(p.read_bytes()[:60])),
+        ("d03.png", "cannot decode", "--on-bad-image skip"),
+    ),
     "image is text": (replace_image(lambda p: p.write_text("path,label\n")), ("d03.png", "not an image file")),
-    "image bomb over 2x limit": (lambda ws: bomb(ws, 20_000, 20_000), ("d03.png", "decompression bomb", "--on-bad-image skip")),
+    "image bomb over 2x limit": (
+        lambda ws: bomb(ws, 20_000, 20_000),
+        ("d03.png", "decompression bomb", "--on-bad-image skip"),
+    ),
     "image bomb over limit": (lambda ws: bomb(ws, 10_000, 9_000), ("d03.png", "decompression bomb")),
     "image folder name with a newline": (folder_with_newline, ("labels.csv", "row 26", "gone.png", "not found")),
     "image first is a PPM with a corrupt header": (first_image_corrupt_ppm, ("first.ppm", "--on-bad-image skip")),
-    "image TIFF truncated": (replace_image(lambda p: p.write_bytes(tiff_bytes()[:60])), ("d03.png", "--on-bad-image skip")),
-    "image TIFF header and garbage": (replace_image(lambda p: p.write_bytes(tiff_bytes()[:8] + b"\xff" * 200)), ("d03.png", "--on-bad-image skip")),
+    "image TIFF truncated": (
+        replace_image(lambda p: p.write_bytes(tiff_bytes()[:60])),
+        ("d03.png", "--on-bad-image skip"),
+    ),
+    "image TIFF header and garbage": (
+        replace_image(lambda p: p.write_bytes(tiff_bytes()[:8] + b"\xff" * 200)),
+        ("d03.png", "--on-bad-image skip"),
+    ),
     # options
     "epochs negative": (lambda ws: ws.audit("--epochs", "-1"), ("--epochs -1", "must be at least 1")),
     "batch size 1": (lambda ws: ws.audit("--batch-size", "1"), ("--batch-size 1", "at least 2")),
@@ -329,41 +416,122 @@ REFUSED: dict[str, tuple[Callable[[Workspace], list[str]], tuple[str, ...]]] = {
     "seed negative": (lambda ws: ws.audit("--seed", "-3"), ("--seed -3", "not be negative")),
     "state dtype unknown": (lambda ws: ws.audit("--state-dtype", "float8"), ("--state-dtype", "'float8'")),
     "max ram not a size": (lambda ws: ws.audit("--max-ram", "lots"), ("--max-ram lots", "not a size", "64G")),
-    "max ram too small": (lambda ws: ws.audit("--max-ram", "10"), ("--max-ram 10:", "this run needs about", "final probabilities", "raise --max-ram")),
+    "max ram too small": (
+        lambda ws: ws.audit("--max-ram", "10"),
+        ("--max-ram 10:", "this run needs about", "final probabilities", "raise --max-ram"),
+    ),
     "epochs not a number": (lambda ws: ws.audit("--epochs", "ten"), ("--epochs", "valid integer")),
     "unknown method": (lambda ws: ws.audit("--method", "nope"), ("--method 'nope'",)),
     "unknown backbone": (lambda ws: ws.audit("--backbone", "nope"), ("--backbone 'nope'",)),
     "unknown option": (lambda ws: ws.audit("--bogus"), ("No such option: --bogus",)),
     "unknown method option": (lambda ws: ws.audit("--ce-foo", "1"), ("--ce-foo",)),
-    "option of another method": (lambda ws: ws.audit("--alr-lambda", "0.5"), ("--alr-lambda", "applies to another method")),
-    "method option out of range": (lambda ws: ws.audit("--method", "alim", "--alim-normalize", "soft"), ("--alim-normalize 'soft'", "choose")),
-    "warm-up too long": (lambda ws: ws.audit("--method", "pmnar", "--pmnar-warmup", "5"), ("--pmnar-warmup 5", "--epochs 1")),
+    "option of another method": (
+        lambda ws: ws.audit("--alr-lambda", "0.5"),
+        ("--alr-lambda", "applies to another method"),
+    ),
+    "method option out of range": (
+        lambda ws: ws.audit("--method", "alim", "--alim-normalize", "soft"),
+        ("--alim-normalize 'soft'", "choose"),
+    ),
+    "warm-up too long": (
+        lambda ws: ws.audit("--method", "pmnar", "--pmnar-warmup", "5"),
+        ("--pmnar-warmup 5", "--epochs 1"),
+    ),
     "on-bad-image value": (lambda ws: ws.audit("--on-bad-image", "burn"), ("--on-bad-image", "'burn'")),
-    "weights file missing": (lambda ws: ws.audit("--weights", str(ws.tmp / "w.pt")), ("--weights", "w.pt", "no such file")),
+    "weights file missing": (
+        lambda ws: ws.audit("--weights", str(ws.tmp / "w.pt")),
+        ("--weights", "w.pt", "no such file"),
+    ),
     # environment and outputs
     "out is a file": (lambda ws: ws.audit("--out", str(ws.csv)), ("--out", "labels.csv", "is a file")),
     "out not writable": (unwritable_out, ("--out /sys/lnlclean-out", "choose another --out")),
-    "cache dir is a file": (lambda ws: ws.audit("--cache-dir", str(ws.csv), cache=False), ("--cache-dir", "labels.csv", "is a file")),
+    "cache dir is a file": (
+        lambda ws: ws.audit("--cache-dir", str(ws.csv), cache=False),
+        ("--cache-dir", "labels.csv", "is a file"),
+    ),
     "LNLCLEAN_CACHE is a file": (env_cache_is_a_file, ("$LNLCLEAN_CACHE", "cachefile", "is a file")),
     "cuda missing": (cuda_missing, ("--device cuda", "CUDA is not available")),
-    "audit twice": (lambda ws: (ws.finished_run(), ws.audit())[1], ("--out", "already holds audit.parquet", "--overwrite")),
-    "unfinished run without --resume": (lambda ws: (ws.unfinished_run(), ws.audit())[1], ("--out", "unfinished run", "--resume", "--overwrite")),
-    "relabel out is the labels CSV": (lambda ws: ["relabel", str(ws.images), str(ws.csv), "--out", str(ws.csv), "--overwrite", *QUICK], ("--out", "labels.csv", "inputs are never modified")),
-    "relabel out exists": (lambda ws: ["relabel", str(ws.images), str(ws.csv), "--out", str(ws.write_csv("x", "fixed.csv")), *QUICK], ("--out", "fixed.csv", "already exists", "--overwrite")),
-    "relabel from a non-audit": (lambda ws: ["relabel", str(ws.images), str(ws.csv), "--from-audit", str(ws.csv), "--out", str(ws.tmp / "fixed.csv"), "--quiet"], ("--from-audit", "labels.csv", "not a readable audit.parquet")),
+    "audit twice": (
+        lambda ws: (ws.finished_run(), ws.audit())[1],
+        ("--out", "already holds audit.parquet", "--overwrite"),
+    ),
+    "unfinished run without --resume": (
+        lambda ws: (ws.unfinished_run(), ws.audit())[1],
+        ("--out", "unfinished run", "--resume", "--overwrite"),
+    ),
+    "relabel out is the labels CSV": (
+        lambda ws: ["relabel", str(ws.images), str(ws.csv), "--out", str(ws.csv), "--overwrite", *QUICK],
+        ("--out", "labels.csv", "inputs are never modified"),
+    ),
+    "relabel out exists": (
+        lambda ws: ["relabel", str(ws.images), str(ws.csv), "--out", str(ws.write_csv("x", "fixed.csv")), *QUICK],
+        ("--out", "fixed.csv", "already exists", "--overwrite"),
+    ),
+    "relabel from a non-audit": (
+        lambda ws: [
+            "relabel",
+            str(ws.images),
+            str(ws.csv),
+            "--from-audit",
+            str(ws.csv),
+            "--out",
+            str(ws.tmp / "fixed.csv"),
+            "--quiet",
+        ],
+        ("--from-audit", "labels.csv", "not a readable audit.parquet"),
+    ),
     "benchmark out holds results": (existing_benchmark, ("--out", "already holds benchmark.json", "--overwrite")),
-    "benchmark data dir missing": (lambda ws: ["benchmark", "cifar10", "--data-dir", str(ws.tmp / "cifar"), "--out", str(ws.out), "--quiet"], ("--data-dir", "cifar")),
-    "benchmark unknown dataset": (lambda ws: ["benchmark", "mnist", "--out", str(ws.out), "--quiet"], ("dataset 'mnist'", "choose one of")),
-    "benchmark noise sym100": (lambda ws: ["benchmark", "digits", "--noise", "sym100", "--out", str(ws.out), "--quiet"], ("--noise 'sym100'",)),
-    "benchmark fail-under malformed": (lambda ws: ["benchmark", "digits", "--fail-under", "f1", "--out", str(ws.out), "--quiet"], ("--fail-under 'f1'", "key=value")),
-    "benchmark partial labels for ce": (lambda ws: ["benchmark", "digits", "--partial-rate", "0.3", "--out", str(ws.out), "--quiet"], ("--partial-rate", "--method ce does not read candidate sets")),
-    "benchmark train size 0": (lambda ws: ["benchmark", "digits", "--train-size", "0", "--epochs", "1", "--out", str(ws.out), "--quiet"], ("--train-size 0",)),
+    "benchmark data dir missing": (
+        lambda ws: ["benchmark", "cifar10", "--data-dir", str(ws.tmp / "cifar"), "--out", str(ws.out), "--quiet"],
+        ("--data-dir", "cifar"),
+    ),
+    "benchmark unknown dataset": (
+        lambda ws: ["benchmark", "mnist", "--out", str(ws.out), "--quiet"],
+        ("dataset 'mnist'", "choose one of"),
+    ),
+    "benchmark noise sym100": (
+        lambda ws: ["benchmark", "digits", "--noise", "sym100", "--out", str(ws.out), "--quiet"],
+        ("--noise 'sym100'",),
+    ),
+    "benchmark fail-under malformed": (
+        lambda ws: ["benchmark", "digits", "--fail-under", "f1", "--out", str(ws.out), "--quiet"],
+        ("--fail-under 'f1'", "key=value"),
+    ),
+    "benchmark partial labels for ce": (
+        lambda ws: ["benchmark", "digits", "--partial-rate", "0.3", "--out", str(ws.out), "--quiet"],
+        ("--partial-rate", "--method ce does not read candidate sets"),
+    ),
+    "benchmark train size 0": (
+        lambda ws: ["benchmark", "digits", "--train-size", "0", "--epochs", "1", "--out", str(ws.out), "--quiet"],
+        ("--train-size 0",),
+    ),
     # checkpoints
-    "resume without checkpoint": (lambda ws: ws.audit("--resume"), ("--resume", "no checkpoint at", "run once without --resume")),
-    "resume corrupt checkpoint": (lambda ws: (ws.out.mkdir(), (ws.out / "checkpoint.pt").write_bytes(b"\x80\x02garbage"), ws.audit("--resume"))[2], ("--resume", "checkpoint.pt", "not a readable lnlclean checkpoint")),
-    "resume truncated checkpoint": (lambda ws: (ws.unfinished_run(), (ws.out / "checkpoint.pt").write_bytes((ws.out / "checkpoint.pt").read_bytes()[:500]), ws.audit("--resume"))[2], ("--resume", "not a readable lnlclean checkpoint")),
-    "resume checkpoint running code": (lambda ws: foreign_checkpoint(ws, {"identity": RunsCode(ws.tmp / "pwned")}), ("--resume", "not a readable lnlclean checkpoint")),
-    "resume checkpoint of another method": (lambda ws: (ws.unfinished_run(), ws.audit("--resume", "--method", "alr", "--epochs", "2"))[1], ("--resume", "different run", "method was 'ce', now 'alr'")),
+    "resume without checkpoint": (
+        lambda ws: ws.audit("--resume"),
+        ("--resume", "no checkpoint at", "run once without --resume"),
+    ),
+    "resume corrupt checkpoint": (
+        lambda ws: (ws.out.mkdir(), (ws.out / "checkpoint.pt").write_bytes(b"\x80\x02garbage"), ws.audit("--resume"))[
+            2
+        ],
+        ("--resume", "checkpoint.pt", "not a readable lnlclean checkpoint"),
+    ),
+    "resume truncated checkpoint": (
+        lambda ws: (
+            ws.unfinished_run(),
+            (ws.out / "checkpoint.pt").write_bytes((ws.out / "checkpoint.pt").read_bytes()[:500]),
+            ws.audit("--resume"),
+        )[2],
+        ("--resume", "not a readable lnlclean checkpoint"),
+    ),
+    "resume checkpoint running code": (
+        lambda ws: foreign_checkpoint(ws, {"identity": RunsCode(ws.tmp / "pwned")}),
+        ("--resume", "not a readable lnlclean checkpoint"),
+    ),
+    "resume checkpoint of another method": (
+        lambda ws: (ws.unfinished_run(), ws.audit("--resume", "--method", "alr", "--epochs", "2"))[1],
+        ("--resume", "different run", "method was 'ce', now 'alr'"),
+    ),
     "resume checkpoint of other labels": (relabeled_labels, ("--resume", "different run", "other images or labels")),
 }
 
@@ -474,17 +642,25 @@ ACCEPTED: dict[str, Callable[[Workspace], list[str]]] = {
     "csv tabs": csv_case(lambda ws: "path\tlabel\n" + "\n".join(ws.rows("\t")) + "\n"),
     "csv CRLF": csv_case(lambda ws: header(ws).replace("\n", "\r\n")),
     "csv blank lines": csv_case(lambda ws: header(ws).replace("\n", "\n\n")),
-    "csv spaces around labels": csv_case(lambda ws: header(ws, " path , label ").replace(",", " ,  ").replace("\n", "  \n")),
+    "csv spaces around labels": csv_case(
+        lambda ws: header(ws, " path , label ").replace(",", " ,  ").replace("\n", "  \n")
+    ),
     "csv header in capitals": csv_case(lambda ws: header(ws, "Path,Label")),
     "csv quoted comma in a path": quoted_comma,
     # found by fuzzing (tests/test_fuzz_inputs.py)
-    "csv trailing separator on rows": csv_case(lambda ws: "path,label\n" + "\n".join(r + "," for r in ws.rows()) + "\n"),
-    "csv extra columns differing by spaces": csv_case(lambda ws: "path,label,x,x \n" + "\n".join(r + ",a,b" for r in ws.rows()) + "\n"),
+    "csv trailing separator on rows": csv_case(
+        lambda ws: "path,label\n" + "\n".join(r + "," for r in ws.rows()) + "\n"
+    ),
+    "csv extra columns differing by spaces": csv_case(
+        lambda ws: "path,label,x,x \n" + "\n".join(r + ",a,b" for r in ws.rows()) + "\n"
+    ),
     "csv 500 extra columns": csv_case(lambda ws: wide_header(ws, 500, filled=True)),
     "csv blank line before the header": csv_case(lambda ws: "\n" + header(ws)),
     "csv UTF-16 with blank lines": csv_case(lambda ws: "\n" + header(ws).replace("\n", "\n\n"), "utf-16"),
     "folder with a directory link loop": lambda ws: class_folders(ws, lambda folder: os.symlink(".", folder / "again")),
-    "folder with a file linking to itself": lambda ws: class_folders(ws, lambda folder: os.symlink("self.png", folder / "self.png")),
+    "folder with a file linking to itself": lambda ws: class_folders(
+        ws, lambda folder: os.symlink("self.png", folder / "self.png")
+    ),
     "image CMYK JPEG": save_as(lambda p: rgb(p).convert("CMYK"), ".jpg"),
     "image 16-bit PNG": save_as(lambda p: Image.fromarray(p.astype(np.uint16) * 257), ".png"),
     "image palette PNG": save_as(lambda p: rgb(p).convert("P"), ".png"),
@@ -567,7 +743,15 @@ def test_a_pickle_that_runs_code_is_never_loaded(ws, capsys):
     assert not (ws.tmp / "pwned").exists()
 
 
-@pytest.mark.parametrize("case", ["image bomb over limit", "resume checkpoint running code", "image TIFF truncated", "image TIFF header and garbage"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "image bomb over limit",
+        "resume checkpoint running code",
+        "image TIFF truncated",
+        "image TIFF header and garbage",
+    ],
+)
 def test_a_real_process_prints_one_line_and_exits_2(ws, case):
     """Outside pytest, which records warnings, nothing else reaches stderr (no Pillow warning about a corrupt TIFF)."""
     arrange, fragments = REFUSED[case]

@@ -11,14 +11,14 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import is_jpeg_row
 from PIL import Image
 
-from helpers import is_jpeg_row
 from lnlclean.data import cache as cache_mod
 from lnlclean.data.cache import load_or_build, resize_message
 from lnlclean.data.decode import ImageError, decode_image, resize_center_crop, to_rgb
-from lnlclean.data.manifest import read_manifest
 from lnlclean.data.imagefile import ImageArray
+from lnlclean.data.manifest import read_manifest
 
 
 def manifest_of(folder):
@@ -150,9 +150,7 @@ def sized_folder(tmp_path, counts: dict[tuple[int, int], int]):
 
 
 MIXED = {(8, 8): 3, (12, 10): 2, (20, 6): 1}  # all ≤ 64 px, but three sizes
-MIXED_LINE = (
-    "images resized to 16×16 px: they come in 3 sizes (3 at 8×8, 2 at 12×10, 1 at 20×6); choose another with --image-size"
-)
+MIXED_LINE = "images resized to 16×16 px: they come in 3 sizes (3 at 8×8, 2 at 12×10, 1 at 20×6); choose another with --image-size"
 
 
 def test_auto_resize_of_mixed_sizes_says_why_also_when_reused(tmp_path, cache_dir, monkeypatch):
@@ -175,8 +173,10 @@ def test_auto_resize_of_mixed_sizes_led_by_a_large_image_says_why(tmp_path, cach
 
 def test_auto_resize_of_large_images_of_one_size_says_why_also_when_reused(tmp_path, cache_dir, monkeypatch):
     manifest = sized_folder(tmp_path, {(80, 70): 2})
-    expected = ("images resized to 16×16 px: they are 80×70, larger than the 64 px up to which images keep their size; "
-                "choose another with --image-size")
+    expected = (
+        "images resized to 16×16 px: they are 80×70, larger than the 64 px up to which images keep their size; "
+        "choose another with --image-size"
+    )
     assert load_or_build(manifest, cache_dir, fallback_size=16).resized == expected
     forbid_decoding(monkeypatch)
     assert load_or_build(manifest, cache_dir, fallback_size=16).resized == expected
@@ -539,11 +539,16 @@ def test_large_folder_decoded_by_worker_processes_matches_one_by_one_decoding(tm
     from lnlclean.data import decode
 
     rng = np.random.default_rng(0)
-    images = {f"{i:05d}.png": Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)) for i in range(decode.PROCESS_MIN + 37)}
+    images = {
+        f"{i:05d}.png": Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8))
+        for i in range(decode.PROCESS_MIN + 37)
+    }
     images["broken.png"] = b"not a png"
     manifest = folder_with(tmp_path, images)
     cache = load_or_build(manifest, cache_dir, workers=2)
-    expected = np.stack([np.asarray(images[p]) if p != "broken.png" else np.zeros((6, 6, 3), np.uint8) for p in manifest.paths])
+    expected = np.stack(
+        [np.asarray(images[p]) if p != "broken.png" else np.zeros((6, 6, 3), np.uint8) for p in manifest.paths]
+    )
     np.testing.assert_array_equal(cache.images, expected)
     assert list(cache.bad) == [manifest.paths.index("broken.png")]
 

@@ -72,7 +72,22 @@ def test_a_finished_audit_leaves_no_checkpoint_and_refuses_resume_with_a_clear_m
     folder, out = finished_audit
     assert sorted(p.name for p in out.iterdir()) == ["audit.parquet", "report.html", "summary.json"]
     before = (out / "summary.json").read_bytes()
-    assert main(["audit", str(folder["images"]), str(folder["csv"]), "--out", str(out), "--epochs", "2", "--resume", *QUIET_CPU]) == 2
+    assert (
+        main(
+            [
+                "audit",
+                str(folder["images"]),
+                str(folder["csv"]),
+                "--out",
+                str(out),
+                "--epochs",
+                "2",
+                "--resume",
+                *QUIET_CPU,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: --resume: {out} holds a finished audit, so there is nothing to resume")
     assert "pass --overwrite instead of --resume" in err and len(err.splitlines()) == 1
@@ -92,25 +107,67 @@ def test_relabel_from_a_folder_without_an_audit_names_the_option(finished_audit,
     folder, _ = finished_audit
     empty = tmp_path / "empty"
     empty.mkdir()
-    code = main(["relabel", str(folder["images"]), str(folder["csv"]), "--from-audit", str(empty), "--out", str(tmp_path / "x.csv")])
+    code = main(
+        [
+            "relabel",
+            str(folder["images"]),
+            str(folder["csv"]),
+            "--from-audit",
+            str(empty),
+            "--out",
+            str(tmp_path / "x.csv"),
+        ]
+    )
     assert code == 2
-    assert capsys.readouterr().err.strip() == f"error: --from-audit {empty}: holds no audit.parquet; pass the --out folder of a finished lnlclean audit"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: --from-audit {empty}: holds no audit.parquet; pass the --out folder of a finished lnlclean audit"
+    )
 
 
 def test_a_benchmark_runs_again_into_its_own_folder_and_explains_its_table(tmp_path, capsys):
-    args = ["benchmark", "digits", "--noise", "sym40", "--method", "ce", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "bench")]
+    args = [
+        "benchmark",
+        "digits",
+        "--noise",
+        "sym40",
+        "--method",
+        "ce",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "bench"),
+    ]
     assert main(args) == 0
     first = capsys.readouterr()
     assert "noise true/est: share of wrong labels injected / estimated by the audit" in first.out
     assert "label acc: share of right labels before → after relabel" in first.out
     assert "and an HTML report per run" in first.out and (tmp_path / "bench" / "digits-sym40-ce.html").is_file()
     assert main(args) == 0
-    assert f"replacing the results of an earlier benchmark in {tmp_path / 'bench' / 'benchmark.json'}" in capsys.readouterr().err
+    assert (
+        f"replacing the results of an earlier benchmark in {tmp_path / 'bench' / 'benchmark.json'}"
+        in capsys.readouterr().err
+    )
     assert len(json.loads((tmp_path / "bench" / "benchmark.json").read_text())["runs"]) == 1
 
 
 def test_a_short_run_of_a_method_with_a_warmup_trains_and_warns_instead_of_refusing(tmp_path, capsys):
-    args = ["benchmark", "digits", "--noise", "sym40", "--method", "alim", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "b")]
+    args = [
+        "benchmark",
+        "digits",
+        "--noise",
+        "sym40",
+        "--method",
+        "alim",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "b"),
+    ]
     assert main(args) == 0
     run = json.loads((tmp_path / "b" / "benchmark.json").read_text())["runs"][0]
     assert "still-learning" in [warning["code"] for warning in run["warnings"]]

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import torch
 from cleanlab.filter import find_label_issues
-
 from helpers import batch_of, make_method
+
 from lnlclean.cli import main
 from lnlclean.methods.confident_learning import ConfidentLearning, stratified_folds
 from lnlclean.report.audit import read_audit
@@ -38,8 +38,8 @@ def test_network_f_never_trains_on_fold_f_and_predicts_exactly_fold_f():
     index = torch.arange(12)
     out_of_fold = method.predict(x, index)
     for i in range(12):
-        own = method.networks[int(method.fold[i])](x[i:i + 1]).softmax(dim=1)
-        torch.testing.assert_close(out_of_fold[i:i + 1], own)
+        own = method.networks[int(method.fold[i])](x[i : i + 1]).softmax(dim=1)
+        torch.testing.assert_close(out_of_fold[i : i + 1], own)
     mean = torch.stack([net(x).softmax(dim=1) for net in method.networks]).mean(dim=0)
     torch.testing.assert_close(method.predict(x), mean)  # images that are not training samples
 
@@ -47,15 +47,36 @@ def test_network_f_never_trains_on_fold_f_and_predicts_exactly_fold_f():
 def test_audit_flags_what_cleanlab_finds_on_the_out_of_fold_probabilities(noisy_folder_small, tmp_path):
     folder = noisy_folder_small
     out = tmp_path / "audit"
-    code = main(["audit", str(folder["images"]), str(folder["csv"]), "--method", "confident-learning", "--folds", "3",
-                 "--epochs", "30", "--device", "cpu", "--no-flip", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    code = main(
+        [
+            "audit",
+            str(folder["images"]),
+            str(folder["csv"]),
+            "--method",
+            "confident-learning",
+            "--folds",
+            "3",
+            "--epochs",
+            "30",
+            "--device",
+            "cpu",
+            "--no-flip",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--quiet",
+        ]
+    )
     assert code == 0
     frame, meta = read_audit(out / "audit.parquet")
     summary = json.loads((out / "summary.json").read_text())
     assert meta["settings"]["method_params"] == {"folds": 3}
     assert sorted(frame["cl_fold"].unique()) == [0, 1, 2]
     assert (frame["label_score"] == frame["cl_label_quality"]).all()
-    assert np.allclose(frame["label_score"], frame["given_label_prob"], atol=1e-6)  # self confidence of the out-of-fold probabilities
+    assert np.allclose(
+        frame["label_score"], frame["given_label_prob"], atol=1e-6
+    )  # self confidence of the out-of-fold probabilities
     assert frame["cl_label_issue"].sum() == summary["method_summary"]["cleanlab_label_issues"]
     assert (frame["is_label_issue"] == (frame["clean_prob"] < 0.5)).all()  # the calibrated flags every method has
     wrong = np.zeros(len(frame), dtype=bool)

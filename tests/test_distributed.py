@@ -35,8 +35,19 @@ WRONG = 24
 
 def torchrun(*args, processes: int = 2) -> subprocess.CompletedProcess:
     """Runs ``torchrun --standalone --nproc-per-node <processes> -m lnlclean <args>``. Returns the finished process."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "lnlclean", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900, check=False)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "lnlclean",
+        *map(str, args),
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +63,31 @@ def noisy_digits(tmp_path_factory):
     paths = []
     for i in range(N_FOLDER):
         paths.append(f"d{i:04d}.png")
-        Image.fromarray(np.round(digits.images[i] * 255 / 16).astype(np.uint8), mode="L").save(root / "images" / paths[-1])
+        Image.fromarray(np.round(digits.images[i] * 255 / 16).astype(np.uint8), mode="L").save(
+            root / "images" / paths[-1]
+        )
     pd.DataFrame({"path": paths, "label": given}).to_csv(root / "labels.csv", index=False)
     return root
 
 
 def test_two_process_benchmark_detects_noise_as_well_as_one_process(tmp_path, digits_benchmark):
-    done = torchrun("benchmark", "digits", "--noise", "sym40", "--method", "all", "--epochs", 60, "--train-size", 600,
-                    "--device", "cpu", "--out", tmp_path / "bench", "--quiet")
+    done = torchrun(
+        "benchmark",
+        "digits",
+        "--noise",
+        "sym40",
+        "--method",
+        "all",
+        "--epochs",
+        60,
+        "--train-size",
+        600,
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "bench",
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("wrote") == 1  # only rank 0 prints and writes
     runs = {run["method"]: run for run in json.loads((tmp_path / "bench" / "benchmark.json").read_text())["runs"]}
@@ -73,8 +101,22 @@ def test_two_process_benchmark_detects_noise_as_well_as_one_process(tmp_path, di
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_two_process_audit_has_one_row_per_sample(noisy_digits, tmp_path, method):
     out = tmp_path / "out"
-    done = torchrun("audit", noisy_digits / "images", noisy_digits / "labels.csv", "--method", method, "--epochs", 3,
-                    "--device", "cpu", "--out", out, "--cache-dir", tmp_path / "cache", "--quiet")
+    done = torchrun(
+        "audit",
+        noisy_digits / "images",
+        noisy_digits / "labels.csv",
+        "--method",
+        method,
+        "--epochs",
+        3,
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     audit = pd.read_parquet(out / "audit.parquet")
     expected = pd.read_csv(noisy_digits / "labels.csv")
@@ -87,12 +129,28 @@ def test_two_process_audit_has_one_row_per_sample(noisy_digits, tmp_path, method
 
 
 def test_every_process_reports_a_bad_option_on_one_line(noisy_digits, tmp_path):
-    done = torchrun("audit", noisy_digits / "images", noisy_digits / "labels.csv", "--batch-size", 2, "--epochs", 2,
-                    "--device", "cpu", "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache", "--quiet")
+    done = torchrun(
+        "audit",
+        noisy_digits / "images",
+        noisy_digits / "labels.csv",
+        "--batch-size",
+        2,
+        "--epochs",
+        2,
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "out",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--quiet",
+    )
     assert done.returncode != 0
     for rank in (0, 1):
         assert f"error: [rank {rank}/2] --batch-size 2: each of the 2 processes needs at least 2 images" in done.stderr
-    ours, launcher_report = done.stderr.split("Traceback", 1)  # torchrun reports a failed process with its own traceback
+    ours, launcher_report = done.stderr.split(
+        "Traceback", 1
+    )  # torchrun reports a failed process with its own traceback
     assert "ChildFailedError" in launcher_report and "Traceback" not in launcher_report
     assert [line for line in ours.splitlines() if not re.match(r"[WEI]\d{4} ", line)] == [
         line for line in ours.splitlines() if line.startswith("error: [rank ")
@@ -108,7 +166,9 @@ def _free_port() -> int:
 
 def _join(rank: int, size: int, port: int) -> None:
     """Makes this spawned process rank `rank` of `size`, as torchrun's environment would."""
-    os.environ.update(WORLD_SIZE=str(size), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        WORLD_SIZE=str(size), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
 
 
@@ -130,8 +190,12 @@ def _checksums_in_process(rank: int, size: int, port: int, out_dir: str) -> None
         networks = SampleState()
         for name, tensor in result.method.networks.state_dict().items():
             networks.add(name, tensor)
-        sums[method] = {"state": result.method.state.checksum(), "networks": networks.checksum(),
-                        "probs": float(result.probs.sum()), "history": result.method.history[-1]["loss"]}
+        sums[method] = {
+            "state": result.method.state.checksum(),
+            "networks": networks.checksum(),
+            "probs": float(result.probs.sum()),
+            "history": result.method.history[-1]["loss"],
+        }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as file:
         json.dump(sums, file)
 
@@ -174,7 +238,9 @@ def test_per_sample_state_is_identical_on_every_rank_after_training(tmp_path):
     first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert first == second
     empty = SampleState().checksum()
-    assert {m for m, sums in first.items() if sums["state"] == empty} == {"confident-learning"}  # ce keeps the previous predictions (methods.phase)
+    assert {m for m, sums in first.items() if sums["state"] == empty} == {
+        "confident-learning"
+    }  # ce keeps the previous predictions (methods.phase)
     stateful = [sums["state"] for sums in first.values() if sums["state"] != empty]
     assert len(set(stateful)) == len(stateful)  # the digests tell states apart
 
@@ -186,7 +252,10 @@ def test_pack_and_unpack_carry_every_dtype_and_shape():
     labels = state.add("labels", torch.arange(6) * 7)
     half = state.add("half", torch.rand(6).half())
     other = SampleState()
-    copies = {name: other.add(name, torch.zeros_like(t)) for name, t in (("soft", soft), ("flags", flags), ("labels", labels), ("half", half))}
+    copies = {
+        name: other.add(name, torch.zeros_like(t))
+        for name, t in (("soft", soft), ("flags", flags), ("labels", labels), ("half", half))
+    }
     index = torch.tensor([4, 1, 5])
     packed = state.pack(index)
     assert packed.dtype == torch.uint8 and packed.shape == (3, 3 * 4 + 2 + 8 + 2)

@@ -11,10 +11,13 @@ from lnlclean.methods import METHODS
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-@pytest.mark.parametrize("page, command, generate", [
-    ("methods.md", "lnlclean methods --markdown", reference.methods_markdown),
-    ("outputs.md", "lnlclean columns --markdown", reference.columns_markdown),
-])
+@pytest.mark.parametrize(
+    "page, command, generate",
+    [
+        ("methods.md", "lnlclean methods --markdown", reference.methods_markdown),
+        ("outputs.md", "lnlclean columns --markdown", reference.columns_markdown),
+    ],
+)
 def test_generated_blocks_in_docs_match_the_code(page, command, generate):
     document = (DOCS / page).read_text(encoding="utf-8")
     assert reference.replace_generated(document, command, generate()) == document, (
@@ -31,7 +34,9 @@ def test_the_help_quoted_in_docs_is_what_the_command_prints(command):
     )
 
 
-@pytest.mark.parametrize("command, generate", [("methods", reference.methods_markdown), ("columns", reference.columns_markdown)])
+@pytest.mark.parametrize(
+    "command, generate", [("methods", reference.methods_markdown), ("columns", reference.columns_markdown)]
+)
 def test_the_markdown_commands_print_the_generated_blocks(capsys, command, generate):
     assert main([command, "--markdown"]) == 0
     assert capsys.readouterr().out.strip() == generate()

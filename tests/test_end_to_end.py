@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import write_noisy_digits
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from helpers import write_noisy_digits
 from lnlclean.cli import main
 from lnlclean.config import RunConfig
-from lnlclean.methods import get_method
 from lnlclean.jobs.audit import run_audit
+from lnlclean.methods import get_method
 from lnlclean.report.audit import CORE_COLUMNS, read_audit
 
 N_IMAGES = 240
@@ -32,12 +32,24 @@ def cli(*args: str) -> int:
 
 
 FAST = ("--method", "ce", "--epochs", "30", "--device", "cpu", "--no-flip", "--lr", "0.05")
-CALIBRATED = ("--method", "ce", "--epochs", "16", "--device", "cpu", "--no-flip", "--lr", "0.05")  # before the network memorises the wrong labels
+CALIBRATED = (
+    "--method",
+    "ce",
+    "--epochs",
+    "16",
+    "--device",
+    "cpu",
+    "--no-flip",
+    "--lr",
+    "0.05",
+)  # before the network memorises the wrong labels
 
 
 def test_audit_then_relabel_round_trip(noisy_folder, tmp_path):
     out, cache = tmp_path / "audit", tmp_path / "cache"
-    assert cli("audit", noisy_folder["images"], noisy_folder["csv"], "--out", out, "--cache-dir", cache, *CALIBRATED) == 0
+    assert (
+        cli("audit", noisy_folder["images"], noisy_folder["csv"], "--out", out, "--cache-dir", cache, *CALIBRATED) == 0
+    )
     frame, meta = read_audit(out / "audit.parquet")
     assert list(frame.columns[: len(CORE_COLUMNS)]) == list(CORE_COLUMNS)
     assert "annotator" in frame.columns and len(frame) == N_IMAGES
@@ -55,7 +67,18 @@ def test_audit_then_relabel_round_trip(noisy_folder, tmp_path):
 
     fixed = tmp_path / "fixed.csv"
     before = noisy_folder["csv"].read_bytes()
-    assert cli("relabel", noisy_folder["images"], noisy_folder["csv"], "--from-audit", out / "audit.parquet", "--out", fixed) == 0
+    assert (
+        cli(
+            "relabel",
+            noisy_folder["images"],
+            noisy_folder["csv"],
+            "--from-audit",
+            out / "audit.parquet",
+            "--out",
+            fixed,
+        )
+        == 0
+    )
     assert noisy_folder["csv"].read_bytes() == before
     corrected = pd.read_csv(fixed, dtype=str)
     assert list(corrected.columns) == ["path", "label", "annotator", "original_label", "action", "confidence"]
@@ -70,20 +93,50 @@ def test_audit_then_relabel_round_trip(noisy_folder, tmp_path):
 def test_an_audit_of_memorised_labels_warns_and_relabel_changes_none(noisy_folder, tmp_path):
     # 30 epochs on 240 images: the network has fitted most wrong labels and can no longer argue against them
     out = tmp_path / "audit"
-    assert cli("audit", noisy_folder["images"], noisy_folder["csv"], "--out", out, "--cache-dir", tmp_path / "cache", *FAST) == 0
+    assert (
+        cli(
+            "audit", noisy_folder["images"], noisy_folder["csv"], "--out", out, "--cache-dir", tmp_path / "cache", *FAST
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert [warning["code"] for warning in summary["warnings"]] == ["not-separated"]
     assert "train fewer epochs" in summary["warnings"][0]["message"]
-    assert read_audit(out / "audit.parquet")[1]["calibration"]["separated"] is False  # relabel --from-audit reads it here
-    assert cli("relabel", noisy_folder["images"], noisy_folder["csv"], "--from-audit", out / "audit.parquet", "--out", tmp_path / "fixed.csv") == 0
+    assert (
+        read_audit(out / "audit.parquet")[1]["calibration"]["separated"] is False
+    )  # relabel --from-audit reads it here
+    assert (
+        cli(
+            "relabel",
+            noisy_folder["images"],
+            noisy_folder["csv"],
+            "--from-audit",
+            out / "audit.parquet",
+            "--out",
+            tmp_path / "fixed.csv",
+        )
+        == 0
+    )
     corrected = pd.read_csv(tmp_path / "fixed.csv", dtype=str)
     assert (corrected["label"] == corrected["original_label"]).all() and (corrected["action"] != "relabel").all()
 
 
 def test_relabel_trains_when_no_audit_given(noisy_folder, tmp_path):
     fixed = tmp_path / "fixed.csv"
-    code = cli("relabel", noisy_folder["images"], noisy_folder["csv"], "--out", fixed, "--policy", "drop",
-               "--audit-dir", tmp_path / "audit", "--cache-dir", tmp_path / "cache", *FAST)
+    code = cli(
+        "relabel",
+        noisy_folder["images"],
+        noisy_folder["csv"],
+        "--out",
+        fixed,
+        "--policy",
+        "drop",
+        "--audit-dir",
+        tmp_path / "audit",
+        "--cache-dir",
+        tmp_path / "cache",
+        *FAST,
+    )
     assert code == 0
     corrected = pd.read_csv(fixed, dtype=str)
     flagged = read_audit(tmp_path / "audit" / "audit.parquet")[0]["is_label_issue"]
@@ -103,10 +156,22 @@ def test_image_folder_layout_without_csv(tmp_path):
     assert set(frame["given_label"]) == {"even", "odd"} and frame["path"].str.contains("/").all()
 
 
-@pytest.mark.parametrize("method, params", [("ce", {}), ("pmnar", {"warmup": 1}), ("alr", {"warmup": 1}), ("alim", {"warmup": 1}), ("promix", {"warmup": 1}), ("flywheel", {"warmup": 1})])
+@pytest.mark.parametrize(
+    "method, params",
+    [
+        ("ce", {}),
+        ("pmnar", {"warmup": 1}),
+        ("alr", {"warmup": 1}),
+        ("alim", {"warmup": 1}),
+        ("promix", {"warmup": 1}),
+        ("flywheel", {"warmup": 1}),
+    ],
+)
 def test_resume_after_interruption_gives_the_same_audit(noisy_folder, tmp_path, monkeypatch, method, params):
     config = dict(method=method, method_params=params, epochs=5, device="cpu", flip=False, seed=3)
-    reference = run_audit(noisy_folder["images"], noisy_folder["csv"], RunConfig(**config), tmp_path / "a", tmp_path / "cache")
+    reference = run_audit(
+        noisy_folder["images"], noisy_folder["csv"], RunConfig(**config), tmp_path / "a", tmp_path / "cache"
+    )
     method_cls = get_method(method)
     original_end_epoch = method_cls.end_epoch
 
@@ -120,7 +185,14 @@ def test_resume_after_interruption_gives_the_same_audit(noisy_folder, tmp_path, 
         run_audit(noisy_folder["images"], noisy_folder["csv"], RunConfig(**config), tmp_path / "b", tmp_path / "cache")
     assert not (tmp_path / "b" / "audit.parquet").exists()
     monkeypatch.setattr(method_cls, "end_epoch", original_end_epoch)
-    resumed = run_audit(noisy_folder["images"], noisy_folder["csv"], RunConfig(**config), tmp_path / "b", tmp_path / "cache", resume=True)
+    resumed = run_audit(
+        noisy_folder["images"],
+        noisy_folder["csv"],
+        RunConfig(**config),
+        tmp_path / "b",
+        tmp_path / "cache",
+        resume=True,
+    )
     assert resumed.summary["resumed_from_epoch"] == 2
     pd.testing.assert_frame_equal(resumed.audit, reference.audit)
 
@@ -131,9 +203,24 @@ def test_benchmark_digits_writes_every_field(tmp_path):
     runs = json.loads((out / "benchmark.json").read_text())["runs"]
     assert [r["noise"] for r in runs] == ["sym40", "asym40"]
     fields = {
-        "dataset", "noise", "method", "seed", "epochs", "true_noise_rate", "estimated_noise_rate",
-        "precision", "recall", "f1", "auroc", "test_accuracy", "relabel_accuracy",
-        "label_accuracy_before", "label_accuracy_after", "seconds", "seconds_per_epoch", "device",
+        "dataset",
+        "noise",
+        "method",
+        "seed",
+        "epochs",
+        "true_noise_rate",
+        "estimated_noise_rate",
+        "precision",
+        "recall",
+        "f1",
+        "auroc",
+        "test_accuracy",
+        "relabel_accuracy",
+        "label_accuracy_before",
+        "label_accuracy_after",
+        "seconds",
+        "seconds_per_epoch",
+        "device",
     }
     assert fields <= set(runs[0])
     assert runs[0]["true_noise_rate"] == pytest.approx(0.4, abs=0.001)
@@ -168,7 +255,10 @@ def test_unreadable_image_fails_by_default_and_is_skipped_on_request(noisy_folde
     assert len(frame) == N_IMAGES - 1 and "d0001.png" not in set(frame["path"])
     assert summary["n_skipped"] == 1 and summary["skipped"][0]["path"] == "d0001.png"
     fixed = tmp_path / "fixed.csv"
-    assert cli("relabel", images, noisy_folder["csv"], "--from-audit", tmp_path / "skip" / "audit.parquet", "--out", fixed) == 0
+    assert (
+        cli("relabel", images, noisy_folder["csv"], "--from-audit", tmp_path / "skip" / "audit.parquet", "--out", fixed)
+        == 0
+    )
     corrected = pd.read_csv(fixed, dtype=str)
     assert len(corrected) == N_IMAGES
     assert corrected.loc[corrected["path"] == "d0001.png", "action"].item() == "review"
@@ -177,8 +267,21 @@ def test_unreadable_image_fails_by_default_and_is_skipped_on_request(noisy_folde
 def method_audit(noisy_folder, tmp_path, epochs: int, *options: str):
     """Audits the noisy folder on CPU with `options` for `epochs` epochs. Returns (audit frame, metadata, method_summary)."""
     out = tmp_path / "audit"
-    code = cli("audit", noisy_folder["images"], noisy_folder["csv"], *options,
-               "--out", out, "--cache-dir", tmp_path / "cache", "--epochs", str(epochs), "--device", "cpu", "--no-flip")
+    code = cli(
+        "audit",
+        noisy_folder["images"],
+        noisy_folder["csv"],
+        *options,
+        "--out",
+        out,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--epochs",
+        str(epochs),
+        "--device",
+        "cpu",
+        "--no-flip",
+    )
     assert code == 0
     frame, meta = read_audit(out / "audit.parquet")
     return frame, meta, json.loads((out / "summary.json").read_text())["method_summary"]
@@ -195,17 +298,23 @@ def test_pmnar_audit_writes_its_columns_and_f_min_per_epoch(noisy_folder, tmp_pa
 
 
 def test_alr_audit_takes_lambda_by_its_option_name_and_writes_its_columns(noisy_folder, tmp_path):
-    frame, meta, summary = method_audit(noisy_folder, tmp_path, 6, "--method", "alr", "--alr-lambda", "0.1", "--alr-warmup", "3")
+    frame, meta, summary = method_audit(
+        noisy_folder, tmp_path, 6, "--method", "alr", "--alr-lambda", "0.1", "--alr-warmup", "3"
+    )
     assert meta["settings"]["method_params"] == {"lambda_": 0.1, "warmup": 3}
     assert frame["alr_target_max"].between(1 / 10, 1).all() and (frame["alr_target_entropy"] > 0).all()
-    assert frame["label_score"].lt(1).all() and frame["label_score"].gt(0.9**3 - 1e-6).all()  # t[given] after 3 refinement epochs
+    assert (
+        frame["label_score"].lt(1).all() and frame["label_score"].gt(0.9**3 - 1e-6).all()
+    )  # t[given] after 3 refinement epochs
     assert summary["lambda"] == 0.1 and summary["warmup"] == 3
     entropies = summary["mean_target_entropy_per_epoch"]
     assert entropies[:3] == [0.0, 0.0, 0.0] and entropies[3] > 0
 
 
 def test_alim_audit_writes_its_columns_and_lambda_per_epoch(noisy_folder, tmp_path):
-    frame, meta, summary = method_audit(noisy_folder, tmp_path, 6, "--method", "alim", "--alim-warmup", "2", "--noise-rate", "0.125")
+    frame, meta, summary = method_audit(
+        noisy_folder, tmp_path, 6, "--method", "alim", "--alim-warmup", "2", "--noise-rate", "0.125"
+    )
     assert meta["settings"]["noise_rate"] == 0.125
     assert summary["eta"] == 0.125 and summary["eta_source"] == "--noise-rate"
     lambdas = summary["lambda_per_epoch"]
@@ -232,7 +341,17 @@ def write_candidates_csv(noisy_folder, path, with_label: bool) -> list[str]:
 def test_alim_audits_a_candidates_only_csv_and_other_methods_refuse_it(noisy_folder, tmp_path, capsys):
     csv = tmp_path / "candidates.csv"
     sets = write_candidates_csv(noisy_folder, csv, with_label=False)
-    common = (noisy_folder["images"], csv, "--cache-dir", tmp_path / "cache", "--epochs", "4", "--device", "cpu", "--no-flip")
+    common = (
+        noisy_folder["images"],
+        csv,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--epochs",
+        "4",
+        "--device",
+        "cpu",
+        "--no-flip",
+    )
     assert cli("audit", *common, "--method", "alim", "--out", tmp_path / "a") == 0
     frame, _ = read_audit(tmp_path / "a" / "audit.parquet")
     assert frame["candidates"].tolist() == sets
@@ -269,8 +388,21 @@ def test_flywheel_audit_writes_its_columns_gamma_and_corruption_matrix(noisy_fol
 
 def test_relabel_with_flywheel_writes_a_corrected_manifest(noisy_folder, tmp_path):
     fixed = tmp_path / "fixed.csv"
-    code = cli("relabel", noisy_folder["images"], noisy_folder["csv"], "--method", "flywheel", "--out", fixed,
-               "--cache-dir", tmp_path / "cache", "--epochs", "4", "--device", "cpu")
+    code = cli(
+        "relabel",
+        noisy_folder["images"],
+        noisy_folder["csv"],
+        "--method",
+        "flywheel",
+        "--out",
+        fixed,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--epochs",
+        "4",
+        "--device",
+        "cpu",
+    )
     assert code == 0
     corrected = pd.read_csv(fixed, dtype=str)
     original = pd.read_csv(noisy_folder["csv"], dtype=str)

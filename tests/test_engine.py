@@ -43,8 +43,12 @@ def test_cuda_request_without_cuda_is_a_user_error(monkeypatch):
 def test_ce_learns_clean_digits_and_reports_history():
     digits = load_digits()
     data = TrainData(
-        images=digits.train_images, labels=digits.train_labels, n_classes=10,
-        test_images=digits.test_images, test_labels=digits.test_labels, flip=False,
+        images=digits.train_images,
+        labels=digits.train_labels,
+        n_classes=10,
+        test_images=digits.test_images,
+        test_labels=digits.test_labels,
+        flip=False,
     )
     result = fit(data, RunConfig(method="ce", epochs=6, device="cpu"))
     assert result.test_accuracy > 0.9

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import batch_of, make_method
+
 from lnlclean.config import method_hparams
 from lnlclean.errors import UserError
 from lnlclean.methods.flywheel import (
-    Flywheel, clean_probability, confidence_regularizer, corruption_likelihood, estimate_corruption, given_label_margin,
-    main_targets, supervised_contrastive, true_class_estimate, uniform_corruption,
+    Flywheel,
+    clean_probability,
+    confidence_regularizer,
+    corruption_likelihood,
+    estimate_corruption,
+    given_label_margin,
+    main_targets,
+    supervised_contrastive,
+    true_class_estimate,
+    uniform_corruption,
 )
 
 
@@ -60,7 +68,9 @@ def test_main_targets_soft_hard_and_agreement():
     predicted = torch.tensor([1, 2, 1, 1])
     given = torch.tensor([1, 1, 1, 1])
     keep, relabel = main_targets(clean, refurbished, predicted, given, "soft")
-    assert keep.tolist() == pytest.approx([0.9, 0.9, 0.2, 0.6]) and relabel.tolist() == pytest.approx([0.1, 0.1, 0.8, 0.4])
+    assert keep.tolist() == pytest.approx([0.9, 0.9, 0.2, 0.6]) and relabel.tolist() == pytest.approx(
+        [0.1, 0.1, 0.8, 0.4]
+    )
     assert main_targets(clean, refurbished, predicted, given, "hard")[0].tolist() == [1.0, 1.0, 0.0, 1.0]
     # sample 1: both networks say 2 for a given 1, so it is relabelled despite c = 0.9;
     # sample 3: the main network still predicts the given label, so it is kept
@@ -91,7 +101,9 @@ def test_warmup_records_margins_and_sets_gamma_from_their_mixture():
     method = make_flywheel([0, 1, 2, 0], warmup=1)
     logits = method.main(batch_of(method, [0, 1, 2, 3]).weak).float()
     method.training_step(batch_of(method, [0, 1, 2, 3]), epoch=0)
-    assert method.main_margin.tolist() == pytest.approx(given_label_margin(logits, method.setup.given_labels).tolist(), abs=1e-4)
+    assert method.main_margin.tolist() == pytest.approx(
+        given_label_margin(logits, method.setup.given_labels).tolist(), abs=1e-4
+    )
     assert torch.equal(method.refurbished, method.setup.given_labels)  # nothing refurbished before the EM cycles
     margins = torch.cat([torch.linspace(-3.5, -2.5, 30), torch.linspace(1.5, 2.5, 70)])  # 30 % prefer another label
     method = make_flywheel([0, 1, 2, 0] * 25, warmup=1)

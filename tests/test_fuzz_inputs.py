@@ -23,7 +23,7 @@ import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,7 @@ def stop_at_training(monkeypatch):
 # ---------------------------------------------------------------- file contents
 
 
-@lru_cache(maxsize=None)
+@cache
 def png(index: int) -> bytes:
     """Returns the bytes of image `index`: an 8×8 grayscale PNG of seeded noise."""
     pixels = np.random.default_rng(index).integers(0, 256, (8, 8), dtype=np.uint8)
@@ -225,15 +225,53 @@ def insert_blank_lines(draw, lines: list[list[str]]) -> list[list[str]]:
 
 # ---------------------------------------------------------------- mutated inputs
 
-EDIT_CHARS = st.sampled_from([",", ";", "\t", '"', "'", "\n", "\r", "\x00", "\x1e", "\x85", "\u2028", " ", "a", "Z", "é", "ß", "日", "|", "/", "\\", "."])
-ODD_PATHS = ("gone.png", "x" * 300 + ".png", "d\x00.png", "../outside.png", "/etc/hostname", "a/" * 2100 + "b.png", "loop.png", "", NAMES[0], "sub\n.png", "d\u2028.png")
+EDIT_CHARS = st.sampled_from(
+    [
+        ",",
+        ";",
+        "\t",
+        '"',
+        "'",
+        "\n",
+        "\r",
+        "\x00",
+        "\x1e",
+        "\x85",
+        "\u2028",
+        " ",
+        "a",
+        "Z",
+        "é",
+        "ß",
+        "日",
+        "|",
+        "/",
+        "\\",
+        ".",
+    ]
+)
+ODD_PATHS = (
+    "gone.png",
+    "x" * 300 + ".png",
+    "d\x00.png",
+    "../outside.png",
+    "/etc/hostname",
+    "a/" * 2100 + "b.png",
+    "loop.png",
+    "",
+    NAMES[0],
+    "sub\n.png",
+    "d\u2028.png",
+)
 EXTRA_NAMES = st.sampled_from(["x", "x ", " x", "", "Path", "label", "candidates", "ünï", "a b", "1", "Unnamed: 2"])
 
 
 def change_files(draw, files: dict[str, str], links: dict[str, str], rows: list[list[str]]) -> None:
     """Applies up to three drawn changes to the image folder and the rows that list it."""
     label = st.sampled_from(["0", "1", "2"])
-    for change in draw(st.lists(st.sampled_from(["missing", "bad", "self link", "dir loop", "odd row", "255-byte name"]), max_size=3)):
+    for change in draw(
+        st.lists(st.sampled_from(["missing", "bad", "self link", "dir loop", "odd row", "255-byte name"]), max_size=3)
+    ):
         if change == "missing":
             del files[draw(st.sampled_from(sorted(files)))]
         elif change == "bad":
@@ -262,14 +300,18 @@ def add_extra_columns(draw, header: list[str], rows: list[list[str]]) -> None:
 
 def edit_text(draw, text: str) -> str:
     """Returns `text` with up to six characters inserted, replaced or deleted at drawn positions."""
-    for op, at, char in draw(st.lists(st.tuples(st.sampled_from(["insert", "replace", "delete"]), st.integers(0, 10**6), EDIT_CHARS), max_size=6)):
+    for op, at, char in draw(
+        st.lists(
+            st.tuples(st.sampled_from(["insert", "replace", "delete"]), st.integers(0, 10**6), EDIT_CHARS), max_size=6
+        )
+    ):
         at %= len(text) + 1
         if op == "insert":
             text = text[:at] + char + text[at:]
         elif op == "replace":
-            text = text[:at] + char + text[at + 1:]
+            text = text[:at] + char + text[at + 1 :]
         else:
-            text = text[:at] + text[at + 1:]
+            text = text[:at] + text[at + 1 :]
     return text
 
 
@@ -281,7 +323,7 @@ def encode_mutated(draw, text: str) -> bytes:
     if encoding == "UTF-16 less a byte":
         raw = encode(text, "UTF-16")
         at = draw(st.integers(2, len(raw) - 1))
-        return raw[:at] + raw[at + 1:]
+        return raw[:at] + raw[at + 1 :]
     return encode(text, encoding)
 
 
@@ -310,8 +352,17 @@ def mutated_csv_inputs(draw) -> Example:
 @st.composite
 def mutated_folder_inputs(draw) -> Example:
     """An ImageFolder layout (no CSV) with odd class names, bad images and symlink loops."""
-    classes = draw(st.lists(st.sampled_from(["0", "1", "2", "cat", "ca\nt", "ünï", ".hidden", "c\u2028"]), min_size=1, max_size=3, unique=True))
-    files = {f"{classes[label % len(classes)]}/{name}": f"image {i}" for i, (name, label) in enumerate(zip(NAMES, LABELS))}
+    classes = draw(
+        st.lists(
+            st.sampled_from(["0", "1", "2", "cat", "ca\nt", "ünï", ".hidden", "c\u2028"]),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        )
+    )
+    files = {
+        f"{classes[label % len(classes)]}/{name}": f"image {i}" for i, (name, label) in enumerate(zip(NAMES, LABELS))
+    }
     links: dict[str, str] = {}
     for change in draw(st.lists(st.sampled_from(["bad", "self link", "dir loop", "loop at the top"]), max_size=3)):
         if change == "bad":
@@ -347,8 +398,28 @@ def test_mutated_input_is_accepted_or_refused_in_one_line_long(stop_at_training,
 
 # ---------------------------------------------------------------- valid but odd inputs
 
-ODD_NAMES = ("a b.png", "x,y.png", "semi;colon.png", "ünïcödé.png", "日本.png", "UPPER.PNG", "sub/dir.png", 'say "hi".png', "#hash.png", "123.png", "dots.in.name.png", "'single'.png", "emoji😀.png")
-CLASS_NAMES = (("0", "1", "2"), ("10", "2", "33"), ("cat", "dog", "bird"), ("Katze", "Hündin", "鳥"), ("big cat", "small dog", "a,b"))
+ODD_NAMES = (
+    "a b.png",
+    "x,y.png",
+    "semi;colon.png",
+    "ünïcödé.png",
+    "日本.png",
+    "UPPER.PNG",
+    "sub/dir.png",
+    'say "hi".png',
+    "#hash.png",
+    "123.png",
+    "dots.in.name.png",
+    "'single'.png",
+    "emoji😀.png",
+)
+CLASS_NAMES = (
+    ("0", "1", "2"),
+    ("10", "2", "33"),
+    ("cat", "dog", "bird"),
+    ("Katze", "Hündin", "鳥"),
+    ("big cat", "small dog", "a,b"),
+)
 VALID_EXTRA_NAMES = ("note", "x", "x ", " x", "ünï", "a b", "1", "#", "path2", "label_old", "semi;colon", 'q"uote')
 VALID_CELLS = st.sampled_from(["", "v", "1.5", "ünï", "a b", "x,y", "semi;colon", 'say "hi"', "-", "NA", "null", "#"])
 
@@ -357,9 +428,14 @@ VALID_CELLS = st.sampled_from(["", "v", "1.5", "ünï", "a b", "x,y", "semi;colo
 def valid_inputs(draw) -> Example:
     """A valid CSV written in odd ways: separator, quoting, spaces around cells, trailing separators, blank lines, CRLF, BOM, UTF-16, odd names."""
     odd = draw(st.lists(st.sampled_from(ODD_NAMES), unique=True, max_size=4))
-    names = list(odd) + list(NAMES[len(odd):])
+    names = list(odd) + list(NAMES[len(odd) :])
     classes = draw(st.sampled_from(CLASS_NAMES))
-    extras = draw(st.one_of(st.lists(st.sampled_from(VALID_EXTRA_NAMES), unique=True, max_size=3), st.just([f"c{i}" for i in range(500)])))
+    extras = draw(
+        st.one_of(
+            st.lists(st.sampled_from(VALID_EXTRA_NAMES), unique=True, max_size=3),
+            st.just([f"c{i}" for i in range(500)]),
+        )
+    )
     header = [draw(st.sampled_from(["path", "Path", "PATH"])), draw(st.sampled_from(["label", "Label"])), *extras]
     sep = draw(st.sampled_from(SEPARATORS))
 
@@ -376,7 +452,11 @@ def valid_inputs(draw) -> Example:
     lines[1:] = [line + [""] * draw(st.integers(0, 2)) for line in lines[1:]]
     text = render(insert_blank_lines(draw, lines), sep, draw(st.sampled_from(["\n", "\r\n"])))
     files = {name: f"image {i}" for i, name in enumerate(names)}
-    return Example(draw(st.sampled_from(["images", "im ages", "ïmages"])), files, csv=encode(text, draw(st.sampled_from(ENCODINGS))))
+    return Example(
+        draw(st.sampled_from(["images", "im ages", "ïmages"])),
+        files,
+        csv=encode(text, draw(st.sampled_from(ENCODINGS))),
+    )
 
 
 def check_valid(example: Example, capsys) -> None:

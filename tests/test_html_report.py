@@ -13,14 +13,14 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import write_noisy_digits
 from PIL import Image
 
-from helpers import write_noisy_digits
 from lnlclean.cli import main
 from lnlclean.report import svg
 from lnlclean.report.audit import read_audit
 from lnlclean.report.html import PAGE_SIZE, ReportInputs, render_report
-from lnlclean.report.thumbnails import ArrayImages, THUMBNAIL_SIDE
+from lnlclean.report.thumbnails import THUMBNAIL_SIDE, ArrayImages
 
 N_IMAGES = 150
 N_WRONG = 30
@@ -58,22 +58,53 @@ class Page(HTMLParser):
             self.stack.pop()
 
     def find(self, tag: str, **wanted) -> list[dict]:
-        return [a for t, a in self.elements if t == tag and all(a.get(k.replace("_", "-")) == v for k, v in wanted.items())]
+        return [
+            a for t, a in self.elements if t == tag and all(a.get(k.replace("_", "-")) == v for k, v in wanted.items())
+        ]
 
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory):
     """A flywheel audit of 150 digits (16 px PNG) with 30 wrong labels and a true_label column."""
-    folder = write_noisy_digits(tmp_path_factory.mktemp("report"), N_IMAGES, N_WRONG, seed=1, jpeg_every=0, true_column=True)
+    folder = write_noisy_digits(
+        tmp_path_factory.mktemp("report"), N_IMAGES, N_WRONG, seed=1, jpeg_every=0, true_column=True
+    )
     root, images, given, true = folder["root"], folder["images"], folder["given"], folder["true"]
     out = root / "audit"
-    code = main(["audit", str(images), str(root / "labels.csv"), "--out", str(out), "--cache-dir", str(root / "cache"),
-                 "--method", "flywheel", "--epochs", str(EPOCHS), "--flywheel-warmup", "2", "--device", "cpu", "--no-flip", "--quiet"])
+    code = main(
+        [
+            "audit",
+            str(images),
+            str(root / "labels.csv"),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(root / "cache"),
+            "--method",
+            "flywheel",
+            "--epochs",
+            str(EPOCHS),
+            "--flywheel-warmup",
+            "2",
+            "--device",
+            "cpu",
+            "--no-flip",
+            "--quiet",
+        ]
+    )
     assert code == 0
     frame, _ = read_audit(out / "audit.parquet")
     text = (out / "report.html").read_text(encoding="utf-8")
-    return {"root": root, "images": images, "out": out, "frame": frame, "text": text, "page": Page(text),
-            "summary": json.loads((out / "summary.json").read_text()), "is_noisy": given != true}
+    return {
+        "root": root,
+        "images": images,
+        "out": out,
+        "frame": frame,
+        "text": text,
+        "page": Page(text),
+        "summary": json.loads((out / "summary.json").read_text()),
+        "is_noisy": given != true,
+    }
 
 
 def svg_titles(text: str, label: str) -> list[str]:
@@ -87,7 +118,9 @@ def test_audit_report_is_one_well_formed_self_contained_page_with_every_section(
     page, text = audited["page"], audited["text"]
     assert not page.errors and not page.stack
     assert set(SECTIONS) <= page.ids
-    external = [a for t, a in page.elements for key in ("src", "href") if a.get(key) and not a[key].startswith(("data:", "#"))]
+    external = [
+        a for t, a in page.elements for key in ("src", "href") if a.get(key) and not a[key].startswith(("data:", "#"))
+    ]
     assert not external and "<link" not in text and "@import" not in text
     assert page.find("meta", name="generator")[0]["content"].startswith("lnlclean ")
 
@@ -178,7 +211,9 @@ def test_report_command_rebuilds_a_report_and_refuses_to_replace_other_files(aud
     assert main(["report", str(out), "--out", str(tmp_path / "new" / "dir" / "review.html")]) == 0
 
 
-def test_report_command_shows_placeholders_for_moved_images_and_finds_them_with_images_option(audited, tmp_path, capsys):
+def test_report_command_shows_placeholders_for_moved_images_and_finds_them_with_images_option(
+    audited, tmp_path, capsys
+):
     out, moved = tmp_path / "audit", tmp_path / "moved"
     shutil.copytree(audited["out"], out)
     shutil.copytree(audited["images"], moved)
@@ -193,15 +228,18 @@ def test_report_command_shows_placeholders_for_moved_images_and_finds_them_with_
     assert "could not be read" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("no directory", "no such directory"),
-    ("no audit", "holds no audit.parquet"),
-    ("broken summary", "not a readable summary.json"),
-    ("negative gallery", "--gallery -1: must be 0 or more"),
-    ("missing images option", "--images"),
-    ("out is a directory", "is a directory; give a file name such as"),
-    ("out is the audit", "is an input of this run"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("no directory", "no such directory"),
+        ("no audit", "holds no audit.parquet"),
+        ("broken summary", "not a readable summary.json"),
+        ("negative gallery", "--gallery -1: must be 0 or more"),
+        ("missing images option", "--images"),
+        ("out is a directory", "is a directory; give a file name such as"),
+        ("out is the audit", "is an input of this run"),
+    ],
+)
 def test_report_command_bad_input_is_one_line_and_exit_2(audited, tmp_path, capsys, case, expected):
     out = tmp_path / "audit"
     shutil.copytree(audited["out"], out)
@@ -233,11 +271,16 @@ def synthetic_inputs(n_samples: int, n_classes: int = 10) -> ReportInputs:
     names = [f"class{k}" for k in range(n_classes)]
     given, suggested = rng.integers(0, n_classes, n_samples), rng.integers(0, n_classes, n_samples)
     clean_prob = rng.random(n_samples)
-    frame = pd.DataFrame({
-        "index": np.arange(n_samples), "path": [f"img{i}.jpg" for i in range(n_samples)],
-        "given_label": np.asarray(names)[given], "suggested_label": np.asarray(names)[suggested],
-        "clean_prob": clean_prob, "is_label_issue": clean_prob < 0.5,
-    })
+    frame = pd.DataFrame(
+        {
+            "index": np.arange(n_samples),
+            "path": [f"img{i}.jpg" for i in range(n_samples)],
+            "given_label": np.asarray(names)[given],
+            "suggested_label": np.asarray(names)[suggested],
+            "clean_prob": clean_prob,
+            "is_label_issue": clean_prob < 0.5,
+        }
+    )
     images = rng.integers(0, 256, (n_samples, 32, 32, 3), dtype=np.uint8)
     history = [{"epoch": e + 1, "loss": 1.0 / (e + 1), "lr": 0.1} for e in range(10)]
     return ReportInputs(frame, {"method": "ce", "history": history}, names, ArrayImages(images))
@@ -295,10 +338,16 @@ def test_report_renders_in_headless_chromium(audited, tmp_path):
     </script></body>"""
     clicked = tmp_path / "clicked.html"
     clicked.write_text(report.read_text(encoding="utf-8").replace("</body>", clicks), encoding="utf-8")
-    after = subprocess.run([*command, "--dump-dom", clicked.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    after = subprocess.run(
+        [*command, "--dump-dom", clicked.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
     picked = re.search(r'data-picked="(\d+)-(\d+)"', after).groups()
-    visible = [a for t, a in Page(after).elements if t == "figure" and "card" in a.get("class", "") and "hidden" not in a]
-    expected = audited["frame"].query("given_label == @picked[0] and suggested_label == @picked[1]")  # the gallery holds every sample
+    visible = [
+        a for t, a in Page(after).elements if t == "figure" and "card" in a.get("class", "") and "hidden" not in a
+    ]
+    expected = audited["frame"].query(
+        "given_label == @picked[0] and suggested_label == @picked[1]"
+    )  # the gallery holds every sample
     assert len(visible) == len(expected) > 0
     assert all((a["data-given"], a["data-suggested"]) == picked for a in visible)
     table = re.search(r'<table class="sortable" id="class-table">.*?<tbody>(.*?)</tbody>', after, re.S).group(1)
@@ -330,7 +379,15 @@ def test_image_heatmap_click_in_headless_chromium_filters_the_gallery_to_that_ce
     </script></body>"""
     report = tmp_path / "report.html"
     report.write_text(page.replace("</body>", click), encoding="utf-8")
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,3000", "--dump-dom", report.as_uri()]
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1280,3000",
+        "--dump-dom",
+        report.as_uri(),
+    ]
     dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
     names = inputs.class_names
     assert f'data-pair="{row}-{column}"' in dom

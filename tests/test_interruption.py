@@ -19,11 +19,19 @@ from PIL import Image
 from lnlclean.cli import main
 from lnlclean.config import RunConfig
 from lnlclean.interrupt import Interrupted, Stopped
-from lnlclean.methods import get_method
 from lnlclean.jobs.audit import run_audit
+from lnlclean.methods import get_method
 from lnlclean.report.audit import read_audit
 
-METHODS = [("ce", {}), ("pmnar", {"warmup": 1}), ("alr", {"warmup": 1}), ("alim", {"warmup": 1}), ("promix", {"warmup": 1}), ("flywheel", {"warmup": 1}), ("confident-learning", {})]
+METHODS = [
+    ("ce", {}),
+    ("pmnar", {"warmup": 1}),
+    ("alr", {"warmup": 1}),
+    ("alim", {"warmup": 1}),
+    ("promix", {"warmup": 1}),
+    ("flywheel", {"warmup": 1}),
+    ("confident-learning", {}),
+]
 BATCH = 16  # 60 images: 4 steps per epoch
 
 
@@ -51,7 +59,9 @@ def signal_at_step(monkeypatch, method: str, signum: int, at_call: int) -> None:
 
 
 @pytest.mark.parametrize("method, params", METHODS)
-def test_signal_mid_epoch_saves_a_checkpoint_that_resumes_to_the_same_audit(digits_folder, tmp_path, monkeypatch, method, params):
+def test_signal_mid_epoch_saves_a_checkpoint_that_resumes_to_the_same_audit(
+    digits_folder, tmp_path, monkeypatch, method, params
+):
     config = dict(method=method, method_params=params, epochs=3, batch_size=BATCH, device="cpu", flip=False, seed=5)
     folder = (digits_folder.root, digits_folder.csv)
     reference = run_audit(*folder, RunConfig(**config), tmp_path / "a", tmp_path / "cache")
@@ -107,10 +117,26 @@ def test_a_crash_mid_epoch_resumes_from_the_periodic_checkpoint(digits_folder, t
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_cli_exits_128_plus_signal_with_a_line_on_how_to_resume(digits_folder, tmp_path, monkeypatch, capsys, signum, code):
+def test_cli_exits_128_plus_signal_with_a_line_on_how_to_resume(
+    digits_folder, tmp_path, monkeypatch, capsys, signum, code
+):
     out = tmp_path / "out"
-    argv = ["audit", str(digits_folder.root), str(digits_folder.csv), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
-            "--epochs", "2", "--batch-size", str(BATCH), "--device", "cpu", "--quiet"]
+    argv = [
+        "audit",
+        str(digits_folder.root),
+        str(digits_folder.csv),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--epochs",
+        "2",
+        "--batch-size",
+        str(BATCH),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     signal_at_step(monkeypatch, "ce", signum, at_call=3)
     assert main(argv) == code
     err = capsys.readouterr().err.strip().splitlines()
@@ -132,7 +158,13 @@ def test_a_second_signal_stops_at_once(digits_folder, tmp_path, monkeypatch):
 
     monkeypatch.setattr(method_cls, "training_step", signal_twice)
     with pytest.raises(Stopped):
-        run_audit(digits_folder.root, digits_folder.csv, RunConfig(epochs=2, device="cpu"), tmp_path / "out", tmp_path / "cache")
+        run_audit(
+            digits_folder.root,
+            digits_folder.csv,
+            RunConfig(epochs=2, device="cpu"),
+            tmp_path / "out",
+            tmp_path / "cache",
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -141,7 +173,13 @@ def test_a_second_signal_stops_at_once(digits_folder, tmp_path, monkeypatch):
 
 def lnlclean(*args, **popen) -> subprocess.Popen:
     """Starts ``python -m lnlclean ARGS`` with stderr captured."""
-    return subprocess.Popen([sys.executable, "-m", "lnlclean", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lnlclean", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -160,11 +198,32 @@ def slow_run(tmp_path_factory):
     (root / "images").mkdir()
     for i, image in enumerate(pixels):
         Image.fromarray(image).save(root / "images" / f"{i:02d}.png")
-    pd.DataFrame({"path": [f"{i:02d}.png" for i in range(len(labels))], "label": labels}).to_csv(root / "labels.csv", index=False)
+    pd.DataFrame({"path": [f"{i:02d}.png" for i in range(len(labels))], "label": labels}).to_csv(
+        root / "labels.csv", index=False
+    )
 
     def argv(out: Path, *extra: str) -> list:
-        return ["audit", root / "images", root / "labels.csv", "--out", out, "--cache-dir", root / "cache", "--image-size", "32",
-                "--batch-size", "4", "--epochs", "4", "--device", "cpu", "--seed", "2", "--quiet", *extra]
+        return [
+            "audit",
+            root / "images",
+            root / "labels.csv",
+            "--out",
+            out,
+            "--cache-dir",
+            root / "cache",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "4",
+            "--device",
+            "cpu",
+            "--seed",
+            "2",
+            "--quiet",
+            *extra,
+        ]
 
     reference = lnlclean(*argv(root / "reference"))
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
@@ -211,8 +270,22 @@ def test_a_signal_while_decoding_stops_at_once_and_leaves_no_cache_file(digits_f
         return original(path, size)
 
     monkeypatch.setattr(decode, "_decode", decode_then_signal)
-    argv = ["audit", str(digits_folder.root), str(digits_folder.csv), "--out", str(tmp_path / "out"),
-            "--cache-dir", str(tmp_path / "cache"), "--workers", "1", "--epochs", "1", "--device", "cpu", "--quiet"]
+    argv = [
+        "audit",
+        str(digits_folder.root),
+        str(digits_folder.csv),
+        "--out",
+        str(tmp_path / "out"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--workers",
+        "1",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     assert main(argv) == 143
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["stopped by SIGTERM; unfinished outputs are never written, so run the same command again"]

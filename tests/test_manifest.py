@@ -311,7 +311,9 @@ def test_allow_outside_root_accepts_absolute_dotdot_and_outside_links(small, tmp
     write_png(tmp_path / "outside.png")
     os.symlink(tmp_path / "outside.png", root / "link.png")
     absolute = (root / "a.png").resolve()
-    manifest = read_manifest(root, csv(f"path,label\n../outside.png,1\n{absolute},2\nlink.png,1\n"), allow_outside_root=True)
+    manifest = read_manifest(
+        root, csv(f"path,label\n../outside.png,1\n{absolute},2\nlink.png,1\n"), allow_outside_root=True
+    )
     assert manifest.paths == ["../outside.png", absolute.as_posix(), "link.png"]
     assert all((manifest.root / p).is_file() for p in manifest.paths)
 
@@ -467,13 +469,19 @@ def test_candidates_column_gives_candidate_sets_and_label_is_optional(small):
     assert only.subset(np.array([False, True, True])).candidates.tolist() == only.candidates[1:].tolist()
 
 
-@pytest.mark.parametrize("text, fragments", [
-    ("path,label,candidates\na.png,cat,cat|dgo\nb.png,dog,dog\n", ("row 2", "unknown class 'dgo'")),
-    ("path,label,candidates\na.png,cat,dog|bird\nb.png,dog,dog\nc.png,bird,bird\n", ("row 2", "label 'cat' is not among its candidates")),
-    ("path,candidates\na.png,cat||dog\nb.png,dog\n", ("row 2", "empty name in candidates")),
-    ("path,candidates\na.png,cat|dog\nb.png,\n", ("row 3", "no label and no candidates")),
-    ("path,candidate\na.png,cat\n", ("missing column(s) label", "path,candidates")),
-])
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ("path,label,candidates\na.png,cat,cat|dgo\nb.png,dog,dog\n", ("row 2", "unknown class 'dgo'")),
+        (
+            "path,label,candidates\na.png,cat,dog|bird\nb.png,dog,dog\nc.png,bird,bird\n",
+            ("row 2", "label 'cat' is not among its candidates"),
+        ),
+        ("path,candidates\na.png,cat||dog\nb.png,dog\n", ("row 2", "empty name in candidates")),
+        ("path,candidates\na.png,cat|dog\nb.png,\n", ("row 3", "no label and no candidates")),
+        ("path,candidate\na.png,cat\n", ("missing column(s) label", "path,candidates")),
+    ],
+)
 def test_bad_candidates_name_the_row(small, text, fragments):
     root, csv = small
     expect_user_error(root, csv(text), *fragments)

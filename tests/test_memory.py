@@ -10,7 +10,10 @@ from lnlclean.memory import check_host_memory, format_size, parse_size
 from lnlclean.methods.base import SampleState, TablePolicy
 
 
-@pytest.mark.parametrize("text, size", [("64G", 64 * 2**30), ("512MiB", 512 * 2**20), ("1.5 GB", int(1.5 * 2**30)), ("1000", 1000), ("2t", 2 * 2**40)])
+@pytest.mark.parametrize(
+    "text, size",
+    [("64G", 64 * 2**30), ("512MiB", 512 * 2**20), ("1.5 GB", int(1.5 * 2**30)), ("1000", 1000), ("2t", 2 * 2**40)],
+)
 def test_sizes_are_read_in_powers_of_1024(text, size):
     assert parse_size(text) == size
 
@@ -28,16 +31,22 @@ def test_sizes_are_written_in_the_largest_unit():
 def test_the_guard_names_what_takes_the_memory():
     needs = {"final probabilities": 3 * 2**30, "per-sample state": 2**30}
     check_host_memory(needs, "8G")
-    with pytest.raises(UserError, match=r"--max-ram 6G: this run needs about 8.0 GiB \(final probabilities 3.0 GiB, per-sample state 1.0 GiB for each of 2 processes\); try --state-dtype float16, or raise --max-ram$"):
+    with pytest.raises(
+        UserError,
+        match=r"--max-ram 6G: this run needs about 8.0 GiB \(final probabilities 3.0 GiB, per-sample state 1.0 GiB for each of 2 processes\); try --state-dtype float16, or raise --max-ram$",
+    ):
         check_host_memory(needs, "6G", processes=2, remedies=("--state-dtype float16",))
 
 
-@pytest.mark.parametrize("budget, expected", [
-    (None, (torch.float32, "meta")),
-    (4_000, (torch.float32, "meta")),  # 1,000 numbers fit as float32
-    (3_999, (torch.float16, "meta")),
-    (1_999, (torch.float16, "cpu")),  # not even as float16
-])
+@pytest.mark.parametrize(
+    "budget, expected",
+    [
+        (None, (torch.float32, "meta")),
+        (4_000, (torch.float32, "meta")),  # 1,000 numbers fit as float32
+        (3_999, (torch.float16, "meta")),
+        (1_999, (torch.float16, "cpu")),  # not even as float16
+    ],
+)
 def test_auto_tables_take_float32_then_float16_then_cpu_memory(budget, expected):
     dtype, device = TablePolicy("auto", "auto", budget).choose(1_000, torch.device("meta"))
     assert (dtype, device.type) == expected
@@ -51,8 +60,14 @@ def test_tables_placed_on_the_device_use_up_the_budget():
 
 
 def test_explicit_dtype_and_place_win_over_the_budget():
-    assert TablePolicy("float16", "device", 10).choose(1_000, torch.device("meta")) == (torch.float16, torch.device("meta"))
-    assert TablePolicy("float32", "cpu", None).choose(1_000, torch.device("meta")) == (torch.float32, torch.device("cpu"))
+    assert TablePolicy("float16", "device", 10).choose(1_000, torch.device("meta")) == (
+        torch.float16,
+        torch.device("meta"),
+    )
+    assert TablePolicy("float32", "cpu", None).choose(1_000, torch.device("meta")) == (
+        torch.float32,
+        torch.device("cpu"),
+    )
 
 
 def test_a_float16_table_reads_float32_rows_and_stores_float16():
@@ -86,14 +101,17 @@ def test_float16_tables_detect_noise_as_well_as_float32(digits_benchmark, method
     assert abs(half["f1"] - digits_benchmark(method)["f1"]) <= 0.03
 
 
-@pytest.mark.parametrize("method, formula", [
-    ("ce", lambda n, k: 4 * n),
-    ("alr", lambda n, k: 4 * n * k + 4 * n),
-    ("alim", lambda n, k: 4 * n * k + 8 * n),
-    ("pmnar", lambda n, k: n * k + 20 * n),
-    ("promix", lambda n, k: 30 * n),
-    ("flywheel", lambda n, k: 28 * n),
-])
+@pytest.mark.parametrize(
+    "method, formula",
+    [
+        ("ce", lambda n, k: 4 * n),
+        ("alr", lambda n, k: 4 * n * k + 4 * n),
+        ("alim", lambda n, k: 4 * n * k + 8 * n),
+        ("pmnar", lambda n, k: n * k + 20 * n),
+        ("promix", lambda n, k: 30 * n),
+        ("flywheel", lambda n, k: 28 * n),
+    ],
+)
 def test_per_sample_state_takes_what_the_readme_formula_says(method, formula):
     from helpers import make_method
 

@@ -24,7 +24,10 @@ def test_small_cnn_is_a_few_hundred_thousand_parameters_and_takes_8px_grayscale(
 
 
 def test_paper_networks_have_their_usual_size():
-    sizes = {name: sum(p.numel() for p in build_backbone(name, 10, 3).parameters()) for name in ("preact-resnet18", "resnet34")}
+    sizes = {
+        name: sum(p.numel() for p in build_backbone(name, 10, 3).parameters())
+        for name in ("preact-resnet18", "resnet34")
+    }
     assert 10.5e6 < sizes["preact-resnet18"] < 11.5e6
     assert 20.5e6 < sizes["resnet34"] < 21.8e6
 

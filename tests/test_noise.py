@@ -47,7 +47,9 @@ def test_parse_valid(text, kind, rate):
     assert spec.kind == kind and spec.rate == pytest.approx(rate)
 
 
-@pytest.mark.parametrize("text", ["sym", "asym", "sym100", "asym100", "foo", "clean5", "clean0", "", "sym-5", "sym4.5", "40sym", "symm40"])
+@pytest.mark.parametrize(
+    "text", ["sym", "asym", "sym100", "asym100", "foo", "clean5", "clean0", "", "sym-5", "sym4.5", "40sym", "symm40"]
+)
 def test_parse_invalid(text):
     with pytest.raises(UserError, match="--noise"):
         parse_noise_spec(text)

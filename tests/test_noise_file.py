@@ -72,8 +72,13 @@ def test_folder_order_is_placed_by_the_clean_labels(tmp_path):
     noisy = np.array([2, 1, 1, 0, 0, 1, 0, 2])
     folder_order = np.concatenate([np.flatnonzero(torchvision_labels == k) for k in range(3)])
     bench = BenchmarkData(
-        "cifar10", np.zeros((8, 2, 2, 3), np.uint8), torchvision_labels[folder_order], np.zeros((0, 2, 2, 3), np.uint8),
-        np.zeros(0, np.int64), ["a", "b", "c"], from_folders=True,
+        "cifar10",
+        np.zeros((8, 2, 2, 3), np.uint8),
+        torchvision_labels[folder_order],
+        np.zeros((0, 2, 2, 3), np.uint8),
+        np.zeros(0, np.int64),
+        ["a", "b", "c"],
+        from_folders=True,
     )
     path = tmp_path / "labels.pt"
     write_cifar_n(path, torchvision_labels, noisy_label=noisy)
@@ -89,13 +94,16 @@ def test_clean_labels_of_another_dataset_are_refused(tmp_path, digits):
         noisy_training_labels(digits, read, path)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("index,label\n0,3\n", "gives no label for training image 1"),
-    ("index,label\n0,3\n0,4\n", "index 0 appears more than once"),
-    ("index,label\n0,eleven\n", "row 2: label 'eleven' is neither a class name nor a class index"),
-    ("idx,label\n0,3\n", "missing column\\(s\\) index"),
-    ("index,label\n-1,3\n", "row 2: index '-1' is not a whole number"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("index,label\n0,3\n", "gives no label for training image 1"),
+        ("index,label\n0,3\n0,4\n", "index 0 appears more than once"),
+        ("index,label\n0,eleven\n", "row 2: label 'eleven' is neither a class name nor a class index"),
+        ("idx,label\n0,3\n", "missing column\\(s\\) index"),
+        ("index,label\n-1,3\n", "row 2: index '-1' is not a whole number"),
+    ],
+)
 def test_bad_csv(tmp_path, digits, content, message):
     path = tmp_path / "noise.csv"
     path.write_text(content)
@@ -118,8 +126,25 @@ def test_benchmark_command_scores_a_noise_file(tmp_path, digits, capsys):
     path = tmp_path / "noise.csv"
     pd.DataFrame({"index": np.arange(len(noisy)), "label": noisy}).to_csv(path, index=False)
     out = tmp_path / "bench"
-    assert main(["benchmark", "digits", "--noise-file", str(path), "--method", "ce", "--epochs", "2", "--out", str(out), "-q"]) == 0
-    run, = json.loads((out / "benchmark.json").read_text())["runs"]
+    assert (
+        main(
+            [
+                "benchmark",
+                "digits",
+                "--noise-file",
+                str(path),
+                "--method",
+                "ce",
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    (run,) = json.loads((out / "benchmark.json").read_text())["runs"]
     assert run["noise"] == "file:noise.csv"
     assert run["true_noise_rate"] == pytest.approx(0.25, abs=0.001)
     assert main(["benchmark", "digits", "--noise-key", "worse_label", "--out", str(tmp_path / "b2")]) == 2

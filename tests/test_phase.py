@@ -10,8 +10,15 @@ LABELS = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
 
 
 def make_phase(minimum=1, fixed=None):
-    setup = Setup(n_samples=len(LABELS), n_classes=3, given_labels=LABELS, candidates=None, epochs=30,
-                  device=torch.device("cpu"), build_network=lambda: torch.nn.Identity())
+    setup = Setup(
+        n_samples=len(LABELS),
+        n_classes=3,
+        given_labels=LABELS,
+        candidates=None,
+        epochs=30,
+        device=torch.device("cpu"),
+        build_network=lambda: torch.nn.Identity(),
+    )
     return EarlyLearning(setup, SampleState(), minimum=minimum, fixed=fixed)
 
 
@@ -41,7 +48,13 @@ def test_signals_are_the_fit_and_the_share_of_changed_predictions():
 def test_the_warmup_lasts_while_the_changes_keep_falling_and_ends_when_they_stop():
     phase = make_phase()
     alternating = [changing(5), LABELS]  # 5 of 10 predictions change every epoch: never a new low
-    falling = [changing(8), changing(2), LABELS.clone(), changing(1), LABELS.clone()]  # changes 0.6 … then no lower than 0.1
+    falling = [
+        changing(8),
+        changing(2),
+        LABELS.clone(),
+        changing(1),
+        LABELS.clone(),
+    ]  # changes 0.6 … then no lower than 0.1
     ended = []
     for epoch, predicted in enumerate(falling + alternating * 3):
         ended.append(one_epoch(phase, epoch, predicted)["warmup_over"])
@@ -49,7 +62,7 @@ def test_the_warmup_lasts_while_the_changes_keep_falling_and_ends_when_they_stop
     lows = phase.changes
     assert lows[:3] == pytest.approx([0.6, 0.2, 0.1])
     first = ended.index(1.0)
-    assert min(lows[first - PATIENCE:first]) >= min(lows[:first - PATIENCE])  # the rule, where it fired
+    assert min(lows[first - PATIENCE : first]) >= min(lows[: first - PATIENCE])  # the rule, where it fired
     assert phase.warmup_epochs() == first + 1
 
 
@@ -58,7 +71,7 @@ def test_a_network_whose_predictions_keep_settling_never_leaves_the_warmup():
     predicted = LABELS.clone()
     for epoch in range(10):
         predicted = predicted.clone()
-        predicted[:10 - epoch] = (predicted[:10 - epoch] + 1) % 3  # one fewer change every epoch
+        predicted[: 10 - epoch] = (predicted[: 10 - epoch] + 1) % 3  # one fewer change every epoch
         one_epoch(phase, epoch, predicted)
     assert phase.changes == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
     assert not phase.robust(10) and phase.warmup_epochs() is None
@@ -108,7 +121,9 @@ def digits_run(method):
 def test_a_one_network_method_still_in_its_warmup_trains_exactly_as_cross_entropy(method):
     """Three epochs cannot show PATIENCE epochs without a new low, so the warm-up never ends."""
     ce, robust = digits_run("ce"), digits_run(method)
-    assert [entry["prediction_changes"] for entry in robust["history"]] == [entry["prediction_changes"] for entry in ce["history"]]
+    assert [entry["prediction_changes"] for entry in robust["history"]] == [
+        entry["prediction_changes"] for entry in ce["history"]
+    ]
     assert (robust["f1"], robust["auroc"], robust["test_accuracy"]) == (ce["f1"], ce["auroc"], ce["test_accuracy"])
 
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from helpers import batch_of, make_method
+
 from lnlclean.config import method_hparams
 from lnlclean.errors import UserError
 from lnlclean.methods.pmnar import PMNAR, adaptive_weights, consistency, pm_loss
@@ -94,7 +94,9 @@ def test_auto_settings_follow_the_run_and_bad_values_name_the_option():
 def forwarded_rows(method: PMNAR, batch) -> tuple[list[int], float]:
     """Returns the rows each network was given in one training step on `batch`, and the step's loss."""
     rows = []
-    hooks = [net.register_forward_hook(lambda module, inputs, output: rows.append(len(inputs[0]))) for net in method.networks]
+    hooks = [
+        net.register_forward_hook(lambda module, inputs, output: rows.append(len(inputs[0]))) for net in method.networks
+    ]
     loss = method.training_step(batch, epoch=0)
     for hook in hooks:
         hook.remove()

@@ -42,7 +42,10 @@ def log_reporter() -> tuple[Reporter, io.StringIO]:
     return reporter, buffer
 
 
-@pytest.mark.parametrize("text, seconds", [("90s", 90), ("10m", 600), ("1h", 3600), ("1h30m", 5400), ("2.5m", 150), ("45", 45), (" 10M ", 600)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("90s", 90), ("10m", 600), ("1h", 3600), ("1h30m", 5400), ("2.5m", 150), ("45", 45), (" 10M ", 600)],
+)
 def test_durations_parse_as_people_write_them(text, seconds):
     assert parse_duration(text, "--time-budget") == seconds
 
@@ -54,7 +57,13 @@ def test_a_bad_duration_names_the_option(text):
 
 
 def test_durations_print_at_a_readable_precision():
-    assert [format_duration(s) for s in (4.25, 41.4, 192, 7500, None)] == ["4.2 s", "41 s", "3 min 12 s", "2 h 05 min", "–"]
+    assert [format_duration(s) for s in (4.25, 41.4, 192, 7500, None)] == [
+        "4.2 s",
+        "41 s",
+        "3 min 12 s",
+        "2 h 05 min",
+        "–",
+    ]
 
 
 def test_training_lines_come_once_per_epoch_at_most_every_30_seconds(clock):
@@ -118,24 +127,64 @@ def test_a_budget_too_small_for_one_epoch_or_for_a_fixed_warmup_names_the_option
     with pytest.raises(UserError, match=r"--time-budget 10 s: one epoch of ce takes ≈ 21 s here; give at least 31 s"):
         budget.epochs_within(RunConfig(method="ce", time_budget=10.0), 20.0, spent=10.0, reporter=reporter)
     fixed = RunConfig(method="alr", time_budget=10.0, method_params={"warmup": 5})
-    with pytest.raises(UserError, match=r"--time-budget 10 s fits 4 epoch\(s\) of alr .*--alr-warmup 5: must be below --epochs 4"):
+    with pytest.raises(
+        UserError, match=r"--time-budget 10 s fits 4 epoch\(s\) of alr .*--alr-warmup 5: must be below --epochs 4"
+    ):
         budget.epochs_within(fixed, 2.0, spent=1.0, reporter=reporter)
 
 
 def test_an_audit_with_a_time_budget_trains_the_epochs_it_chose_and_records_them(noisy_folder_small, tmp_path, capsys):
     out = tmp_path / "audit"
-    code = main(["audit", str(noisy_folder_small["images"]), str(noisy_folder_small["csv"]), "--out", str(out), "--epochs", "3",
-                 "--time-budget", "1h", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")])
+    code = main(
+        [
+            "audit",
+            str(noisy_folder_small["images"]),
+            str(noisy_folder_small["csv"]),
+            "--out",
+            str(out),
+            "--epochs",
+            "3",
+            "--time-budget",
+            "1h",
+            "--device",
+            "cpu",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 0
     err = capsys.readouterr().err
-    assert "time budget 1 h 00 min: ≈" in err and "training 3 epochs" in err and "(all of --epochs 3; more would fit)" in err
+    assert (
+        "time budget 1 h 00 min: ≈" in err
+        and "training 3 epochs" in err
+        and "(all of --epochs 3; more would fit)" in err
+    )
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["settings"]["time_budget"] == 3600 and summary["settings"]["epochs"] == 3 and len(summary["history"]) == 3
+    assert (
+        summary["settings"]["time_budget"] == 3600
+        and summary["settings"]["epochs"] == 3
+        and len(summary["history"]) == 3
+    )
 
 
 def test_an_audit_without_a_budget_prints_its_estimate_and_a_line_per_epoch(noisy_folder_small, tmp_path, capsys):
-    code = main(["audit", str(noisy_folder_small["images"]), str(noisy_folder_small["csv"]), "--out", str(tmp_path / "a"),
-                 "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")])
+    code = main(
+        [
+            "audit",
+            str(noisy_folder_small["images"]),
+            str(noisy_folder_small["csv"]),
+            "--out",
+            str(tmp_path / "a"),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--device",
+            "cpu",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 0
     err = capsys.readouterr().err.splitlines()
     assert sum(line.startswith("≈ ") and "per epoch, 2 epochs ≈" in line for line in err) == 1

@@ -8,12 +8,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import batch_of, make_method
+
 from lnlclean.config import RunConfig
 from lnlclean.errors import UserError
 from lnlclean.methods.promix import (
-    ProMix, class_wise_selection, debiased_margin_loss, debiased_pseudo_labels, loss_posterior, resolve,
+    ProMix,
+    class_wise_selection,
+    debiased_margin_loss,
+    debiased_pseudo_labels,
+    loss_posterior,
+    resolve,
 )
 from lnlclean.models import TwoHeadNetwork, build_backbone
 
@@ -31,7 +36,8 @@ def test_debiased_margin_loss_adds_alpha_log_prior_to_the_logits():
     logits = torch.tensor([[2.0, 0.5, -1.0]])
     uniform = torch.full((3,), -math.log(3))
     assert debiased_margin_loss(logits, torch.tensor([1]), uniform, 0.8).item() == pytest.approx(
-        F.cross_entropy(logits, torch.tensor([1])).item())
+        F.cross_entropy(logits, torch.tensor([1])).item()
+    )
     prior = torch.tensor([0.7, 0.2, 0.1]).log()
     expected = F.cross_entropy(logits + 0.8 * prior, torch.tensor([1])).item()
     assert debiased_margin_loss(logits, torch.tensor([1]), prior, 0.8).item() == pytest.approx(expected)
@@ -95,6 +101,8 @@ def test_auto_settings_and_option_errors():
     assert resolve(ProMix.Hparams(), 10, 100)[1] == 2
     with pytest.raises(UserError, match="--promix-warmup 5: must be below --epochs 5"):
         RunConfig(method="promix", epochs=5, method_params={"warmup": "5"}).validate()
-    RunConfig(method="promix", epochs=1).validate()  # too short for selection: trains as its warm-up, and the audit warns
+    RunConfig(
+        method="promix", epochs=1
+    ).validate()  # too short for selection: trains as its warm-up, and the audit warns
     with pytest.raises(UserError, match="--promix-ratio 2.0: must be between"):
         RunConfig(method="promix", method_params={"ratio": "2"}).validate()

@@ -10,8 +10,8 @@ import pytest
 
 from lnlclean.errors import UserError
 from lnlclean.fileio import atomic_path, write_json
-from lnlclean.report.audit import CORE_COLUMNS, AuditInputs, build_audit_table, read_audit, summarize, write_audit
 from lnlclean.jobs.relabel import run_relabel
+from lnlclean.report.audit import CORE_COLUMNS, AuditInputs, build_audit_table, read_audit, summarize, write_audit
 from lnlclean.report.manifest import corrected_manifest, write_manifest
 
 
@@ -99,12 +99,14 @@ def test_write_audit_overwrites(tmp_path):
 
 
 def summary_frame() -> pd.DataFrame:
-    return pd.DataFrame({
-        "given_label": ["a", "a", "a", "b", "b", "c"],
-        "clean_prob": [0.8, 0.4, 0.2, 1.0, 0.9, 0.3],
-        "is_label_issue": [False, True, True, False, False, True],
-        "suggested_label": ["b", "b", "c", "a", "a", "a"],
-    })
+    return pd.DataFrame(
+        {
+            "given_label": ["a", "a", "a", "b", "b", "c"],
+            "clean_prob": [0.8, 0.4, 0.2, 1.0, 0.9, 0.3],
+            "is_label_issue": [False, True, True, False, False, True],
+            "suggested_label": ["b", "b", "c", "a", "a", "a"],
+        }
+    )
 
 
 def test_summarize_counts_and_rates():
@@ -132,12 +134,14 @@ def test_summarize_transition_matrix():
     assert transition["classes"] == ["a", "b", "c", "d"]
     matrix = np.array(transition["matrix"])
     # each sample counts clean_prob for its given label and 1 − clean_prob for its suggestion
-    expected = np.array([
-        [1.4 / 3, 0.8 / 3, 0.8 / 3, 0],
-        [0.05, 0.95, 0, 0],
-        [0.7, 0, 0.3, 0],
-        [0, 0, 0, 0],  # no samples given 'd'
-    ])
+    expected = np.array(
+        [
+            [1.4 / 3, 0.8 / 3, 0.8 / 3, 0],
+            [0.05, 0.95, 0, 0],
+            [0.7, 0, 0.3, 0],
+            [0, 0, 0, 0],  # no samples given 'd'
+        ]
+    )
     np.testing.assert_allclose(matrix, expected, atol=1e-6)
     np.testing.assert_allclose(matrix[:3].sum(axis=1), 1.0, atol=1e-5)
 
@@ -146,15 +150,19 @@ def test_summarize_top_confusions():
     summary = summarize(summary_frame(), ["a", "b", "c", "d"])
     confusions = summary["top_confusions"]
     assert {(c["given_label"], c["suggested_label"], c["count"]) for c in confusions} == {
-        ("a", "b", 1), ("a", "c", 1), ("c", "a", 1),
+        ("a", "b", 1),
+        ("a", "c", 1),
+        ("c", "a", 1),
     }
     assert len(summarize(summary_frame(), ["a", "b", "c", "d"], top=2)["top_confusions"]) == 2
-    frame = pd.DataFrame({
-        "given_label": ["x"] * 3 + ["y"],
-        "clean_prob": [0.1, 0.2, 0.9, 0.3],
-        "is_label_issue": [True, True, False, True],
-        "suggested_label": ["y", "y", "y", "x"],
-    })
+    frame = pd.DataFrame(
+        {
+            "given_label": ["x"] * 3 + ["y"],
+            "clean_prob": [0.1, 0.2, 0.9, 0.3],
+            "is_label_issue": [True, True, False, True],
+            "suggested_label": ["y", "y", "y", "x"],
+        }
+    )
     confusions = summarize(frame, ["x", "y"])["top_confusions"]
     assert confusions == [
         {"given_label": "x", "suggested_label": "y", "count": 2},
@@ -170,7 +178,9 @@ def test_summarize_from_audit_table():
 
 
 def test_summarize_empty():
-    frame = pd.DataFrame({"given_label": [], "clean_prob": [], "is_label_issue": np.array([], dtype=bool), "suggested_label": []})
+    frame = pd.DataFrame(
+        {"given_label": [], "clean_prob": [], "is_label_issue": np.array([], dtype=bool), "suggested_label": []}
+    )
     summary = summarize(frame, ["a", "b"])
     assert summary["n_samples"] == 0 and summary["noise_rate"] == 0.0 and summary["health_score"] == 1.0
 
@@ -179,25 +189,29 @@ def test_summarize_empty():
 
 
 def input_rows() -> pd.DataFrame:
-    return pd.DataFrame({
-        "id": ["0", "1", "2", "3", "4"],
-        "path": ["p0.png", "p1.png", "p2.png", "p3.png", "p4.png"],
-        "label": ["cat", "cat", "dog", "dog", "cat"],
-        "note": ["n0", "n1", "n2", "n3", "n4"],
-    })
+    return pd.DataFrame(
+        {
+            "id": ["0", "1", "2", "3", "4"],
+            "path": ["p0.png", "p1.png", "p2.png", "p3.png", "p4.png"],
+            "label": ["cat", "cat", "dog", "dog", "cat"],
+            "note": ["n0", "n1", "n2", "n3", "n4"],
+        }
+    )
 
 
 def hand_audit() -> pd.DataFrame:
     # p0 fine; p1 flagged, its suggestion likely right; p2 flagged, suggesting its own label (an older audit); p3 fine; p4 not audited
-    audit = pd.DataFrame({
-        "path": ["p0.png", "p1.png", "p2.png", "p3.png"],
-        "given_label": ["cat", "cat", "dog", "dog"],
-        "clean_prob": [0.9, 0.2, 0.3, 0.8],
-        "is_label_issue": [False, True, True, False],
-        "predicted_label": ["cat", "dog", "dog", "dog"],
-        "suggested_label": ["dog", "dog", "dog", "cat"],
-        "suggested_prob": [0.1, 0.7, 0.6, 0.2],
-    })
+    audit = pd.DataFrame(
+        {
+            "path": ["p0.png", "p1.png", "p2.png", "p3.png"],
+            "given_label": ["cat", "cat", "dog", "dog"],
+            "clean_prob": [0.9, 0.2, 0.3, 0.8],
+            "is_label_issue": [False, True, True, False],
+            "predicted_label": ["cat", "dog", "dog", "dog"],
+            "suggested_label": ["dog", "dog", "dog", "cat"],
+            "suggested_prob": [0.1, 0.7, 0.6, 0.2],
+        }
+    )
     return audit.iloc[[2, 0, 3, 1]].reset_index(drop=True)  # order does not matter
 
 
@@ -218,7 +232,9 @@ def test_corrected_manifest_relabel():
 
 
 def test_corrected_manifest_is_default_relabel():
-    pd.testing.assert_frame_equal(corrected_manifest(input_rows(), hand_audit()), corrected_manifest(input_rows(), hand_audit(), "relabel"))
+    pd.testing.assert_frame_equal(
+        corrected_manifest(input_rows(), hand_audit()), corrected_manifest(input_rows(), hand_audit(), "relabel")
+    )
 
 
 def test_corrected_manifest_flag():
@@ -264,8 +280,10 @@ def test_corrected_manifest_from_parquet_audit(tmp_path):
         class_names=["cat", "dog"],
         probs=np.array([[0.9, 0.1], [0.3, 0.7], [0.4, 0.6], [0.2, 0.8]]),
         method_columns={
-            "label_score": np.array([0.9, 0.3, 0.6, 0.8]), "clean_prob": np.array([0.9, 0.2, 0.3, 0.8]),
-            "is_label_issue": np.array([False, True, True, False]), "suggested_label": np.array([1, 1, 0, 0]),
+            "label_score": np.array([0.9, 0.3, 0.6, 0.8]),
+            "clean_prob": np.array([0.9, 0.2, 0.3, 0.8]),
+            "is_label_issue": np.array([False, True, True, False]),
+            "suggested_label": np.array([1, 1, 0, 0]),
             "suggested_prob": np.array([0.1, 0.7, 0.4, 0.2]),
         },
     )

@@ -59,18 +59,35 @@ def test_int_index_out_of_range_raises(saved, key):
         saved[1][key]
 
 
-@pytest.mark.parametrize("key", [
-    slice(None), slice(3, 17), slice(None, None, 3), slice(-5, None), slice(10, 2), slice(None, None, -2), slice(40, 99),
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        slice(None),
+        slice(3, 17),
+        slice(None, None, 3),
+        slice(-5, None),
+        slice(10, 2),
+        slice(None, None, -2),
+        slice(40, 99),
+    ],
+)
 def test_slice_reads_rows(saved, key):
     expected, images = saved
     np.testing.assert_array_equal(images[key], expected[key])
     assert images[key].shape == expected[key].shape
 
 
-@pytest.mark.parametrize("key", [
-    [0, 1, 2, 10, 11, 49], [30, 2, 17, 2, 5], [4, 4, 4], [-1, 0, -50], [], np.array([[1, 2], [3, 1]]),
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        [0, 1, 2, 10, 11, 49],
+        [30, 2, 17, 2, 5],
+        [4, 4, 4],
+        [-1, 0, -50],
+        [],
+        np.array([[1, 2], [3, 1]]),
+    ],
+)
 def test_int_arrays_and_lists_read_rows_in_their_order(saved, key):
     expected, images = saved
     for as_given in (key, np.asarray(key, dtype=np.int64)):
@@ -98,10 +115,19 @@ def test_boolean_mask_reads_selected_rows(saved):
         images[mask[:-1]]
 
 
-@pytest.mark.parametrize("key", [
-    (3, slice(None), slice(None), 0), (slice(None), 0, 0, 0), ([3, 1], 2), (np.array([5, 0, 5]), slice(1, 3), 0),
-    (slice(2, 9, 2), Ellipsis, 1), (Ellipsis, 2), (4, [0, 1], [2, 3]), ([1, 2], [0, 1]),
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        (3, slice(None), slice(None), 0),
+        (slice(None), 0, 0, 0),
+        ([3, 1], 2),
+        (np.array([5, 0, 5]), slice(1, 3), 0),
+        (slice(2, 9, 2), Ellipsis, 1),
+        (Ellipsis, 2),
+        (4, [0, 1], [2, 3]),
+        ([1, 2], [0, 1]),
+    ],
+)
 def test_tuple_keys_index_within_rows_as_numpy_does(saved, key):
     expected, images = saved
     np.testing.assert_array_equal(images[key], expected[key])
@@ -291,13 +317,17 @@ def rss_kb() -> dict[str, int]:
     return fields
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or not Path("/proc/self/status").exists(), reason="reads /proc")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not Path("/proc/self/status").exists(), reason="reads /proc"
+)
 def test_reading_every_row_leaves_resident_memory_flat_unlike_a_memory_map(tmp_path):
     rows, row_shape = 1024, (128, 128, 4)  # 64 MiB
     path = tmp_path / "big.npy"
     pattern = np.arange(np.prod(row_shape), dtype=np.uint8).reshape(row_shape)
     with open(path, "wb") as handle:
-        np.lib.format.write_array_header_1_0(handle, {"descr": "|u1", "fortran_order": False, "shape": (rows, *row_shape)})
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": "|u1", "fortran_order": False, "shape": (rows, *row_shape)}
+        )
         for _ in range(rows):
             handle.write(pattern.tobytes())
     images = ImageArray(path)
@@ -312,6 +342,6 @@ def test_reading_every_row_leaves_resident_memory_flat_unlike_a_memory_map(tmp_p
     assert after["VmRSS"] - before["VmRSS"] < 32 * 1024
     mapped = np.load(path, mmap_mode="r")
     for start in range(0, rows, 64):
-        int(mapped[start:start + 64].sum(dtype=np.uint64))
+        int(mapped[start : start + 64].sum(dtype=np.uint64))
     grown = rss_kb()["RssFile"] - after["RssFile"]
     assert grown > 48 * 1024  # the same reads through a memory map stay resident

@@ -44,11 +44,14 @@ def test_constant_zero_series_is_centred_in_minus_one_to_one():
     assert set(point_rows(chart)) == {grid_rows(chart)[2]}
 
 
-@pytest.mark.parametrize("value, labels", [
-    (1500, ["1200", "1400", "1600", "1800"]),
-    (1e-4, ["8e-05", "9e-05", "0.0001", "0.00011", "0.00012"]),
-    (-3, ["-4", "-3.5", "-3", "-2.5", "-2"]),
-])
+@pytest.mark.parametrize(
+    "value, labels",
+    [
+        (1500, ["1200", "1400", "1600", "1800"]),
+        (1e-4, ["8e-05", "9e-05", "0.0001", "0.00011", "0.00012"]),
+        (-3, ["-4", "-3.5", "-3", "-2.5", "-2"]),
+    ],
+)
 def test_constant_series_band_follows_the_value_scale(value, labels):
     chart = constant_chart(value)
     assert y_axis(chart) == labels

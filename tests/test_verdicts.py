@@ -8,6 +8,7 @@ import signal
 import numpy as np
 import pandas as pd
 import pytest
+from test_interruption import signal_at_step
 
 from lnlclean.calibration import debiased, log_margins, mixture_fit
 from lnlclean.cli import main
@@ -17,7 +18,6 @@ from lnlclean.jobs.audit import run_audit
 from lnlclean.report.audit import read_audit
 from lnlclean.report.trust import audit_warnings, trusted
 from lnlclean.report.verdicts import method_verdicts, relabels, suggested_labels, suggestion_share
-from test_interruption import signal_at_step
 
 
 def two_groups(n_wrong: int, n_right: int, seed: int = 0) -> np.ndarray:
@@ -83,7 +83,11 @@ def hand_belief(n_wrong: int = 60, n_right: int = 240, seed: int = 0) -> tuple[n
 
 def test_verdicts_flag_the_wrong_labels_and_estimate_their_share():
     belief, given, true = hand_belief()
-    columns = {"clean_prob": np.linspace(0, 1, len(given)), "suggested_label": given.copy(), "my_signal": np.arange(len(given))}
+    columns = {
+        "clean_prob": np.linspace(0, 1, len(given)),
+        "suggested_label": given.copy(),
+        "my_signal": np.arange(len(given)),
+    }
     verdict, fit = method_verdicts(columns, belief, given, threshold=0.5)
     wrong = given != true
     assert fit.noise_rate == pytest.approx(wrong.mean(), abs=0.03)
@@ -107,7 +111,9 @@ def test_a_label_the_network_prefers_is_never_below_one_half():
 def test_suggestion_equal_to_the_given_label_becomes_the_best_other_label():
     belief = np.array([[0.5, 0.2, 0.3], [0.1, 0.6, 0.3]])
     np.testing.assert_array_equal(suggested_labels(np.array([0, 2]), belief, np.array([0, 1])), [2, 2])
-    belief = np.array([[0.2, 0.2, 0.6], [0.6, 0.2, 0.2], [0.2, 0.6, 0.2]])  # equal class means: debiasing changes nothing
+    belief = np.array(
+        [[0.2, 0.2, 0.6], [0.6, 0.2, 0.2], [0.2, 0.6, 0.2]]
+    )  # equal class means: debiasing changes nothing
     share = suggestion_share(belief, np.array([0, 0, 0]), np.array([2, 1, 2]))
     np.testing.assert_allclose(share, [0.6 / 0.8, 0.2 / 0.4, 0.2 / 0.8])
 
@@ -133,8 +139,14 @@ def test_warnings_say_what_is_wrong_and_which_block_relabel():
     codes = [w["code"] for w in audit_warnings(frame, {"noise_rate": 0.3, "calibration": {"separated": True}})]
     assert codes == ["most-wrong"]
     frame = audit_frame([True] + [False] * 9, ["b"] * 6 + ["a"] * 4, ["a"] * 10)
-    warnings = audit_warnings(frame, {"noise_rate": 0.1, "calibration": {"separated": False},
-                                       "method_summary": {"noise_rate_per_epoch": [None, 0.8, 0.3]}})
+    warnings = audit_warnings(
+        frame,
+        {
+            "noise_rate": 0.1,
+            "calibration": {"separated": False},
+            "method_summary": {"noise_rate_per_epoch": [None, 0.8, 0.3]},
+        },
+    )
     assert [w["code"] for w in warnings] == ["not-separated", "weak-fit", "early-estimate"]
     assert "0.80 after epoch 2" in warnings[2]["message"] and "--epochs" in warnings[0]["message"]
     assert not trusted(warnings) and trusted(warnings[1:])
@@ -159,8 +171,26 @@ def test_a_not_separated_audit_advises_fewer_epochs_only_when_the_network_predic
 
 def test_an_under_trained_audit_warns(noisy_folder_small, tmp_path, capsys):
     out = tmp_path / "audit"
-    assert main(["audit", str(noisy_folder_small["images"]), str(noisy_folder_small["csv"]), "--epochs", "1", "--device", "cpu",
-                 "--no-flip", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                str(noisy_folder_small["images"]),
+                str(noisy_folder_small["csv"]),
+                "--epochs",
+                "1",
+                "--device",
+                "cpu",
+                "--no-flip",
+                "--out",
+                str(out),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["warnings"] and not trusted(summary["warnings"])
     assert capsys.readouterr().out.count("warning: ") == len(summary["warnings"])
@@ -185,14 +215,62 @@ def test_resume_with_another_threshold_flags_by_it(digits_folder, tmp_path, monk
 def test_relabel_from_audit_honours_the_threshold(noisy_folder_small, tmp_path):
     images, csv = str(noisy_folder_small["images"]), str(noisy_folder_small["csv"])
     audit = tmp_path / "audit"
-    assert main(["audit", images, csv, "--epochs", "12", "--device", "cpu", "--no-flip", "--out", str(audit),
-                 "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                images,
+                csv,
+                "--epochs",
+                "12",
+                "--device",
+                "cpu",
+                "--no-flip",
+                "--out",
+                str(audit),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     frame, _ = read_audit(audit / "audit.parquet")
     for threshold in ("0.99", "0.01"):
         out = tmp_path / f"fixed-{threshold}.csv"
-        assert main(["relabel", images, csv, "--from-audit", str(audit / "audit.parquet"), "--policy", "flag",
-                     "--threshold", threshold, "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "relabel",
+                    images,
+                    csv,
+                    "--from-audit",
+                    str(audit / "audit.parquet"),
+                    "--policy",
+                    "flag",
+                    "--threshold",
+                    threshold,
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         reviewed = pd.read_csv(out)["action"] == "review"
         assert reviewed.sum() == (frame["clean_prob"] < float(threshold)).sum()
-    assert main(["relabel", images, csv, "--from-audit", str(audit / "audit.parquet"), "--threshold", "1.5",
-                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert (
+        main(
+            [
+                "relabel",
+                images,
+                csv,
+                "--from-audit",
+                str(audit / "audit.parquet"),
+                "--threshold",
+                "1.5",
+                "--out",
+                str(tmp_path / "x.csv"),
+            ]
+        )
+        == 2
+    )

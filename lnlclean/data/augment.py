@@ -28,7 +28,7 @@ class Augmenter:
         self.flip = flip
 
     @classmethod
-    def fit(cls, images: np.ndarray, device: torch.device, flip: bool = True, max_rows: int = 4096) -> "Augmenter":
+    def fit(cls, images: np.ndarray, device: torch.device, flip: bool = True, max_rows: int = 4096) -> Augmenter:
         """Returns an Augmenter with per-channel mean/std measured on up to `max_rows` evenly spaced images."""
         rows = np.linspace(0, len(images) - 1, num=min(len(images), max_rows)).astype(np.int64)
         sample = torch.from_numpy(np.asarray(images[rows], dtype=np.float32) / 255.0)

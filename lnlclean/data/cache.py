@@ -25,16 +25,16 @@ import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..fileio import atomic_path, prepare_output_dir
 from .decode import ImageError, Size, decode_all, image_size
-from .manifest import Manifest
 from .imagefile import ImageArray, allocate_npy
+from .manifest import Manifest
 
 CACHE_FORMAT = 1
 KEEP_SIZE_LIMIT = 64
@@ -144,7 +144,10 @@ def reuse(slot: CacheSlot, n_samples: int) -> ImageCache | None:
 
 
 def build(
-    manifest: Manifest, slot: CacheSlot, workers: int | None = None, advance: Advance | None = None,
+    manifest: Manifest,
+    slot: CacheSlot,
+    workers: int | None = None,
+    advance: Advance | None = None,
 ) -> ImageCache:
     """Decodes every image of `manifest` into the cache at `slot` and returns it (``reused`` False).
 
@@ -181,7 +184,12 @@ def _try_load(array_path: Path, meta_path: Path, n_samples: int) -> ImageCache |
         return None
     if not isinstance(meta.get("resized"), (str, type(None))):
         return None
-    if meta.get("format") != CACHE_FORMAT or images.shape[0] != n_samples or images.dtype != np.uint8 or images.ndim != 4:
+    if (
+        meta.get("format") != CACHE_FORMAT
+        or images.shape[0] != n_samples
+        or images.dtype != np.uint8
+        or images.ndim != 4
+    ):
         return None
     bad = {int(i): reason for i, reason in meta.get("bad", {}).items()}
     # a cache written before "resized" was recorded has none: it says nothing rather than being rebuilt

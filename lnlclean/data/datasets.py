@@ -14,9 +14,9 @@ can be matched to a subset.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -113,12 +113,18 @@ def load_cifar(name: str, data_dir: Path | None, cache_dir: Path, advance=None) 
         train = cls(root=str(root), train=True, download=data_dir is None)
         test = cls(root=str(root), train=False, download=data_dir is None)
     except RuntimeError as err:  # torchvision: files missing or corrupt
-        raise UserError(f"--data-dir {root}: no usable {name} files ({err}); give torchvision's files or train/ test/ folders")
+        raise UserError(
+            f"--data-dir {root}: no usable {name} files ({err}); give torchvision's files or train/ test/ folders"
+        )
     except OSError as err:  # the download could not reach the network
         raise UserError(f"{name}: download failed ({err}); pass --data-dir with a local copy")
     return BenchmarkData(
-        name, np.asarray(train.data), np.asarray(train.targets, dtype=np.int64),
-        np.asarray(test.data), np.asarray(test.targets, dtype=np.int64), list(train.classes),
+        name,
+        np.asarray(train.data),
+        np.asarray(train.targets, dtype=np.int64),
+        np.asarray(test.data),
+        np.asarray(test.targets, dtype=np.int64),
+        list(train.classes),
     )
 
 
@@ -140,8 +146,13 @@ def _cifar_from_folders(name: str, root: Path, cache_dir: Path, advance) -> Benc
     if train_manifest.n_classes != expected:
         raise UserError(f"--data-dir {root}: {train_manifest.n_classes} class folders, {name} has {expected}")
     return BenchmarkData(
-        name, splits["train"][1], train_manifest.labels, splits["test"][1], test_manifest.labels,
-        train_manifest.class_names, from_folders=True,
+        name,
+        splits["train"][1],
+        train_manifest.labels,
+        splits["test"][1],
+        test_manifest.labels,
+        train_manifest.class_names,
+        from_folders=True,
     )
 
 
@@ -153,12 +164,21 @@ def _subsample(data: BenchmarkData, train_size: int) -> BenchmarkData:
     from sklearn.model_selection import train_test_split
 
     keep, _ = train_test_split(
-        np.arange(len(data.train_labels)), train_size=train_size,
-        stratify=data.train_labels, random_state=SPLIT_SEED,
+        np.arange(len(data.train_labels)),
+        train_size=train_size,
+        stratify=data.train_labels,
+        random_state=SPLIT_SEED,
     )
     keep = np.sort(keep)
     return BenchmarkData(
-        data.name, np.asarray(data.train_images[keep]), data.train_labels[keep],
-        data.test_images, data.test_labels, data.class_names, data.flip,
-        split_index=keep, split_labels=data.train_labels, from_folders=data.from_folders,
+        data.name,
+        np.asarray(data.train_images[keep]),
+        data.train_labels[keep],
+        data.test_images,
+        data.test_labels,
+        data.class_names,
+        data.flip,
+        split_index=keep,
+        split_labels=data.train_labels,
+        from_folders=data.from_folders,
     )

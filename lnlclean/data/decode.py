@@ -27,11 +27,10 @@ import os
 import signal
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -82,7 +81,9 @@ def open_rgb(path: Path, at_least: int | None = None) -> Image.Image:
     """
     with pillow(path) as image:
         if image.width * image.height > MAX_PIXELS:
-            raise ImageError(f"{image.width}×{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb")
+            raise ImageError(
+                f"{image.width}×{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb"
+            )
         if at_least is not None:
             image.draft("RGB", (at_least, at_least))
         image.load()
@@ -161,7 +162,9 @@ def decode_rows(array_path: str, root: str, paths: list[str], start: int) -> tup
     fd = os.open(array_path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
     try:
         for first in range(0, len(paths), per_write):
-            block, block_bad, block_sizes = _decode_block(Path(root), paths[first:first + per_write], layout, start + first)
+            block, block_bad, block_sizes = _decode_block(
+                Path(root), paths[first : first + per_write], layout, start + first
+            )
             write_rows(fd, layout, start + first, block)
             bad.update(block_bad)
             sizes.update(block_sizes)
@@ -170,7 +173,9 @@ def decode_rows(array_path: str, root: str, paths: list[str], start: int) -> tup
     return bad, sizes
 
 
-def _decode_block(root: Path, paths: list[str], layout: NpyLayout, first_row: int) -> tuple[np.ndarray, dict[int, str], Counter[Size]]:
+def _decode_block(
+    root: Path, paths: list[str], layout: NpyLayout, first_row: int
+) -> tuple[np.ndarray, dict[int, str], Counter[Size]]:
     """Returns (the decoded rows of `paths`, zeros for bad images; row → reason for those; count per original size)."""
     block = np.zeros((len(paths), *layout.shape[1:]), dtype=layout.dtype)
     bad: dict[int, str] = {}
@@ -185,7 +190,11 @@ def _decode_block(root: Path, paths: list[str], layout: NpyLayout, first_row: in
 
 
 def decode_all(
-    root: Path, paths: list[str], array_path: Path, workers: int | None, advance: Callable[[int], None] | None,
+    root: Path,
+    paths: list[str],
+    array_path: Path,
+    workers: int | None,
+    advance: Callable[[int], None] | None,
 ) -> tuple[dict[int, str], Counter[Size]]:
     """Decodes every image into the existing ``.npy`` file `array_path` (uint8 N×H×W×3, N = len(paths)).
 
@@ -200,8 +209,12 @@ def decode_all(
     try:
         with warnings.catch_warnings():  # Python ≥ 3.12 warns about fork in a threaded process; the workers only decode
             warnings.simplefilter("ignore", DeprecationWarning)
-            futures = {pool.submit(decode_rows, str(array_path), str(root), paths[s:s + CHUNK], s): min(CHUNK, len(paths) - s)
-                       for s in range(0, len(paths), CHUNK)}
+            futures = {
+                pool.submit(decode_rows, str(array_path), str(root), paths[s : s + CHUNK], s): min(
+                    CHUNK, len(paths) - s
+                )
+                for s in range(0, len(paths), CHUNK)
+            }
         for future in as_completed(futures):
             chunk_bad, chunk_sizes = future.result()
             bad.update(chunk_bad)
@@ -216,7 +229,9 @@ def decode_all(
 def _pool(workers: int, n_images: int) -> Executor:
     """Returns forked processes for a large folder where ``fork`` exists, else threads."""
     if workers > 1 and n_images >= PROCESS_MIN and "fork" in multiprocessing.get_all_start_methods():
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_leave_signals_to_parent)
+        return ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("fork"), initializer=_leave_signals_to_parent
+        )
     return ThreadPoolExecutor(workers)
 
 

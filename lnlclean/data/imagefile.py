@@ -200,7 +200,7 @@ class ImageArray:
         ends = np.append(starts[1:], len(file_rows))
         for start, end in zip(starts.tolist(), ends.tolist()):
             offset = self.layout.offset + int(file_rows[start]) * row_bytes
-            self._read_into(fd, flat[start * row_bytes:end * row_bytes], offset)
+            self._read_into(fd, flat[start * row_bytes : end * row_bytes], offset)
         return out
 
     def _open(self) -> int:
@@ -229,7 +229,7 @@ class ImageArray:
             with self._lock:
                 os.lseek(fd, offset, os.SEEK_SET)
                 data = os.read(fd, len(target))
-        target[:len(data)] = data
+        target[: len(data)] = data
         return len(data)
 
 

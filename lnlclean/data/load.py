@@ -43,7 +43,11 @@ class LoadedImages:
 
 
 def read_input(
-    images: Path, labels_csv: Path | None, on_bad_image: str, require_labels: bool = False, allow_outside_root: bool = False,
+    images: Path,
+    labels_csv: Path | None,
+    on_bad_image: str,
+    require_labels: bool = False,
+    allow_outside_root: bool = False,
 ) -> Manifest:
     """Returns the manifest of the folder `images` and its `labels_csv` (or its class subfolders), checked.
 
@@ -84,7 +88,9 @@ def check_class_sizes(manifest: Manifest) -> None:
         others = [n for n in manifest.class_names if n != name]
         close = difflib.get_close_matches(name, others, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"{where}: class {name!r} has only this one image{hint}; fix its label or add images of that class")
+        raise UserError(
+            f"{where}: class {name!r} has only this one image{hint}; fix its label or add images of that class"
+        )
 
 
 def input_table(manifest: Manifest) -> pd.DataFrame:
@@ -95,8 +101,13 @@ def input_table(manifest: Manifest) -> pd.DataFrame:
 
 
 def load_images(
-    manifest: Manifest, cache_dir: Path | None, image_size: int | None, fallback_size: int, workers: int | None,
-    on_bad_image: str, reporter: Reporter,
+    manifest: Manifest,
+    cache_dir: Path | None,
+    image_size: int | None,
+    fallback_size: int,
+    workers: int | None,
+    on_bad_image: str,
+    reporter: Reporter,
 ) -> LoadedImages:
     """Returns the images of `manifest`, decoded into the image cache in `cache_dir` or reused from it.
 
@@ -129,7 +140,9 @@ def load_images(
         images = cache.images.subset(keep)  # rows are read from the cache file as batches need them
         reporter.log(f"skipped {len(skipped)} missing or unreadable image(s); they are listed in summary.json")
     if len(np.unique(manifest.labels)) < 2:
-        raise UserError(f"{manifest.source or manifest.root}: fewer than two classes left after skipping unreadable images")
+        raise UserError(
+            f"{manifest.source or manifest.root}: fewer than two classes left after skipping unreadable images"
+        )
     return LoadedImages(manifest, images, skipped, f"{cache.path.stem}:{labels_digest(manifest)}")
 
 

@@ -36,8 +36,12 @@ CANDIDATES_COLUMN = "candidates"
 CANDIDATE_SEPARATOR = "|"
 DELIMITERS = (",", ";", "\t")
 RESERVED = (*REQUIRED_COLUMNS, CANDIDATES_COLUMN)
-MAX_EXTRA_COLUMNS = 1_000  # other columns are carried to every output; a header with more is most likely a wrong separator
-LINE_BREAK = re.compile(r"\r\n|\r|\n")  # where the CSV reader ends a line (not at \x1e, \x85 or \u2028, which str.splitlines() also splits)
+MAX_EXTRA_COLUMNS = (
+    1_000  # other columns are carried to every output; a header with more is most likely a wrong separator
+)
+LINE_BREAK = re.compile(
+    r"\r\n|\r|\n"
+)  # where the CSV reader ends a line (not at \x1e, \x85 or \u2028, which str.splitlines() also splits)
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -75,7 +79,7 @@ class Manifest:
         """Returns the number of classes."""
         return len(self.class_names)
 
-    def subset(self, keep: np.ndarray) -> "Manifest":
+    def subset(self, keep: np.ndarray) -> Manifest:
         """Returns a manifest with only the rows where boolean mask `keep` is true (class map unchanged)."""
         rows = np.flatnonzero(keep)
         return Manifest(
@@ -91,7 +95,9 @@ class Manifest:
 
 
 def read_manifest(
-    images: str | os.PathLike, labels_csv: str | os.PathLike | None = None, allow_outside_root: bool = False,
+    images: str | os.PathLike,
+    labels_csv: str | os.PathLike | None = None,
+    allow_outside_root: bool = False,
     skip_missing: bool = False,
 ) -> Manifest:
     """Returns the validated manifest for image folder `images`.
@@ -169,17 +175,19 @@ def _read_csv(csv_path: Path) -> pd.DataFrame:
     columns: list[list[str]] = [[] for _ in names]
     for line, cells in body:
         if len(cells) > len(names):
-            if any(cells[len(names):]):
+            if any(cells[len(names) :]):
                 raise UserError(
                     f"{csv_path}: row {line}: {len(cells)} fields but the header names {len(names)} columns; "
                     "quote cells that contain the separator, or add the missing column names to the header"
                 )
-            cells = cells[:len(names)]
+            cells = cells[: len(names)]
         for column, cell in zip(columns, cells):
             column.append(cell)
-        for column in columns[len(cells):]:
+        for column in columns[len(cells) :]:
             column.append("")
-    return pd.DataFrame(dict(zip(names, columns)), index=pd.Index([line for line, _ in body], dtype=np.int64), dtype=object)
+    return pd.DataFrame(
+        dict(zip(names, columns)), index=pd.Index([line for line, _ in body], dtype=np.int64), dtype=object
+    )
 
 
 def csv_rows(text: str, delimiter: str, csv_path: Path) -> list[tuple[int, list[str]]]:
@@ -196,7 +204,9 @@ def csv_rows(text: str, delimiter: str, csv_path: Path) -> list[tuple[int, list[
                 records.append((first_line, cells))
             first_line = reader.line_num + 1
     except csv.Error as err:
-        raise UserError(f"{csv_path}: line {reader.line_num}: cannot be read as CSV ({err}); quote cells that contain the separator")
+        raise UserError(
+            f"{csv_path}: line {reader.line_num}: cannot be read as CSV ({err}); quote cells that contain the separator"
+        )
     return records
 
 
@@ -243,12 +253,16 @@ def _read_text(csv_path: Path) -> str:
         try:
             return raw.decode("utf-16")
         except UnicodeDecodeError as err:
-            raise UserError(f"{csv_path}: not UTF-16 text ({err.reason} at byte {err.start}); save the file as UTF-8 CSV")
+            raise UserError(
+                f"{csv_path}: not UTF-16 text ({err.reason} at byte {err.start}); save the file as UTF-8 CSV"
+            )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise UserError(f"{csv_path}: line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); save the file as UTF-8 CSV")
+        raise UserError(
+            f"{csv_path}: line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); save the file as UTF-8 CSV"
+        )
 
 
 def _delimiter(text: str) -> str:
@@ -266,11 +280,16 @@ def _header_name(raw) -> str:
     return name.lower() if name.lower() in RESERVED else name
 
 
-def _build(root: Path, frame: pd.DataFrame, source: Path | None, allow_outside_root: bool, skip_missing: bool = False) -> Manifest:
+def _build(
+    root: Path, frame: pd.DataFrame, source: Path | None, allow_outside_root: bool, skip_missing: bool = False
+) -> Manifest:
     where = source if source is not None else root
     lines = _line_numbers(frame, source)
     frame = frame.reset_index(drop=True)
-    paths = [_checked_path(root, raw, where, line, allow_outside_root, skip_missing) for raw, line in zip(frame["path"], lines)]
+    paths = [
+        _checked_path(root, raw, where, line, allow_outside_root, skip_missing)
+        for raw, line in zip(frame["path"], lines)
+    ]
     _reject_duplicates(paths, where, lines)
     has_label_column = "label" in frame.columns
     sets = _candidate_sets(frame, where, lines) if CANDIDATES_COLUMN in frame.columns else None
@@ -291,8 +310,14 @@ def _build(root: Path, frame: pd.DataFrame, source: Path | None, allow_outside_r
     labels = np.array([index_of[name] for name in given], dtype=np.int64)
     extra = frame.drop(columns=[c for c in REQUIRED_COLUMNS if c in frame.columns]).reset_index(drop=True)
     return Manifest(
-        root=root, paths=paths, labels=labels, class_names=class_names, extra=extra, source=source,
-        candidates=candidates, has_label_column=has_label_column,
+        root=root,
+        paths=paths,
+        labels=labels,
+        class_names=class_names,
+        extra=extra,
+        source=source,
+        candidates=candidates,
+        has_label_column=has_label_column,
     )
 
 
@@ -309,12 +334,16 @@ def _candidate_sets(frame: pd.DataFrame, where: Path, lines: list[int]) -> list[
             continue
         names = [name.strip() for name in raw.split(CANDIDATE_SEPARATOR)]
         if "" in names:
-            raise UserError(f"{where}: row {line}: empty name in candidates {raw!r}; join class names with '|', e.g. cat|dog")
+            raise UserError(
+                f"{where}: row {line}: empty name in candidates {raw!r}; join class names with '|', e.g. cat|dog"
+            )
         sets.append(list(dict.fromkeys(names)))
     return sets
 
 
-def _candidate_matrix(sets: list[list[str]], given: list[str], index_of: dict[str, int], where: Path, lines: list[int]) -> np.ndarray:
+def _candidate_matrix(
+    sets: list[list[str]], given: list[str], index_of: dict[str, int], where: Path, lines: list[int]
+) -> np.ndarray:
     """Returns the bool N×K candidate matrix; raises UserError for an unknown class or a label outside its set."""
     matrix = np.zeros((len(sets), len(index_of)), dtype=bool)
     for row, (names, label, line) in enumerate(zip(sets, given, lines)):
@@ -347,7 +376,9 @@ def _reject_numeric_labels(label_texts: list[str], where: Path, lines: list[int]
             )
 
 
-def _checked_path(root: Path, raw: str, where: Path, line: int, allow_outside_root: bool, skip_missing: bool = False) -> str:
+def _checked_path(
+    root: Path, raw: str, where: Path, line: int, allow_outside_root: bool, skip_missing: bool = False
+) -> str:
     """Returns the CSV path `raw` as a POSIX path relative to `root` once it names a readable file inside `root`.
 
     This is the one place where a path from the CSV meets the file system: every way it can
@@ -363,11 +394,17 @@ def _checked_path(root: Path, raw: str, where: Path, line: int, allow_outside_ro
     posix = PurePosixPath(raw.replace("\\", "/"))
     full = root / posix
     if not allow_outside_root and (posix.is_absolute() or ".." in posix.parts):
-        raise UserError(f"{where}: row {line}: path {raw!r} leaves the image folder; give paths relative to {root}, or pass --allow-outside-root")
+        raise UserError(
+            f"{where}: row {line}: path {raw!r} leaves the image folder; give paths relative to {root}, or pass --allow-outside-root"
+        )
     try:
         if not allow_outside_root and not _inside(full.resolve(), root.resolve()):
-            raise UserError(f"{where}: row {line}: {raw!r} is a link pointing outside {root}; pass --allow-outside-root to accept it")
-        problem = None if full.is_file() else "not found" if not full.exists() and not full.is_symlink() else "not a file"
+            raise UserError(
+                f"{where}: row {line}: {raw!r} is a link pointing outside {root}; pass --allow-outside-root to accept it"
+            )
+        problem = (
+            None if full.is_file() else "not found" if not full.exists() and not full.is_symlink() else "not a file"
+        )
         if problem is None and not os.access(full, os.R_OK):
             problem = "not readable (check its permissions)"
     except RuntimeError:  # Path.resolve before Python 3.13 on a link loop
@@ -375,7 +412,9 @@ def _checked_path(root: Path, raw: str, where: Path, line: int, allow_outside_ro
     except OSError as err:
         problem = "a symbolic link loop" if err.errno == errno.ELOOP else (err.strerror or str(err)).lower()
     if problem is not None and not skip_missing:
-        raise UserError(f"{where}: row {line}: image {full}: {problem}; fix the path or remove the row, or pass --on-bad-image skip")
+        raise UserError(
+            f"{where}: row {line}: image {full}: {problem}; fix the path or remove the row, or pass --on-bad-image skip"
+        )
     return posix.as_posix()
 
 
@@ -387,7 +426,9 @@ def _reject_duplicates(paths: list[str], where: Path, lines: list[int]) -> None:
     first_line: dict[str, int] = {}
     for path, line in zip(paths, lines):
         if path in first_line:
-            raise UserError(f"{where}: row {line}: duplicate path {path!r} (also row {first_line[path]}); keep one row per image")
+            raise UserError(
+                f"{where}: row {line}: duplicate path {path!r} (also row {first_line[path]}); keep one row per image"
+            )
         first_line[path] = line
 
 

@@ -107,7 +107,9 @@ def parse_noise_spec(spec: str) -> NoiseSpec:
     """
     match = _SPEC.match(spec.strip().lower())
     if not match or (match.group(1) == "clean") == (match.group(2) is not None):
-        raise UserError(f"--noise {spec!r}: expected clean, symNN, asymNN or idnNN with NN a percentage below 100 (e.g. sym40)")
+        raise UserError(
+            f"--noise {spec!r}: expected clean, symNN, asymNN or idnNN with NN a percentage below 100 (e.g. sym40)"
+        )
     if match.group(1) == "clean":
         return NoiseSpec("clean", 0.0)
     return NoiseSpec(match.group(1), int(match.group(2)) / 100)
@@ -156,7 +158,9 @@ def asymmetric_noise(
     return noisy
 
 
-def instance_dependent_noise(true_labels: np.ndarray, mean_probs: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+def instance_dependent_noise(
+    true_labels: np.ndarray, mean_probs: np.ndarray, rate: float, rng: np.random.Generator
+) -> np.ndarray:
     """Returns labels where, within each true class c, round(rate·n_c) samples drawn by their confusion take the wrong class they are most confused with.
 
     `mean_probs` (N×K) is a classifier's softmax averaged over its training epochs. A sample's

@@ -58,7 +58,9 @@ def read_noise_file(path: Path, key: str | None, class_names: list[str]) -> Nois
         raise UserError(f"{OPTION} {path}: no such file")
     if path.suffix.lower() == ".csv":
         if key is not None:
-            raise UserError(f"--noise-key {key}: a CSV noise file holds one label set (columns index,label); drop --noise-key")
+            raise UserError(
+                f"--noise-key {key}: a CSV noise file holds one label set (columns index,label); drop --noise-key"
+            )
         return read_csv_labels(path, class_names)
     return read_torch_labels(path, key, len(class_names))
 
@@ -110,13 +112,17 @@ def read_torch_labels(path: Path, key: str | None, n_classes: int) -> NoiseFileL
     noisy_keys = sorted(name for name in arrays if name != CLEAN_KEY and "coarse" not in name)
     if key is None:
         if len(noisy_keys) != 1:
-            raise UserError(f"{OPTION} {path}: holds the label sets {', '.join(noisy_keys) or 'none'}; choose one with --noise-key")
+            raise UserError(
+                f"{OPTION} {path}: holds the label sets {', '.join(noisy_keys) or 'none'}; choose one with --noise-key"
+            )
         key = noisy_keys[0]
     if key not in arrays:
         raise UserError(f"--noise-key {key}: not in {path} (it holds {', '.join(sorted(arrays)) or 'no label arrays'})")
     labels = arrays[key]
     if labels.min() < 0 or labels.max() >= n_classes:
-        raise UserError(f"--noise-key {key}: labels range from {labels.min()} to {labels.max()}, but the dataset has {n_classes} classes")
+        raise UserError(
+            f"--noise-key {key}: labels range from {labels.min()} to {labels.max()}, but the dataset has {n_classes} classes"
+        )
     if clean is not None and len(clean) != len(labels):
         raise UserError(f"{OPTION} {path}: {CLEAN_KEY} has {len(clean)} labels and {key} {len(labels)}")
     return NoiseFileLabels(labels, clean, torchvision_order=True)
@@ -128,7 +134,10 @@ def load_label_dict(path: Path) -> dict:
     from torch.serialization import safe_globals
 
     reconstruct = np._core.multiarray._reconstruct
-    integer_dtypes = [type(np.dtype(kind)) for kind in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)]
+    integer_dtypes = [
+        type(np.dtype(kind))
+        for kind in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
+    ]
     allowed = [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype, *integer_dtypes]
     try:
         with safe_globals(allowed):
@@ -136,7 +145,9 @@ def load_label_dict(path: Path) -> dict:
     except Exception as err:  # a foreign or truncated file fails in many ways; all mean "unusable"
         raise UserError(f"{OPTION} {path}: not a CSV nor a readable torch file of label arrays ({type(err).__name__})")
     if not isinstance(content, dict):
-        raise UserError(f"{OPTION} {path}: holds a {type(content).__name__}, not a dict of label arrays such as CIFAR-N's")
+        raise UserError(
+            f"{OPTION} {path}: holds a {type(content).__name__}, not a dict of label arrays such as CIFAR-N's"
+        )
     return content
 
 
@@ -163,23 +174,31 @@ def noisy_training_labels(bench: BenchmarkData, noise: NoiseFileLabels, path: Pa
     covered = positions < len(noise.labels)
     covered[covered] = noise.labels[positions[covered]] >= 0
     if not covered.all():
-        raise UserError(f"{OPTION} {path}: gives no label for training image {positions[~covered][0]} of {bench.name}; it must cover the whole training split")
+        raise UserError(
+            f"{OPTION} {path}: gives no label for training image {positions[~covered][0]} of {bench.name}; it must cover the whole training split"
+        )
     if noise.clean is not None:
         differ = int((noise.clean[positions] != bench.train_labels).sum())
         if differ:
-            raise UserError(f"{OPTION} {path}: its {CLEAN_KEY} disagrees with {bench.name}'s true labels on {differ} of {len(positions)} images; is it the file of this dataset?")
+            raise UserError(
+                f"{OPTION} {path}: its {CLEAN_KEY} disagrees with {bench.name}'s true labels on {differ} of {len(positions)} images; is it the file of this dataset?"
+            )
     return noise.labels[positions]
 
 
 def folder_to_torchvision(bench: BenchmarkData, noise: NoiseFileLabels, path: Path) -> np.ndarray:
     """Returns, for each position of a folder-loaded split, its position in torchvision's order (from the file's clean labels)."""
     if noise.clean is None:
-        raise UserError(f"{OPTION} {path}: has no {CLEAN_KEY} to place images read from folders; use torchvision's CIFAR files as --data-dir")
+        raise UserError(
+            f"{OPTION} {path}: has no {CLEAN_KEY} to place images read from folders; use torchvision's CIFAR files as --data-dir"
+        )
     folder_labels = bench.whole_split_labels()
     mapping = np.empty(len(folder_labels), dtype=np.int64)
     for k in range(len(bench.class_names)):
         in_folders, in_file = np.flatnonzero(folder_labels == k), np.flatnonzero(noise.clean == k)
         if len(in_folders) != len(in_file):
-            raise UserError(f"{OPTION} {path}: class {bench.class_names[k]!r} has {len(in_file)} images in the file and {len(in_folders)} in the folders; is it the file of this dataset?")
+            raise UserError(
+                f"{OPTION} {path}: class {bench.class_names[k]!r} has {len(in_file)} images in the file and {len(in_folders)} in the folders; is it the file of this dataset?"
+            )
         mapping[in_folders] = in_file
     return mapping

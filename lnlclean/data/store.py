@@ -44,7 +44,9 @@ class ImageStore:
         return batch
 
 
-def copy_in_chunks(images: np.ndarray | ImageArray, device: torch.device, chunk_bytes: int = RESIDENT_CHUNK_BYTES) -> torch.Tensor:
+def copy_in_chunks(
+    images: np.ndarray | ImageArray, device: torch.device, chunk_bytes: int = RESIDENT_CHUNK_BYTES
+) -> torch.Tensor:
     """Returns `images` as a uint8 tensor on `device`, copied about `chunk_bytes` of rows at a time.
 
     The host never holds more than one chunk beyond what `images` itself holds.
@@ -53,6 +55,6 @@ def copy_in_chunks(images: np.ndarray | ImageArray, device: torch.device, chunk_
     row_bytes = max(1, images.nbytes // max(1, len(images)))
     step = max(1, chunk_bytes // row_bytes)
     for start in range(0, len(images), step):
-        chunk = np.ascontiguousarray(images[start:start + step], dtype=np.uint8)
-        resident[start:start + len(chunk)].copy_(torch.from_numpy(chunk))
+        chunk = np.ascontiguousarray(images[start : start + step], dtype=np.uint8)
+        resident[start : start + len(chunk)].copy_(torch.from_numpy(chunk))
     return resident

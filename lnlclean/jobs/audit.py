@@ -29,10 +29,18 @@ from ..report.verdicts import VerdictFit, method_verdicts
 
 
 def run_audit(
-    images: Path, labels_csv: Path | None, config: RunConfig, out_dir: Path,
-    cache_dir: Path | None = None, on_bad_image: str = "fail", resume: bool = False,
-    reporter: Reporter | None = None, require_labels: bool = False, overwrite: bool = False,
-    allow_outside_root: bool = False, out_option: str = "--out",
+    images: Path,
+    labels_csv: Path | None,
+    config: RunConfig,
+    out_dir: Path,
+    cache_dir: Path | None = None,
+    on_bad_image: str = "fail",
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    require_labels: bool = False,
+    overwrite: bool = False,
+    allow_outside_root: bool = False,
+    out_option: str = "--out",
 ) -> Audit:
     """Trains `config.method` on the folder and writes ``audit.parquet``, ``summary.json`` and ``report.html`` to `out_dir`.
 
@@ -57,14 +65,24 @@ def run_audit(
         columns, calibration = fitted_verdicts(result, config.threshold)
         frame = audit_table(result, columns, manifest.paths, manifest.labels, manifest.class_names, manifest.extra)
         timings = {
-            "total_seconds": result.earlier_seconds + time.perf_counter() - started, "cache_seconds": cache_seconds,
-            "train_seconds": result.seconds, "epoch_seconds": [h["seconds"] for h in result.history],
+            "total_seconds": result.earlier_seconds + time.perf_counter() - started,
+            "cache_seconds": cache_seconds,
+            "train_seconds": result.seconds,
+            "epoch_seconds": [h["seconds"] for h in result.history],
         }
-        inputs = {"images": str(manifest.root.resolve()), "labels_csv": str(manifest.source.resolve()) if manifest.source else None}
+        inputs = {
+            "images": str(manifest.root.resolve()),
+            "labels_csv": str(manifest.source.resolve()) if manifest.source else None,
+        }
         summary = run_summary(
-            {**run_header(config, result), **inputs}, frame, manifest.class_names, timings, result.history,
+            {**run_header(config, result), **inputs},
+            frame,
+            manifest.class_names,
+            timings,
+            result.history,
             **verdict_fields(config, result, calibration),
-            n_skipped=len(skipped), skipped=[{"path": p, "reason": r} for p, r in skipped.items()],
+            n_skipped=len(skipped),
+            skipped=[{"path": p, "reason": r} for p, r in skipped.items()],
         )
         metadata = audit_metadata(config, manifest.class_names, calibration)
         if output.writes:
@@ -73,8 +91,14 @@ def run_audit(
 
 
 def load_dataset(
-    images: Path, labels_csv: Path | None, config: RunConfig, cache_dir: Path | None,
-    on_bad_image: str, reporter: Reporter, require_labels: bool = False, allow_outside_root: bool = False,
+    images: Path,
+    labels_csv: Path | None,
+    config: RunConfig,
+    cache_dir: Path | None,
+    on_bad_image: str,
+    reporter: Reporter,
+    require_labels: bool = False,
+    allow_outside_root: bool = False,
 ) -> tuple[Manifest, TrainData, dict[str, str], pd.DataFrame]:
     """Returns the manifest (bad images removed), the training data, skipped path → reason, and the input rows.
 
@@ -87,12 +111,22 @@ def load_dataset(
     uses_candidates = training_candidates(manifest, config, reporter) is not None
     input_rows = input_table(manifest)
     loaded = load_images(
-        manifest, cache_dir, config.image_size, default_image_size(config.backbone), config.workers, on_bad_image, reporter,
+        manifest,
+        cache_dir,
+        config.image_size,
+        default_image_size(config.backbone),
+        config.workers,
+        on_bad_image,
+        reporter,
     )
     manifest = loaded.manifest
     data = TrainData(
-        images=loaded.images, labels=manifest.labels, n_classes=manifest.n_classes,
-        candidates=manifest.candidates if uses_candidates else None, flip=config.flip, fingerprint=loaded.fingerprint,
+        images=loaded.images,
+        labels=manifest.labels,
+        n_classes=manifest.n_classes,
+        candidates=manifest.candidates if uses_candidates else None,
+        flip=config.flip,
+        fingerprint=loaded.fingerprint,
     )
     return manifest, data, loaded.skipped, input_rows
 
@@ -107,8 +141,12 @@ def training_candidates(manifest: Manifest, config: RunConfig, reporter: Reporte
     if config.checked().method_class.reads_candidates:
         return manifest.candidates
     if not manifest.has_label_column:
-        raise UserError(f"{manifest.source}: has candidates but no label column; --method {config.method} needs labels (candidate sets: --method {candidate_readers()})")
-    reporter.log(f"--method {config.method} trains on the label column and ignores the candidates column (candidate sets: --method {candidate_readers()})")
+        raise UserError(
+            f"{manifest.source}: has candidates but no label column; --method {config.method} needs labels (candidate sets: --method {candidate_readers()})"
+        )
+    reporter.log(
+        f"--method {config.method} trains on the label column and ignores the candidates column (candidate sets: --method {candidate_readers()})"
+    )
     return None
 
 
@@ -117,33 +155,55 @@ def fitted_verdicts(result: FitResult, threshold: float) -> tuple[dict[str, np.n
     method, setup = result.method, result.method.setup
     candidates = None if setup.candidates is None else setup.candidates.cpu().numpy()
     return method_verdicts(
-        method.audit(result.probs), result.probs, setup.given_labels.cpu().numpy(), threshold, candidates,
+        method.audit(result.probs),
+        result.probs,
+        setup.given_labels.cpu().numpy(),
+        threshold,
+        candidates,
     )
 
 
-def audit_table(result: FitResult, columns: dict[str, np.ndarray], paths, given_labels, class_names, extra=None) -> pd.DataFrame:
+def audit_table(
+    result: FitResult, columns: dict[str, np.ndarray], paths, given_labels, class_names, extra=None
+) -> pd.DataFrame:
     """Returns the audit table for a finished fit and its verdict `columns` (see :mod:`lnlclean.report.audit`)."""
-    return build_audit_table(AuditInputs(
-        paths=list(paths), given_labels=np.asarray(given_labels), class_names=list(class_names),
-        probs=result.probs, method_columns=columns, extra=extra,
-    ))
+    return build_audit_table(
+        AuditInputs(
+            paths=list(paths),
+            given_labels=np.asarray(given_labels),
+            class_names=list(class_names),
+            probs=result.probs,
+            method_columns=columns,
+            extra=extra,
+        )
+    )
 
 
 def run_header(config: RunConfig, result: FitResult) -> dict:
     """Returns the summary fields every trained run shares: version, method, settings, seed, device, where it resumed."""
     return {
-        "lnlclean_version": __version__, "method": config.method, "settings": config.to_dict(),
-        "seed": config.seed, "device": result.device, "resumed_from_epoch": result.resumed_from_epoch,
+        "lnlclean_version": __version__,
+        "method": config.method,
+        "settings": config.to_dict(),
+        "seed": config.seed,
+        "device": result.device,
+        "resumed_from_epoch": result.resumed_from_epoch,
         "resumed_at": result.resumed_at,
     }
 
 
 def verdict_fields(config: RunConfig, result: FitResult, calibration: VerdictFit) -> dict:
     """Returns what summary.json says of a trained method's verdicts beyond the counts: the threshold, the calibration and the method's own summary."""
-    return {"threshold": config.threshold, "calibration": dataclasses.asdict(calibration), "method_summary": result.method.summary()}
+    return {
+        "threshold": config.threshold,
+        "calibration": dataclasses.asdict(calibration),
+        "method_summary": result.method.summary(),
+    }
 
 
-def run_summary(header: dict, frame: pd.DataFrame, class_names: list[str], timings: dict, history: list[dict], **fields) -> dict:
+def run_summary(
+    header: dict, frame: pd.DataFrame, class_names: list[str], timings: dict, history: list[dict], **fields
+) -> dict:
     """Returns the content of summary.json (see docs/outputs.md) for the audit table `frame`.
 
     It holds `header`, the label-quality figures (:func:`~lnlclean.report.audit.summarize`),
@@ -158,8 +218,12 @@ def run_summary(header: dict, frame: pd.DataFrame, class_names: list[str], timin
 def audit_metadata(config: RunConfig, class_names: list[str], calibration: VerdictFit) -> dict:
     """Returns the JSON stored in the audit's Parquet schema metadata: version, method, settings, class names, seed and the calibration fit."""
     return {
-        "lnlclean_version": __version__, "method": config.method, "settings": config.to_dict(),
-        "class_names": list(class_names), "seed": config.seed, "calibration": dataclasses.asdict(calibration),
+        "lnlclean_version": __version__,
+        "method": config.method,
+        "settings": config.to_dict(),
+        "class_names": list(class_names),
+        "seed": config.seed,
+        "calibration": dataclasses.asdict(calibration),
     }
 
 

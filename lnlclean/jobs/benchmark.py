@@ -29,7 +29,8 @@ from ..methods import candidate_readers
 from ..outputs import claim_output_dir
 from ..progress import Reporter
 from ..report.consensus import Verdicts
-from ..report.diagnostics import describe as describe_diagnostics, epoch_diagnostics
+from ..report.diagnostics import describe as describe_diagnostics
+from ..report.diagnostics import epoch_diagnostics
 from ..report.html import ReportInputs, render_report, write_report
 from ..report.scores import BenchmarkRun, NoisyLabels, disagreement_scores, score_consensus, score_verdicts
 from ..report.thumbnails import ArrayImages
@@ -38,13 +39,29 @@ from .audit import audit_table, fitted_verdicts, method_info, run_header, run_su
 
 BENCHMARK_FILE = "benchmark.json"
 # --fail-under keys → the benchmark.json entry they read
-FAIL_KEYS = {"f1": "f1", "precision": "precision", "recall": "recall", "auroc": "auroc", "acc": "test_accuracy", "relabel_acc": "relabel_accuracy"}
+FAIL_KEYS = {
+    "f1": "f1",
+    "precision": "precision",
+    "recall": "recall",
+    "auroc": "auroc",
+    "acc": "test_accuracy",
+    "relabel_acc": "relabel_accuracy",
+}
 
 
 def run_benchmark(
-    dataset: str, noises: list[NoiseSpec], configs: dict[str, RunConfig], out_dir: Path, data_dir: Path | None = None,
-    train_size: int | None = None, cache_dir: Path | None = None, partial_rate: float | None = None,
-    consensus: bool = False, diagnose: bool = False, overwrite: bool = False, reporter: Reporter | None = None,
+    dataset: str,
+    noises: list[NoiseSpec],
+    configs: dict[str, RunConfig],
+    out_dir: Path,
+    data_dir: Path | None = None,
+    train_size: int | None = None,
+    cache_dir: Path | None = None,
+    partial_rate: float | None = None,
+    consensus: bool = False,
+    diagnose: bool = False,
+    overwrite: bool = False,
+    reporter: Reporter | None = None,
 ) -> list[dict]:
     """Runs every method of `configs` (method → settings) on `dataset` under each of `noises`; returns the scored runs.
 
@@ -74,7 +91,20 @@ def run_benchmark(
             for name, config in configs.items():
                 reporter.log(f"benchmark {dataset} {noise} {name}")
                 report_path = path / f"{run_label(dataset, str(noise), partial_rate, name).replace(' ', '-')}.html"
-                members.append(benchmark_run(dataset, noise, config, data_dir, train_size, cache_dir, reporter, partial_rate, report_path, diagnose))
+                members.append(
+                    benchmark_run(
+                        dataset,
+                        noise,
+                        config,
+                        data_dir,
+                        train_size,
+                        cache_dir,
+                        reporter,
+                        partial_rate,
+                        report_path,
+                        diagnose,
+                    )
+                )
                 record(members[-1].scores)
             if consensus:
                 record(score_consensus(members))
@@ -115,18 +145,34 @@ def run_label(dataset: str, noise: str, partial_rate: float | None, method: str)
 
 
 def run_benchmark_one(
-    dataset: str, noise: NoiseSpec, config: RunConfig, data_dir: Path | None = None,
-    train_size: int | None = None, cache_dir: Path | None = None, reporter: Reporter | None = None,
-    partial_rate: float | None = None, report_path: Path | None = None, diagnose: bool = False,
+    dataset: str,
+    noise: NoiseSpec,
+    config: RunConfig,
+    data_dir: Path | None = None,
+    train_size: int | None = None,
+    cache_dir: Path | None = None,
+    reporter: Reporter | None = None,
+    partial_rate: float | None = None,
+    report_path: Path | None = None,
+    diagnose: bool = False,
 ) -> dict:
     """Injects `noise` into `dataset`, trains `config.method`, and returns the scored run as a dict (see :func:`benchmark_run`)."""
-    return benchmark_run(dataset, noise, config, data_dir, train_size, cache_dir, reporter, partial_rate, report_path, diagnose).scores
+    return benchmark_run(
+        dataset, noise, config, data_dir, train_size, cache_dir, reporter, partial_rate, report_path, diagnose
+    ).scores
 
 
 def benchmark_run(
-    dataset: str, noise: NoiseSpec, config: RunConfig, data_dir: Path | None = None,
-    train_size: int | None = None, cache_dir: Path | None = None, reporter: Reporter | None = None,
-    partial_rate: float | None = None, report_path: Path | None = None, diagnose: bool = False,
+    dataset: str,
+    noise: NoiseSpec,
+    config: RunConfig,
+    data_dir: Path | None = None,
+    train_size: int | None = None,
+    cache_dir: Path | None = None,
+    reporter: Reporter | None = None,
+    partial_rate: float | None = None,
+    report_path: Path | None = None,
+    diagnose: bool = False,
 ) -> BenchmarkRun:
     """Injects `noise` into `dataset`, trains `config.method`, and returns the scored run.
 
@@ -164,36 +210,80 @@ def benchmark_run(
     is_noisy = given != true_labels if candidates is None else ~candidates[rows, true_labels]
     labels = NoisyLabels(given, true_labels, candidates, is_noisy, len(bench.class_names))
     data = TrainData(
-        images=bench.train_images, labels=given, n_classes=len(bench.class_names), candidates=candidates,
-        test_images=bench.test_images, test_labels=bench.test_labels, flip=bench.flip and config.flip,
-        fingerprint=f"{dataset}:{noise}:{partial_rate}:{train_size}", true_labels=true_labels,
+        images=bench.train_images,
+        labels=given,
+        n_classes=len(bench.class_names),
+        candidates=candidates,
+        test_images=bench.test_images,
+        test_labels=bench.test_labels,
+        flip=bench.flip and config.flip,
+        fingerprint=f"{dataset}:{noise}:{partial_rate}:{train_size}",
+        true_labels=true_labels,
     )
-    result = fit(data, config, reporter, diagnose=truth_diagnostics(labels, config.threshold, reporter) if diagnose else None)
+    result = fit(
+        data, config, reporter, diagnose=truth_diagnostics(labels, config.threshold, reporter) if diagnose else None
+    )
     config = dataclasses.replace(config, epochs=result.epochs)  # those --time-budget chose
     columns, calibration = fitted_verdicts(result, config.threshold)
     verdicts = Verdicts(
-        config.method, columns["clean_prob"], columns["is_label_issue"], columns["suggested_label"], columns["suggested_prob"], result.probs.argmax(axis=1),
+        config.method,
+        columns["clean_prob"],
+        columns["is_label_issue"],
+        columns["suggested_label"],
+        columns["suggested_prob"],
+        result.probs.argmax(axis=1),
     )
     names = np.asarray(bench.class_names, dtype=object)
-    frame = audit_table(result, columns, [f"train/{i:05d}" for i in rows], given, bench.class_names, pd.DataFrame({"true_label": names[true_labels]}))
+    frame = audit_table(
+        result,
+        columns,
+        [f"train/{i:05d}" for i in rows],
+        given,
+        bench.class_names,
+        pd.DataFrame({"true_label": names[true_labels]}),
+    )
     summary = run_summary(
-        run_header(config, result), frame, list(bench.class_names), {"total_seconds": result.seconds}, result.history,
+        run_header(config, result),
+        frame,
+        list(bench.class_names),
+        {"total_seconds": result.seconds},
+        result.history,
         **verdict_fields(config, result, calibration),
     )
     if report_path is not None and world.is_main:
-        source = f"{dataset} {noise}" + (f" (candidate sets, partial rate {partial_rate:g})" if partial_rate is not None else "")
-        inputs = ReportInputs(frame, summary, list(bench.class_names), ArrayImages(bench.train_images), is_noisy=is_noisy, source=source,
-                              method=method_info(config.method))
+        source = f"{dataset} {noise}" + (
+            f" (candidate sets, partial rate {partial_rate:g})" if partial_rate is not None else ""
+        )
+        inputs = ReportInputs(
+            frame,
+            summary,
+            list(bench.class_names),
+            ArrayImages(bench.train_images),
+            is_noisy=is_noisy,
+            source=source,
+            method=method_info(config.method),
+        )
         write_report(report_path, render_report(inputs))
     scores = {
-        "dataset": dataset, "noise": str(noise), "partial_rate": partial_rate, "method": config.method, "seed": config.seed,
-        "epochs": config.epochs, "backbone": config.backbone, "n_train": int(len(given)),
+        "dataset": dataset,
+        "noise": str(noise),
+        "partial_rate": partial_rate,
+        "method": config.method,
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "backbone": config.backbone,
+        "n_train": int(len(given)),
         **score_verdicts(verdicts, labels, config.threshold, trusted(summary["warnings"])),
         "disagreement": disagreement_scores(result.probs, labels),
         "test_accuracy": result.test_accuracy,
-        "seconds": result.seconds, "seconds_per_epoch": float(np.mean([h["seconds"] for h in result.history])) if result.history else None,
-        "device": result.device, "settings": config.to_dict(), "lnlclean_version": __version__,
-        "calibration": summary["calibration"], "warnings": summary["warnings"], "method_summary": summary["method_summary"],
+        "seconds": result.seconds,
+        "seconds_per_epoch": float(np.mean([h["seconds"] for h in result.history])) if result.history else None,
+        "device": result.device,
+        "settings": config.to_dict(),
+        "lnlclean_version": __version__,
+        "calibration": summary["calibration"],
+        "warnings": summary["warnings"],
+        "method_summary": summary["method_summary"],
         "history": result.history,
     }
     return BenchmarkRun(scores, verdicts, labels)
@@ -203,21 +293,27 @@ def truth_diagnostics(labels: NoisyLabels, threshold: float, reporter: Reporter)
     """Returns the engine's per-epoch `diagnose` callback for a benchmark's `labels`: it logs and returns :func:`~lnlclean.report.diagnostics.epoch_diagnostics`."""
 
     def diagnose(epoch: int, probs: np.ndarray) -> dict:
-        figures = epoch_diagnostics(probs, labels.given, labels.true_labels, labels.is_noisy, threshold, labels.candidates)
+        figures = epoch_diagnostics(
+            probs, labels.given, labels.true_labels, labels.is_noisy, threshold, labels.candidates
+        )
         reporter.log(describe_diagnostics(epoch, figures))
         return figures
 
     return diagnose
 
 
-def benchmark_labels(bench: BenchmarkData, noise: NoiseSpec, config: RunConfig, cache_dir: Path | None, reporter: Reporter) -> np.ndarray:
+def benchmark_labels(
+    bench: BenchmarkData, noise: NoiseSpec, config: RunConfig, cache_dir: Path | None, reporter: Reporter
+) -> np.ndarray:
     """Returns the given labels of a benchmark's training images under `noise` (deterministic in ``config.seed``).
 
     Instance-dependent noise trains (or reuses) its classifier, see :mod:`lnlclean.idn`; file
     noise reads the file, see :mod:`lnlclean.data.noise_file`.
     """
     if noise.kind == "idn":
-        return idn_labels(bench, noise.rate, config.seed, config.device, cache_dir or image_cache.default_cache_dir(), reporter)
+        return idn_labels(
+            bench, noise.rate, config.seed, config.device, cache_dir or image_cache.default_cache_dir(), reporter
+        )
     if noise.kind == "file":
         labels = read_noise_file(Path(noise.path), noise.key, bench.class_names)
         return noisy_training_labels(bench, labels, Path(noise.path))
@@ -231,5 +327,6 @@ def check_partial_benchmark(noise: NoiseSpec, method_cls, partial_rate: float) -
     if noise.kind not in ("clean", "sym"):
         raise UserError(f"--noise {noise}: partial labels take clean or symNN noise (η = NN %), not {noise.kind} noise")
     if not method_cls.reads_candidates:
-        raise UserError(f"--partial-rate: --method {method_cls.name} does not read candidate sets; use --method {candidate_readers()}")
-
+        raise UserError(
+            f"--partial-rate: --method {method_cls.name} does not read candidate sets; use --method {candidate_readers()}"
+        )

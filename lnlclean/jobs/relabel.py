@@ -21,7 +21,12 @@ from .audit import run_audit
 
 
 def relabel_from_audit(
-    images: Path, labels_csv: Path | None, audit_path: Path, out_file: Path, policy: str, threshold: float | None = None,
+    images: Path,
+    labels_csv: Path | None,
+    audit_path: Path,
+    out_file: Path,
+    policy: str,
+    threshold: float | None = None,
     allow_outside_root: bool = False,
 ) -> tuple[pd.DataFrame, list[dict], pd.DataFrame]:
     """Writes the corrected-label CSV of the folder's labels from the finished audit at `audit_path` (its folder or audit.parquet).
@@ -42,21 +47,43 @@ def relabel_from_audit(
 
 
 def relabel_after_audit(
-    images: Path, labels_csv: Path | None, config: RunConfig, audit_dir: Path, out_file: Path, policy: str,
-    reporter: Reporter | None = None, **options,
+    images: Path,
+    labels_csv: Path | None,
+    config: RunConfig,
+    audit_dir: Path,
+    out_file: Path,
+    policy: str,
+    reporter: Reporter | None = None,
+    **options,
 ) -> tuple[pd.DataFrame, list[dict], Audit]:
     """Audits the folder with `config` into `audit_dir` (see :func:`~lnlclean.jobs.audit.run_audit`, with `options`), then writes the corrected-label CSV.
 
     Returns the corrected manifest, the audit's warnings and the audit. Raises UserError for
     input without labels to correct, and as :func:`~lnlclean.jobs.audit.run_audit` does.
     """
-    audit = run_audit(images, labels_csv, config, audit_dir, reporter=reporter, require_labels=True, out_option="--audit-dir", **options)
-    corrected, warnings = run_relabel(audit.input_rows, audit.frame, out_file, policy, None, audit.summary["calibration"])
+    audit = run_audit(
+        images,
+        labels_csv,
+        config,
+        audit_dir,
+        reporter=reporter,
+        require_labels=True,
+        out_option="--audit-dir",
+        **options,
+    )
+    corrected, warnings = run_relabel(
+        audit.input_rows, audit.frame, out_file, policy, None, audit.summary["calibration"]
+    )
     return corrected, warnings, audit
 
 
 def run_relabel(
-    input_rows: pd.DataFrame, audit: pd.DataFrame, out_file: Path, policy: str, threshold: float | None = None, calibration: dict | None = None,
+    input_rows: pd.DataFrame,
+    audit: pd.DataFrame,
+    out_file: Path,
+    policy: str,
+    threshold: float | None = None,
+    calibration: dict | None = None,
 ) -> tuple[pd.DataFrame, list[dict]]:
     """Writes the corrected-label CSV for `input_rows` under `policy` to `out_file` (rank 0 under torchrun).
 
@@ -65,9 +92,15 @@ def run_relabel(
     the audit is trusted to change labels (see :mod:`lnlclean.report.trust`). Returns the
     corrected manifest and the audit's warnings at these flags.
     """
-    flagged = audit["is_label_issue"].to_numpy(bool) if threshold is None else flags(audit["clean_prob"].to_numpy(np.float64), threshold)
+    flagged = (
+        audit["is_label_issue"].to_numpy(bool)
+        if threshold is None
+        else flags(audit["clean_prob"].to_numpy(np.float64), threshold)
+    )
     checked = audit.assign(is_label_issue=flagged)
-    warnings = audit_warnings(checked, {"noise_rate": float(1.0 - audit["clean_prob"].mean()), "calibration": calibration or {}})
+    warnings = audit_warnings(
+        checked, {"noise_rate": float(1.0 - audit["clean_prob"].mean()), "calibration": calibration or {}}
+    )
     corrected = corrected_manifest(input_rows, checked, policy, trusted=trusted(warnings))
     if current_world().is_main:
         out_file.parent.mkdir(parents=True, exist_ok=True)

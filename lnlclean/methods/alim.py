@@ -69,23 +69,36 @@ MOMENTUM_START, MOMENTUM_END = 0.95, 0.8
 class ALIMHparams:
     """ALIM hyperparameters, each described by its metadata ``help``; None means "auto"."""
 
-    normalize: str = field(default="onehot", metadata={
-        "help": "how pseudo targets are normalised: `onehot` (the argmax of S̃ ⊙ P) or `scale` (z^(1/K) / Σ z^(1/K)).",
-        "choices": ("onehot", "scale"),
-    })
-    k: float = field(default=1.0, metadata={
-        "help": "the exponent K > 0 of the `scale` normaliser; larger is smoother.",
-        "min": 0.0,
-    })
-    lambda_: float | None = field(default=None, metadata={
-        "help": "fix λ after the warm-up (`--alim-lambda`, in [0, 1]); auto: the η-quantile of the margins, every epoch.",
-        "min": 0.0, "max": 1.0,
-    })
-    warmup: int | None = field(default=None, metadata={
-        "help": "epochs e0 with λ = 0, below the epochs (0 needs `--noise-rate`); auto: until the predictions "
-                "settle, at least 8 % of the epochs (the authors' 80 of 1,000).",
-        "min": 0,
-    })
+    normalize: str = field(
+        default="onehot",
+        metadata={
+            "help": "how pseudo targets are normalised: `onehot` (the argmax of S̃ ⊙ P) or `scale` (z^(1/K) / Σ z^(1/K)).",
+            "choices": ("onehot", "scale"),
+        },
+    )
+    k: float = field(
+        default=1.0,
+        metadata={
+            "help": "the exponent K > 0 of the `scale` normaliser; larger is smoother.",
+            "min": 0.0,
+        },
+    )
+    lambda_: float | None = field(
+        default=None,
+        metadata={
+            "help": "fix λ after the warm-up (`--alim-lambda`, in [0, 1]); auto: the η-quantile of the margins, every epoch.",
+            "min": 0.0,
+            "max": 1.0,
+        },
+    )
+    warmup: int | None = field(
+        default=None,
+        metadata={
+            "help": "epochs e0 with λ = 0, below the epochs (0 needs `--noise-rate`); auto: until the predictions "
+            "settle, at least 8 % of the epochs (the authors' 80 of 1,000).",
+            "min": 0,
+        },
+    )
 
 
 def warmup_epochs(hparams: ALIMHparams, epochs: int) -> int:
@@ -157,7 +170,9 @@ class ALIM(Method):
 
     def __init__(self, hparams, setup):
         super().__init__(hparams, setup)
-        self.phase = EarlyLearning(setup, self.state, minimum=warmup_epochs(hparams, setup.epochs), fixed=hparams.warmup)
+        self.phase = EarlyLearning(
+            setup, self.state, minimum=warmup_epochs(hparams, setup.epochs), fixed=hparams.warmup
+        )
         self.targets = self.state.add_table("targets", setup.n_samples, setup.n_classes)
         self.targets.fill(lambda rows: (sets := self.candidate_rows(rows)) / sets.sum(dim=1, keepdim=True))
         self.log_margin = self.state.add("log_margin", torch.zeros(setup.n_samples, device=setup.device))
@@ -171,7 +186,9 @@ class ALIM(Method):
         warmup = warmup_epochs(hparams, config.epochs)
         check_warmup("alim", hparams.warmup, warmup, config.epochs, otherwise="λ never moves")
         if warmup == 0 and hparams.lambda_ is None and config.noise_rate is None:
-            raise UserError("--alim-warmup 0: give --noise-rate too; without a warm-up the noise rate cannot be estimated")
+            raise UserError(
+                "--alim-warmup 0: give --noise-rate too; without a warm-up the noise rate cannot be estimated"
+            )
 
     def candidate_rows(self, index) -> torch.Tensor:
         """Returns the candidate sets S of the samples `index` (a tensor or a slice) as float {0,1} rows: one-hot of the given label without a candidates column."""
@@ -200,8 +217,16 @@ class ALIM(Method):
         if self.phase.robust(epoch + 1):
             if self.setup.noise_rate is None and self.hparams.lambda_ is None:
                 self.eta = mixture_fit(self.log_margin.cpu().numpy()).noise_rate
-            self.lambda_ = self.hparams.lambda_ if self.hparams.lambda_ is not None else quantile_lambda(self.log_margin, self.eta)
-        return {**phase, "lambda": self.lambda_, "eta": self.eta, "outside_share": outside_share, **target_accuracy(self.targets, self.setup.true_labels)}
+            self.lambda_ = (
+                self.hparams.lambda_ if self.hparams.lambda_ is not None else quantile_lambda(self.log_margin, self.eta)
+            )
+        return {
+            **phase,
+            "lambda": self.lambda_,
+            "eta": self.eta,
+            "outside_share": outside_share,
+            **target_accuracy(self.targets, self.setup.true_labels),
+        }
 
     def audit(self, probs):
         final_probs = torch.from_numpy(probs)
@@ -231,12 +256,19 @@ class ALIM(Method):
         elif self.setup.noise_rate is not None:
             eta_source = "--noise-rate"
         else:
-            eta_source = "estimated every epoch from the warm-up on: the low component of a two-component mixture on log r"
+            eta_source = (
+                "estimated every epoch from the warm-up on: the low component of a two-component mixture on log r"
+            )
         estimates = [h["eta"] if eta_source.startswith("estimated") else None for h in self.history]
         return {
-            "warmup": self.phase.warmup_epochs(), "normalize": self.hparams.normalize, "k": self.hparams.k,
-            "eta": self.eta, "eta_source": eta_source, "final_lambda": self.lambda_,
-            "lambda_per_epoch": [h["lambda"] for h in self.history], "noise_rate_per_epoch": estimates,
+            "warmup": self.phase.warmup_epochs(),
+            "normalize": self.hparams.normalize,
+            "k": self.hparams.k,
+            "eta": self.eta,
+            "eta_source": eta_source,
+            "final_lambda": self.lambda_,
+            "lambda_per_epoch": [h["lambda"] for h in self.history],
+            "noise_rate_per_epoch": estimates,
         }
 
     def load_state_dict(self, state):

@@ -43,19 +43,29 @@ from .phase import EarlyLearning, auto_warmup, check_warmup
 class ALRHparams:
     """ALR hyperparameters (the paper's defaults), each described by its metadata ``help``; None means "auto"."""
 
-    alpha: float = field(default=0.9, metadata={
-        "help": "momentum α of the soft targets, in [0, 1]; 1 keeps the given labels.",
-        "min": 0.0, "max": 1.0,
-    })
-    lambda_: float = field(default=0.2, metadata={
-        "help": "weight λ of the entropy loss (`--alr-lambda`), at least 0; 0 is plain label refurbishment.",
-        "min": 0.0,
-    })
-    warmup: int | None = field(default=None, metadata={
-        "help": "epochs of cross-entropy on the given labels before refinement, below the epochs; auto: until the "
-                "predictions settle, at least 15 % of the epochs (the paper's 30 of 200).",
-        "min": 0,
-    })
+    alpha: float = field(
+        default=0.9,
+        metadata={
+            "help": "momentum α of the soft targets, in [0, 1]; 1 keeps the given labels.",
+            "min": 0.0,
+            "max": 1.0,
+        },
+    )
+    lambda_: float = field(
+        default=0.2,
+        metadata={
+            "help": "weight λ of the entropy loss (`--alr-lambda`), at least 0; 0 is plain label refurbishment.",
+            "min": 0.0,
+        },
+    )
+    warmup: int | None = field(
+        default=None,
+        metadata={
+            "help": "epochs of cross-entropy on the given labels before refinement, below the epochs; auto: until the "
+            "predictions settle, at least 15 % of the epochs (the paper's 30 of 200).",
+            "min": 0,
+        },
+    )
 
 
 def warmup_epochs(hparams: ALRHparams, epochs: int) -> int:
@@ -103,7 +113,9 @@ class ALR(Method):
 
     def __init__(self, hparams, setup):
         super().__init__(hparams, setup)
-        self.phase = EarlyLearning(setup, self.state, minimum=warmup_epochs(hparams, setup.epochs), fixed=hparams.warmup)
+        self.phase = EarlyLearning(
+            setup, self.state, minimum=warmup_epochs(hparams, setup.epochs), fixed=hparams.warmup
+        )
         self.targets = self.state.add_table("targets", setup.n_samples, setup.n_classes)
         self.targets.fill(lambda rows: F.one_hot(setup.given_labels[rows], setup.n_classes).float())
 
@@ -133,7 +145,9 @@ class ALR(Method):
 
         def per_sample(targets, rows):
             top, suggested = targets.max(dim=1)
-            return torch.stack([targets.gather(1, given[rows, None]).squeeze(1), top, suggested.float(), entropy(targets)], dim=1)
+            return torch.stack(
+                [targets.gather(1, given[rows, None]).squeeze(1), top, suggested.float(), entropy(targets)], dim=1
+            )
 
         given_prob, top, suggested, target_entropy = self.targets.map(per_sample).numpy().T
         return {
@@ -146,7 +160,9 @@ class ALR(Method):
 
     def summary(self):
         return {
-            "warmup": self.phase.warmup_epochs(), "alpha": self.hparams.alpha, "lambda": self.hparams.lambda_,
+            "warmup": self.phase.warmup_epochs(),
+            "alpha": self.hparams.alpha,
+            "lambda": self.hparams.lambda_,
             "mean_target_entropy_per_epoch": [h["mean_target_entropy"] for h in self.history],
         }
 

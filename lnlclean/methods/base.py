@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -117,7 +118,9 @@ class TablePolicy:
     def choose(self, entries: int, device: torch.device) -> tuple[torch.dtype, torch.device]:
         """Returns (dtype, device) for a new table of `entries` numbers and takes its bytes from the budget when it goes on `device`."""
         fits = lambda size: self.budget is None or entries * size <= self.budget  # noqa: E731
-        dtype = {"float32": torch.float32, "float16": torch.float16}.get(self.dtype) or (torch.float32 if fits(4) else torch.float16)
+        dtype = {"float32": torch.float32, "float16": torch.float16}.get(self.dtype) or (
+            torch.float32 if fits(4) else torch.float16
+        )
         size = torch.finfo(dtype).bits // 8
         on_device = self.place == "device" or (self.place == "auto" and fits(size))
         if not on_device:
@@ -201,7 +204,8 @@ class SampleState:
     def nbytes(self, device_type: str | None = None) -> int:
         """Returns the memory the per-sample tensors take, in bytes (only those on `device_type` when given, e.g. ``cpu``)."""
         return sum(
-            tensor.numel() * tensor.element_size() for tensor in self._tensors.values()
+            tensor.numel() * tensor.element_size()
+            for tensor in self._tensors.values()
             if device_type is None or tensor.device.type == device_type
         )
 
@@ -215,7 +219,7 @@ class SampleState:
         start = 0
         for tensor in self._tensors.values():
             width = tensor[0].numel() * tensor.element_size()
-            piece = packed[:, start:start + width].contiguous().view(tensor.dtype).view(len(index), *tensor.shape[1:])
+            piece = packed[:, start : start + width].contiguous().view(tensor.dtype).view(len(index), *tensor.shape[1:])
             tensor[index.to(tensor.device)] = piece.to(tensor.device)
             start += width
 

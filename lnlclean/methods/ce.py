@@ -38,4 +38,3 @@ class CrossEntropy(Method):
 
     def end_epoch(self, epoch, evaluate):
         return self.phase.end_epoch(epoch)
-

@@ -50,15 +50,22 @@ from .base import Method, register_method
 class ConfidentLearningHparams:
     """Confident-learning hyperparameters, each described by its metadata ``help``."""
 
-    folds: int = field(default=4, metadata={
-        "help": "K of the K-fold split (`--folds`), from 2 to 20: K cross-entropy networks, each held out from one fold.",
-        "min": 2, "max": 20,
-    })
-    select: str = field(default="best", metadata={
-        "help": "which weights each network ends with: `best` (the epoch whose held-out predictions agree most with "
-                "the fold's given labels) or `last` (the final weights).",
-        "choices": ("best", "last"),
-    })
+    folds: int = field(
+        default=4,
+        metadata={
+            "help": "K of the K-fold split (`--folds`), from 2 to 20: K cross-entropy networks, each held out from one fold.",
+            "min": 2,
+            "max": 20,
+        },
+    )
+    select: str = field(
+        default="best",
+        metadata={
+            "help": "which weights each network ends with: `best` (the epoch whose held-out predictions agree most with "
+            "the fold's given labels) or `last` (the final weights).",
+            "choices": ("best", "last"),
+        },
+    )
 
 
 def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> torch.Tensor:
@@ -143,16 +150,28 @@ class ConfidentLearning(Method):
         quality = get_label_quality_scores(given, pred_probs)
         issues = find_label_issues(given, pred_probs, n_jobs=1)
         joint = estimate_joint(given, pred_probs)
-        self.estimates = {"cleanlab_noise_rate": float(1.0 - np.trace(joint)), "cleanlab_label_issues": int(issues.sum())}
+        self.estimates = {
+            "cleanlab_noise_rate": float(1.0 - np.trace(joint)),
+            "cleanlab_label_issues": int(issues.sum()),
+        }
         return {
-            "clean_prob": quality, "suggested_label": pred_probs.argmax(axis=1),
-            "cl_label_quality": quality, "cl_label_issue": issues, "cl_fold": self.fold.cpu().numpy(),
+            "clean_prob": quality,
+            "suggested_label": pred_probs.argmax(axis=1),
+            "cl_label_quality": quality,
+            "cl_label_issue": issues,
+            "cl_fold": self.fold.cpu().numpy(),
         }
 
     def summary(self):
         sizes = torch.bincount(self.fold, minlength=self.hparams.folds).tolist()
         chosen = {"best_epochs": self.best_epoch.tolist()} if self.hparams.select == "best" else {}
-        return {"folds": self.hparams.folds, "fold_sizes": sizes, "select": self.hparams.select, **chosen, **self.estimates}
+        return {
+            "folds": self.hparams.folds,
+            "fold_sizes": sizes,
+            "select": self.hparams.select,
+            **chosen,
+            **self.estimates,
+        }
 
     def state_dict(self):
         best = {"agreement": self.best_agreement, "epoch": self.best_epoch, "weights": self.best_weights}

@@ -97,23 +97,35 @@ TEMPERATURE = 0.1
 class FlywheelHparams:
     """LNL-flywheel hyperparameters, each described by its metadata ``help``; None means "auto"."""
 
-    warmup: int | None = field(default=None, metadata={
-        "help": "epochs of cross-entropy for both networks before the EM cycles, below the epochs; auto: "
-                "until g's predictions settle, at least a tenth of the epochs.",
-        "min": 0,
-    })
-    regularizer: float = field(default=1.0, metadata={
-        "help": "weight of the confidence regulariser KL(π ‖ batch-mean prediction of g), at least 0.",
-        "min": 0.0,
-    })
-    contrastive: bool = field(default=False, metadata={
-        "help": "whether to add the supervised contrastive term to the auxiliary network's loss.",
-    })
-    assignment: str = field(default="agreement", metadata={
-        "help": "how the main network splits each sample between ỹ and ŷ: `hard` (ỹ where c ≥ 0.5, else ŷ), `agreement` "
-                "(as `hard`, but ŷ also where both networks reject ỹ) or `soft` (c on ỹ, 1 − c on ŷ).",
-        "choices": ("agreement", "hard", "soft"),
-    })
+    warmup: int | None = field(
+        default=None,
+        metadata={
+            "help": "epochs of cross-entropy for both networks before the EM cycles, below the epochs; auto: "
+            "until g's predictions settle, at least a tenth of the epochs.",
+            "min": 0,
+        },
+    )
+    regularizer: float = field(
+        default=1.0,
+        metadata={
+            "help": "weight of the confidence regulariser KL(π ‖ batch-mean prediction of g), at least 0.",
+            "min": 0.0,
+        },
+    )
+    contrastive: bool = field(
+        default=False,
+        metadata={
+            "help": "whether to add the supervised contrastive term to the auxiliary network's loss.",
+        },
+    )
+    assignment: str = field(
+        default="agreement",
+        metadata={
+            "help": "how the main network splits each sample between ỹ and ŷ: `hard` (ỹ where c ≥ 0.5, else ŷ), `agreement` "
+            "(as `hard`, but ŷ also where both networks reject ỹ) or `soft` (c on ỹ, 1 − c on ŷ).",
+            "choices": ("agreement", "hard", "soft"),
+        },
+    )
 
 
 def warmup_epochs(hparams: FlywheelHparams, epochs: int) -> int:
@@ -152,7 +164,9 @@ def clean_probability(main_given_prob: torch.Tensor, corruption_prob: torch.Tens
     return clean / (clean + (1 - gamma) * corruption_prob).clamp_min(1e-12)
 
 
-def true_class_estimate(aux_probs: torch.Tensor, corruption: torch.Tensor, given: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+def true_class_estimate(
+    aux_probs: torch.Tensor, corruption: torch.Tensor, given: torch.Tensor, clean: torch.Tensor
+) -> torch.Tensor:
     """Returns the auxiliary E-step q = c · onehot(ỹ) + (1 − c) · normalise(f ⊙ T_c[:, ỹ]) (B×K)."""
     refurbished = aux_probs * corruption[:, given].T
     refurbished = refurbished / refurbished.sum(dim=1, keepdim=True).clamp_min(1e-12)
@@ -160,7 +174,9 @@ def true_class_estimate(aux_probs: torch.Tensor, corruption: torch.Tensor, given
     return clean[:, None] * one_hot + (1 - clean[:, None]) * refurbished
 
 
-def main_targets(clean: torch.Tensor, refurbished: torch.Tensor, main_predicted: torch.Tensor, given: torch.Tensor, assignment: str) -> tuple[torch.Tensor, torch.Tensor]:
+def main_targets(
+    clean: torch.Tensor, refurbished: torch.Tensor, main_predicted: torch.Tensor, given: torch.Tensor, assignment: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns the main M-step's weights (each B) on the given label ỹ and on the refurbished label ŷ.
 
     - ``soft``: c on ỹ and 1 − c on ŷ;
@@ -190,7 +206,9 @@ def confidence_regularizer(logits: torch.Tensor, prior: torch.Tensor) -> torch.T
     return (prior * (prior.clamp_min(1e-12).log() - mean_probs.log())).sum()
 
 
-def supervised_contrastive(first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
+def supervised_contrastive(
+    first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor, temperature: float = TEMPERATURE
+) -> torch.Tensor:
     """Returns the supervised contrastive loss of two views' projections (each B×d) whose positives share `labels`.
 
     Each of the 2B projections is an anchor; its positives are the other view of the same sample
@@ -222,7 +240,9 @@ class Flywheel(Method):
         super().__init__(hparams, setup)
         n, k, device = setup.n_samples, setup.n_classes, setup.device
         self.networks[1] = TwoHeadNetwork(self.networks[1], PROJECTION_DIM)
-        self.phase = EarlyLearning(setup, self.state, minimum=warmup_epochs(hparams, setup.epochs), fixed=hparams.warmup)
+        self.phase = EarlyLearning(
+            setup, self.state, minimum=warmup_epochs(hparams, setup.epochs), fixed=hparams.warmup
+        )
         self.clean = self.state.add("clean", torch.ones(n, device=device))
         self.corruption_prob = self.state.add("corruption_prob", torch.zeros(n, device=device))
         self.refurbished = self.state.add("refurbished", setup.given_labels.clone())
@@ -253,7 +273,9 @@ class Flywheel(Method):
         if not self.phase.robust(epoch):
             with torch.no_grad():
                 self.main_margin[batch.index] = given_label_margin(main_logits, batch.label)
-            return F.cross_entropy(main_logits, batch.label) + F.cross_entropy(self.aux(batch.strong).float(), batch.label)
+            return F.cross_entropy(main_logits, batch.label) + F.cross_entropy(
+                self.aux(batch.strong).float(), batch.label
+            )
         given = batch.label
         with torch.no_grad():
             aux_probs = self.aux(batch.weak).float().softmax(dim=1)
@@ -264,9 +286,13 @@ class Flywheel(Method):
             refurbished_prob, refurbished = aux_probs.max(dim=1)
             self.record(batch.index, clean, corruption_prob, refurbished, refurbished_prob, targets, given)
         aux_loss = self.aux_loss(batch, targets)
-        keep, relabel = main_targets(clean, refurbished, main_logits.detach().argmax(dim=1), given, self.hparams.assignment)
-        main_loss = (keep * F.cross_entropy(main_logits, given, reduction="none")
-                     + relabel * F.cross_entropy(main_logits, refurbished, reduction="none")).mean()
+        keep, relabel = main_targets(
+            clean, refurbished, main_logits.detach().argmax(dim=1), given, self.hparams.assignment
+        )
+        main_loss = (
+            keep * F.cross_entropy(main_logits, given, reduction="none")
+            + relabel * F.cross_entropy(main_logits, refurbished, reduction="none")
+        ).mean()
         return main_loss + self.hparams.regularizer * confidence_regularizer(main_logits, self.label_prior) + aux_loss
 
     def aux_loss(self, batch, targets):
@@ -305,7 +331,12 @@ class Flywheel(Method):
         self.gamma = clip_gamma(self.gamma)
         if not self.phase.robust(epoch + 1):
             return phase
-        return {**phase, "gamma": self.gamma, "flagged_fraction": float((self.clean < 0.5).float().mean()), **self.truth_figures()}
+        return {
+            **phase,
+            "gamma": self.gamma,
+            "flagged_fraction": float((self.clean < 0.5).float().mean()),
+            **self.truth_figures(),
+        }
 
     def truth_figures(self) -> dict:
         """Returns, in benchmarks only, how well c separates and ŷ refurbishes (else an empty dict).
@@ -345,8 +376,12 @@ class Flywheel(Method):
 
     def summary(self):
         return {
-            "warmup": self.phase.warmup_epochs(), "regularizer": self.hparams.regularizer, "contrastive": self.hparams.contrastive,
-            "gamma": self.gamma, "gamma_initial": self.gamma_initial, "gamma_source": self.gamma_source,
+            "warmup": self.phase.warmup_epochs(),
+            "regularizer": self.hparams.regularizer,
+            "contrastive": self.hparams.contrastive,
+            "gamma": self.gamma,
+            "gamma_initial": self.gamma_initial,
+            "gamma_source": self.gamma_source,
             "gamma_per_epoch": [h.get("gamma") for h in self.history],
             "noise_rate_per_epoch": [None if h.get("gamma") is None else 1.0 - h["gamma"] for h in self.history],
             "selection_accuracy_per_epoch": [h.get("selection_accuracy") for h in self.history],
@@ -356,8 +391,11 @@ class Flywheel(Method):
 
     def state_dict(self):
         return {
-            **super().state_dict(), "corruption": self.corruption.cpu(), "counts": self.counts.cpu(),
-            "gamma": self.gamma, "gamma_initial": self.gamma_initial,
+            **super().state_dict(),
+            "corruption": self.corruption.cpu(),
+            "counts": self.counts.cpu(),
+            "gamma": self.gamma,
+            "gamma_initial": self.gamma_initial,
         }
 
     def load_state_dict(self, state):

@@ -54,7 +54,9 @@ class EarlyLearning:
         self.setup = setup
         self.minimum = minimum
         self.fixed = fixed
-        self.previous = state.add("phase_previous_prediction", torch.full((setup.n_samples,), UNSEEN, dtype=torch.int32, device=setup.device))
+        self.previous = state.add(
+            "phase_previous_prediction", torch.full((setup.n_samples,), UNSEEN, dtype=torch.int32, device=setup.device)
+        )
         # this epoch's samples seen, predicted as given, seen with a previous prediction, changed since it
         self.counts = torch.zeros(4, device=setup.device)
         self.started: int | None = fixed  # 0-based epoch whose training was the first robust one
@@ -65,9 +67,14 @@ class EarlyLearning:
         predicted = logits.detach().argmax(dim=1)
         previous = self.previous[index]
         known = previous != UNSEEN
-        self.counts += torch.stack([
-            torch.ones_like(predicted).sum(), (predicted == labels).sum(), known.sum(), (known & (predicted != previous)).sum(),
-        ]).float()
+        self.counts += torch.stack(
+            [
+                torch.ones_like(predicted).sum(),
+                (predicted == labels).sum(),
+                known.sum(),
+                (known & (predicted != previous)).sum(),
+            ]
+        ).float()
         self.previous[index] = predicted.to(self.previous.dtype)
 
     def end_epoch(self, epoch: int) -> dict[str, float | None]:

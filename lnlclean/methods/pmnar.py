@@ -53,21 +53,30 @@ from .phase import EarlyLearning, auto_warmup, check_warmup
 class PMNARHparams:
     """PMNAR hyperparameters, each described by its metadata ``help``; None means "auto" (chosen from the run, see `resolve`)."""
 
-    warmup: int | None = field(default=None, metadata={
-        "help": "epochs trained with weight 1 before reweighting starts, below the epochs; auto: until the "
-                "predictions of network f settle, at least a tenth of the epochs.",
-        "min": 0,
-    })
-    beta: float | None = field(default=None, metadata={
-        "help": "weight β of the consistency term, at least 0; auto: 1 for up to 10 classes, 10/K beyond "
-                "(the paper finds smaller β better with more classes).",
-        "min": 0.0,
-    })
-    consistency: str = field(default="both", metadata={
-        "help": "`both` (the paper: both networks take the consistency term at every step) or `alternate` (one "
-                "network per step, drawn at random, with weight 2β: three passes over the batch instead of four).",
-        "choices": ("both", "alternate"),
-    })
+    warmup: int | None = field(
+        default=None,
+        metadata={
+            "help": "epochs trained with weight 1 before reweighting starts, below the epochs; auto: until the "
+            "predictions of network f settle, at least a tenth of the epochs.",
+            "min": 0,
+        },
+    )
+    beta: float | None = field(
+        default=None,
+        metadata={
+            "help": "weight β of the consistency term, at least 0; auto: 1 for up to 10 classes, 10/K beyond "
+            "(the paper finds smaller β better with more classes).",
+            "min": 0.0,
+        },
+    )
+    consistency: str = field(
+        default="both",
+        metadata={
+            "help": "`both` (the paper: both networks take the consistency term at every step) or `alternate` (one "
+            "network per step, drawn at random, with weight 2β: three passes over the batch instead of four).",
+            "choices": ("both", "alternate"),
+        },
+    )
 
 
 def pm_loss(probs: torch.Tensor, labels: torch.Tensor, complement: torch.Tensor) -> torch.Tensor:
@@ -171,7 +180,9 @@ class PMNAR(Method):
             self.weight[:, 0] = adaptive_weights(self.confidence[:, 1])
             self.weight[:, 1] = adaptive_weights(self.confidence[:, 0])
         return {
-            **phase, "f_min": float(f_min[0]), "f_min_peer": float(f_min[1]),
+            **phase,
+            "f_min": float(f_min[0]),
+            "f_min_peer": float(f_min[1]),
             "mean_weight": float(self.weight.mean()),
             "mean_complement_size": float(self.complement.sum(dim=1).float().mean()),
             **self.weight_separation(),
@@ -201,7 +212,8 @@ class PMNAR(Method):
 
     def summary(self):
         return {
-            "warmup": self.phase.warmup_epochs(), "beta": self.beta,
+            "warmup": self.phase.warmup_epochs(),
+            "beta": self.beta,
             "f_min_per_epoch": {
                 "f": [h["f_min"] for h in self.history],
                 "f_peer": [h["f_min_peer"] for h in self.history],

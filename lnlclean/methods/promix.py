@@ -66,30 +66,51 @@ MIXUP_ALPHA = 4.0
 class ProMixHparams:
     """ProMix hyperparameters, each described by its metadata ``help``; None means "auto"."""
 
-    ratio: float = field(default=0.5, metadata={
-        "help": "R, the share of each class's expected size that CSS selects, in [0, 1].",
-        "min": 0.0, "max": 1.0,
-    })
-    tau: float | None = field(default=None, metadata={
-        "help": "confidence threshold τ of MHCS and LGA, in [0, 1]; auto: 0.99 up to 10 classes, else 0.95.",
-        "min": 0.0, "max": 1.0,
-    })
-    alpha: float = field(default=0.8, metadata={
-        "help": "α, the strength of the debiasing (logit adjustment by α·log π), at least 0.",
-        "min": 0.0,
-    })
-    warmup: int | None = field(default=None, metadata={
-        "help": "epochs of cross-entropy before selection, below the epochs; auto: until the predictions settle, "
-                "at least the authors' 10 of 600 epochs for up to 10 classes, 30 of 600 beyond, and 1.",
-        "min": 0,
-    })
-    lga_start: float = field(default=0.4, metadata={
-        "help": "share of the epochs after which LGA runs, in [0, 1] (the authors start it after 250 of 600).",
-        "min": 0.0, "max": 1.0,
-    })
-    penalty: bool = field(default=True, metadata={
-        "help": "whether to add the negative-entropy confidence penalty during the warm-up.",
-    })
+    ratio: float = field(
+        default=0.5,
+        metadata={
+            "help": "R, the share of each class's expected size that CSS selects, in [0, 1].",
+            "min": 0.0,
+            "max": 1.0,
+        },
+    )
+    tau: float | None = field(
+        default=None,
+        metadata={
+            "help": "confidence threshold τ of MHCS and LGA, in [0, 1]; auto: 0.99 up to 10 classes, else 0.95.",
+            "min": 0.0,
+            "max": 1.0,
+        },
+    )
+    alpha: float = field(
+        default=0.8,
+        metadata={
+            "help": "α, the strength of the debiasing (logit adjustment by α·log π), at least 0.",
+            "min": 0.0,
+        },
+    )
+    warmup: int | None = field(
+        default=None,
+        metadata={
+            "help": "epochs of cross-entropy before selection, below the epochs; auto: until the predictions settle, "
+            "at least the authors' 10 of 600 epochs for up to 10 classes, 30 of 600 beyond, and 1.",
+            "min": 0,
+        },
+    )
+    lga_start: float = field(
+        default=0.4,
+        metadata={
+            "help": "share of the epochs after which LGA runs, in [0, 1] (the authors start it after 250 of 600).",
+            "min": 0.0,
+            "max": 1.0,
+        },
+    )
+    penalty: bool = field(
+        default=True,
+        metadata={
+            "help": "whether to add the negative-entropy confidence penalty during the warm-up.",
+        },
+    )
 
 
 def resolve(hparams: ProMixHparams, n_classes: int, epochs: int) -> tuple[float, int]:
@@ -112,7 +133,9 @@ def class_wise_selection(losses: torch.Tensor, labels: torch.Tensor, n_classes: 
     return selected
 
 
-def debiased_margin_loss(logits: torch.Tensor, targets: torch.Tensor, log_prior: torch.Tensor, alpha: float) -> torch.Tensor:
+def debiased_margin_loss(
+    logits: torch.Tensor, targets: torch.Tensor, log_prior: torch.Tensor, alpha: float
+) -> torch.Tensor:
     """Returns the mean CE of soft or hard `targets` against softmax(logits + α·log π) (a scalar; 0 for no rows)."""
     if len(logits) == 0:
         return logits.sum()
@@ -122,7 +145,9 @@ def debiased_margin_loss(logits: torch.Tensor, targets: torch.Tensor, log_prior:
     return soft_cross_entropy_per_sample(log_probs, targets).mean()
 
 
-def debiased_pseudo_labels(logits: torch.Tensor, log_prior: torch.Tensor, alpha: float, temperature: float = SHARPEN_T) -> torch.Tensor:
+def debiased_pseudo_labels(
+    logits: torch.Tensor, log_prior: torch.Tensor, alpha: float, temperature: float = SHARPEN_T
+) -> torch.Tensor:
     """Returns softmax((logits − α·log π) / T): the prior-corrected, sharpened prediction (B×K)."""
     return ((logits - alpha * log_prior) / temperature).softmax(dim=1)
 
@@ -161,7 +186,9 @@ def negative_entropy(logits: torch.Tensor) -> torch.Tensor:
 @register_method
 class ProMix(Method):
     name = "promix"
-    description = "two networks, class-wise small-loss + high-confidence selection, debiased semi-supervised training (ProMix)"
+    description = (
+        "two networks, class-wise small-loss + high-confidence selection, debiased semi-supervised training (ProMix)"
+    )
     num_networks = 2
     progress_figures = {"selected_fraction": "selected"}
     columns = {
@@ -189,7 +216,9 @@ class ProMix(Method):
         flags = ("css_last", "mhcs_last", "lga_last", "agree_last")
         self.flags = {name: self.state.add(name, torch.zeros(n, dtype=torch.bool, device=device)) for name in flags}
         self.lga_label = self.state.add("lga_label", torch.zeros(n, dtype=torch.int64, device=device))
-        self.epoch_counts = torch.zeros(4, device=device)  # selected, selected and right, seen, seen with a right given label
+        self.epoch_counts = torch.zeros(
+            4, device=device
+        )  # selected, selected and right, seen, seen with a right given label
 
     def gamma(self, epoch: int) -> float:
         """Returns γ at `epoch`: 0 in the warm-up, then rising linearly to 1 over a tenth of the epochs."""
@@ -241,13 +270,16 @@ class ProMix(Method):
                 mhcs = (confidence[k] >= self.tau) & (predicted[k] == given)
                 labelled = css | mhcs | lga
                 batch_prior = self.setup.world.row_mean(probs[k])  # over the whole mini-batch, in every process
-                self.log_prior[k] = (PRIOR_MOMENTUM * self.log_prior[k].exp() + (1 - PRIOR_MOMENTUM) * batch_prior).log()
+                self.log_prior[k] = (
+                    PRIOR_MOMENTUM * self.log_prior[k].exp() + (1 - PRIOR_MOMENTUM) * batch_prior
+                ).log()
                 pseudo = debiased_pseudo_labels(mains[k], self.log_prior[k], self.hparams.alpha)
                 self.record_selection(k, index, css, mhcs, labelled, right, epoch)
             log_prior = self.log_prior[k]
             classify = debiased_margin_loss(mains[k][labelled], targets[labelled], log_prior, self.hparams.alpha)
-            aux = (F.cross_entropy(auxes[k][labelled], targets[labelled]) if labelled.any() else auxes[k].sum() * 0) \
-                + soft_cross_entropy(auxes[k][~labelled], pseudo[~labelled])
+            aux = (
+                F.cross_entropy(auxes[k][labelled], targets[labelled]) if labelled.any() else auxes[k].sum() * 0
+            ) + soft_cross_entropy(auxes[k][~labelled], pseudo[~labelled])
             mix = self.mixup_loss(k, batch, labelled, targets, log_prior)
             loss = loss + classify + gamma * (aux + mix)
         return loss
@@ -279,8 +311,14 @@ class ProMix(Method):
         if epoch >= self.window_start:
             self.hits[index] += 0.5 * (css | mhcs).float()
         correct = labelled if right is None else labelled & right
-        clean = torch.zeros((), device=labelled.device) if self.setup.true_labels is None else (self.setup.true_labels[index] == self.setup.given_labels[index]).sum()
-        counts = torch.stack([labelled.sum(), correct.sum(), torch.tensor(len(index), device=labelled.device), clean]).float()
+        clean = (
+            torch.zeros((), device=labelled.device)
+            if self.setup.true_labels is None
+            else (self.setup.true_labels[index] == self.setup.given_labels[index]).sum()
+        )
+        counts = torch.stack(
+            [labelled.sum(), correct.sum(), torch.tensor(len(index), device=labelled.device), clean]
+        ).float()
         self.epoch_counts += self.setup.world.sum(counts)
 
     def end_epoch(self, epoch, evaluate):
@@ -296,14 +334,18 @@ class ProMix(Method):
         logged.update(self.phase.end_epoch(epoch))
         if self.phase.robust(epoch + 1):
             for k in range(2):
-                self.css[:, k] = class_wise_selection(self.losses[:, k], self.setup.given_labels, self.setup.n_classes, self.hparams.ratio)
+                self.css[:, k] = class_wise_selection(
+                    self.losses[:, k], self.setup.given_labels, self.setup.n_classes, self.hparams.ratio
+                )
         return logged
 
     def audit(self, probs):
         epochs_counted = max(1, self.setup.epochs - self.window_start)
         log_prior = self.log_prior.exp().mean(dim=0).log().cpu().numpy()
         debiased = np.log(np.clip(probs, 1e-12, None)) - self.hparams.alpha * log_prior
-        suggested = np.where(self.flags["lga_last"].cpu().numpy(), self.lga_label.cpu().numpy(), debiased.argmax(axis=1))
+        suggested = np.where(
+            self.flags["lga_last"].cpu().numpy(), self.lga_label.cpu().numpy(), debiased.argmax(axis=1)
+        )
         flags = {name: tensor.cpu().numpy() for name, tensor in self.flags.items()}
         posterior = loss_posterior(self.losses.mean(dim=1), self.setup.given_labels, self.setup.n_classes)
         frequency = (self.hits / epochs_counted).clamp(max=1.0).cpu().numpy()
@@ -335,8 +377,12 @@ class ProMix(Method):
 
     def summary(self):
         return {
-            "warmup": self.phase.warmup_epochs(), "tau": self.tau, "ratio": self.hparams.ratio, "alpha": self.hparams.alpha,
-            "lga_from_epoch": self.lga_from, "selection_window": self.window,
+            "warmup": self.phase.warmup_epochs(),
+            "tau": self.tau,
+            "ratio": self.hparams.ratio,
+            "alpha": self.hparams.alpha,
+            "lga_from_epoch": self.lga_from,
+            "selection_window": self.window,
             "selected_fraction_per_epoch": [h.get("selected_fraction") for h in self.history],
             "selected_precision_per_epoch": [h.get("selected_precision") for h in self.history],
         }

@@ -35,9 +35,9 @@ CORE_COLUMNS = {  # column → meaning, in the table's order
     "label_score": "the method's own signal that the given label is right (higher is more likely); it ranks, it is not a probability",
     "is_label_issue": "`clean_prob < --threshold` (a consensus decides it by majority)",
     "suggested_label": "the label to use if the given one is wrong: the method's refurbished label, or the best other label "
-                       "of the network; never the given label",
+    "of the network; never the given label",
     "suggested_prob": "the probability that `suggested_label` is right: (1 − `clean_prob`) × the suggestion's share of the "
-                      "network's probability outside the given label",
+    "network's probability outside the given label",
 }
 METADATA_KEY = b"lnlclean"
 
@@ -71,20 +71,25 @@ def build_audit_table(inputs: AuditInputs) -> pd.DataFrame:
     probs = inputs.probs
     predicted = probs.argmax(axis=1)
     columns = dict(inputs.method_columns)
-    verdict = {name: columns.pop(name) for name in ("label_score", "clean_prob", "is_label_issue", "suggested_label", "suggested_prob")}
-    frame = pd.DataFrame({
-        "index": rows,
-        "path": inputs.paths,
-        "given_label": names[inputs.given_labels],
-        "predicted_label": names[predicted],
-        "predicted_prob": probs[rows, predicted].astype(np.float64),
-        "given_label_prob": probs[rows, inputs.given_labels].astype(np.float64),
-        "clean_prob": np.asarray(verdict["clean_prob"], dtype=np.float64),
-        "label_score": np.asarray(verdict["label_score"], dtype=np.float64),
-        "is_label_issue": np.asarray(verdict["is_label_issue"], dtype=bool),
-        "suggested_label": names[np.asarray(verdict["suggested_label"], dtype=np.int64)],
-        "suggested_prob": np.asarray(verdict["suggested_prob"], dtype=np.float64),
-    })
+    verdict = {
+        name: columns.pop(name)
+        for name in ("label_score", "clean_prob", "is_label_issue", "suggested_label", "suggested_prob")
+    }
+    frame = pd.DataFrame(
+        {
+            "index": rows,
+            "path": inputs.paths,
+            "given_label": names[inputs.given_labels],
+            "predicted_label": names[predicted],
+            "predicted_prob": probs[rows, predicted].astype(np.float64),
+            "given_label_prob": probs[rows, inputs.given_labels].astype(np.float64),
+            "clean_prob": np.asarray(verdict["clean_prob"], dtype=np.float64),
+            "label_score": np.asarray(verdict["label_score"], dtype=np.float64),
+            "is_label_issue": np.asarray(verdict["is_label_issue"], dtype=bool),
+            "suggested_label": names[np.asarray(verdict["suggested_label"], dtype=np.int64)],
+            "suggested_prob": np.asarray(verdict["suggested_prob"], dtype=np.float64),
+        }
+    )
     for name, values in columns.items():
         frame[name] = np.asarray(values)
     if inputs.extra is not None:
@@ -123,8 +128,18 @@ def load_audit(path: Path, option: str = "--from-audit") -> tuple[pd.DataFrame, 
     try:
         frame, metadata = read_audit(path)
     except Exception as err:  # pyarrow raises several types for a file that is not Parquet
-        raise UserError(f"{option} {path}: not a readable audit.parquet ({type(err).__name__}); pass the audit.parquet that lnlclean audit wrote")
-    missing = {"path", "given_label", "predicted_label", "is_label_issue", "suggested_label", "suggested_prob", "clean_prob"} - set(frame.columns)
+        raise UserError(
+            f"{option} {path}: not a readable audit.parquet ({type(err).__name__}); pass the audit.parquet that lnlclean audit wrote"
+        )
+    missing = {
+        "path",
+        "given_label",
+        "predicted_label",
+        "is_label_issue",
+        "suggested_label",
+        "suggested_prob",
+        "clean_prob",
+    } - set(frame.columns)
     if missing:
         raise UserError(f"{option} {path}: missing column(s) {', '.join(sorted(missing))}; is it an lnlclean audit?")
     return frame, metadata
@@ -157,13 +172,19 @@ def summarize(frame: pd.DataFrame, class_names: list[str], top: int = 10) -> dic
     per_class = []
     for k, name in enumerate(class_names):
         members = given == k
-        per_class.append({
-            "class": name, "n_samples": int(members.sum()), "n_label_issues": int(flagged[members].sum()),
-            "noise_rate": float(wrong[members].mean()) if members.any() else 0.0,
-        })
+        per_class.append(
+            {
+                "class": name,
+                "n_samples": int(members.sum()),
+                "n_label_issues": int(flagged[members].sum()),
+                "noise_rate": float(wrong[members].mean()) if members.any() else 0.0,
+            }
+        )
     confusions = [
         {"given_label": class_names[i], "suggested_label": class_names[j], "count": int(issues[i, j])}
-        for i in range(n_classes) for j in range(n_classes) if i != j and issues[i, j] > 0
+        for i in range(n_classes)
+        for j in range(n_classes)
+        if i != j and issues[i, j] > 0
     ]
     confusions.sort(key=lambda row: -row["count"])
     noise_rate = float(wrong.mean()) if len(wrong) else 0.0

@@ -59,9 +59,13 @@ def combine(verdicts: list[Verdicts], n_classes: int, threshold: float = 0.5) ->
     agreeing = np.stack([np.where(v.suggested == suggested, v.suggested_prob, np.nan) for v in verdicts])
     predicted, _ = majority_label([dataclasses.replace(v, suggested=v.predicted) for v in verdicts], n_classes)
     return {
-        "clean_prob": clean, "is_label_issue": flagged, "suggested_label": suggested, "suggested_prob": np.nanmean(agreeing, axis=0),
+        "clean_prob": clean,
+        "is_label_issue": flagged,
+        "suggested_label": suggested,
+        "suggested_prob": np.nanmean(agreeing, axis=0),
         "predicted_label": predicted,
-        "consensus_votes": votes.astype(np.int64), "consensus_agreement": agreement,
+        "consensus_votes": votes.astype(np.int64),
+        "consensus_agreement": agreement,
     }
 
 
@@ -85,7 +89,9 @@ def check_same_samples(frames: dict[str, pd.DataFrame]) -> None:
     (first_name, first), *others = frames.items()
     for name, frame in others:
         if len(frame) != len(first):
-            raise UserError(f"{name}: {len(frame)} samples, but {first_name} has {len(first)}; combine audits of the same images and labels")
+            raise UserError(
+                f"{name}: {len(frame)} samples, but {first_name} has {len(first)}; combine audits of the same images and labels"
+            )
         for column in ("path", "given_label"):
             differs = np.flatnonzero(frame[column].astype(str).to_numpy() != first[column].astype(str).to_numpy())
             if len(differs):
@@ -120,13 +126,23 @@ def consensus_table(frames: dict[str, pd.DataFrame], class_names: list[str], thr
     predicted = combined["predicted_label"]
     first = next(iter(frames.values()))
     mean = lambda column: np.mean([frame[column].to_numpy(np.float64) for frame in frames.values()], axis=0)  # noqa: E731
-    table = pd.DataFrame({
-        "index": first["index"].to_numpy(), "path": first["path"].to_numpy(), "given_label": first["given_label"].to_numpy(),
-        "predicted_label": names[predicted], "predicted_prob": mean("predicted_prob"), "given_label_prob": mean("given_label_prob"),
-        "clean_prob": combined["clean_prob"], "label_score": combined["clean_prob"], "is_label_issue": combined["is_label_issue"],
-        "suggested_label": names[combined["suggested_label"]], "suggested_prob": combined["suggested_prob"],
-        "consensus_votes": combined["consensus_votes"], "consensus_agreement": combined["consensus_agreement"],
-    })
+    table = pd.DataFrame(
+        {
+            "index": first["index"].to_numpy(),
+            "path": first["path"].to_numpy(),
+            "given_label": first["given_label"].to_numpy(),
+            "predicted_label": names[predicted],
+            "predicted_prob": mean("predicted_prob"),
+            "given_label_prob": mean("given_label_prob"),
+            "clean_prob": combined["clean_prob"],
+            "label_score": combined["clean_prob"],
+            "is_label_issue": combined["is_label_issue"],
+            "suggested_label": names[combined["suggested_label"]],
+            "suggested_prob": combined["suggested_prob"],
+            "consensus_votes": combined["consensus_votes"],
+            "consensus_agreement": combined["consensus_agreement"],
+        }
+    )
     for v in verdicts:
         table[f"{v.name}_clean_prob"] = v.clean_prob
         table[f"{v.name}_is_label_issue"] = v.flagged
@@ -136,12 +152,19 @@ def consensus_table(frames: dict[str, pd.DataFrame], class_names: list[str], thr
 
 def _verdicts(frames: dict[str, pd.DataFrame], index_of: dict[str, int]) -> list[Verdicts]:
     """Returns each audit's verdicts."""
+
     def labels(frame, column):
         return frame[column].astype(str).map(index_of).to_numpy(np.int64)
 
     return [
-        Verdicts(name, frame["clean_prob"].to_numpy(np.float64), frame["is_label_issue"].to_numpy(bool), labels(frame, "suggested_label"),
-                 frame["suggested_prob"].to_numpy(np.float64), labels(frame, "predicted_label"))
+        Verdicts(
+            name,
+            frame["clean_prob"].to_numpy(np.float64),
+            frame["is_label_issue"].to_numpy(bool),
+            labels(frame, "suggested_label"),
+            frame["suggested_prob"].to_numpy(np.float64),
+            labels(frame, "predicted_label"),
+        )
         for name, frame in frames.items()
     ]
 
@@ -151,7 +174,11 @@ def agreement_summary(frames: dict[str, pd.DataFrame], table: pd.DataFrame) -> d
     flags = np.stack([frame["is_label_issue"].to_numpy(bool) for frame in frames.values()])
     return {
         "members": [
-            {"name": name, "n_label_issues": int(frame["is_label_issue"].sum()), "noise_rate": float(1.0 - frame["clean_prob"].mean())}
+            {
+                "name": name,
+                "n_label_issues": int(frame["is_label_issue"].sum()),
+                "noise_rate": float(1.0 - frame["clean_prob"].mean()),
+            }
             for name, frame in frames.items()
         ],
         "all_flags_agree": float((flags.all(axis=0) | ~flags.any(axis=0)).mean()),

@@ -30,7 +30,11 @@ PREFIX = "truth_"  # every key of :func:`epoch_diagnostics` starts with it
 
 
 def epoch_diagnostics(
-    probs: np.ndarray, given_labels: np.ndarray, true_labels: np.ndarray, is_noisy: np.ndarray, threshold: float,
+    probs: np.ndarray,
+    given_labels: np.ndarray,
+    true_labels: np.ndarray,
+    is_noisy: np.ndarray,
+    threshold: float,
     candidates: np.ndarray | None = None,
 ) -> dict[str, float | None]:
     """Returns the diagnostics of the module docs for the network's probabilities `probs` (N×K) after an epoch.
@@ -57,5 +61,9 @@ def epoch_diagnostics(
 
 def describe(epoch: int, diagnostics: dict[str, float | None]) -> str:
     """Returns one log line of an epoch's diagnostics, e.g. ``epoch 3 against the truth: accuracy 0.52, memorised 0.08, …``."""
-    parts = [f"{key.removeprefix(PREFIX).replace('_', ' ')} {value:.3f}" for key, value in diagnostics.items() if value is not None]
+    parts = [
+        f"{key.removeprefix(PREFIX).replace('_', ' ')} {value:.3f}"
+        for key, value in diagnostics.items()
+        if value is not None
+    ]
     return f"epoch {epoch} against the truth: " + ", ".join(parts)

@@ -57,8 +57,16 @@ class AuditFolder:
         """Returns the path of the checkpoint of an unfinished run."""
         return self.path / CHECKPOINT_FILE
 
-    def write(self, frame: pd.DataFrame, metadata: dict, summary: dict, class_names: list[str], images_root: Path,
-              method: MethodInfo, source: str | None = None) -> None:
+    def write(
+        self,
+        frame: pd.DataFrame,
+        metadata: dict,
+        summary: dict,
+        class_names: list[str],
+        images_root: Path,
+        method: MethodInfo,
+        source: str | None = None,
+    ) -> None:
         """Writes audit.parquet (with `metadata`), summary.json and report.html, then removes the checkpoint. Returns None.
 
         The report's thumbnails are read from `images_root`; `method` says which columns and
@@ -109,7 +117,9 @@ class Audit:
         return [str(name) for name in names]
 
 
-def claim_audit_folder(path: Path, resume: bool, overwrite: bool, option: str = "--out") -> tuple[AuditFolder, OutputDir]:
+def claim_audit_folder(
+    path: Path, resume: bool, overwrite: bool, option: str = "--out"
+) -> tuple[AuditFolder, OutputDir]:
     """Returns the audit folder at `path` and its claimed output directory, creating nothing.
 
     Raises UserError naming `option` when `path` cannot be written, holds a finished audit
@@ -118,8 +128,10 @@ def claim_audit_folder(path: Path, resume: bool, overwrite: bool, option: str = 
     """
     folder = AuditFolder(Path(path))
     if resume and not overwrite and folder.summary_path.exists():
-        raise UserError(f"--resume: {path} holds a finished audit, so there is nothing to resume (its results: {SUMMARY_FILE}, "
-                        f"{AUDIT_FILE}, {REPORT_FILE}); pass --overwrite instead of --resume to train again")
+        raise UserError(
+            f"--resume: {path} holds a finished audit, so there is nothing to resume (its results: {SUMMARY_FILE}, "
+            f"{AUDIT_FILE}, {REPORT_FILE}); pass --overwrite instead of --resume to train again"
+        )
     output = claim_output_dir(path, FINISHED_FILES, overwrite, option)
     if not overwrite and not resume and folder.checkpoint_path.exists():
         raise UserError(
@@ -137,7 +149,9 @@ def audit_file(path: Path, option: str) -> Path:
     path = Path(path)
     if path.is_dir():
         if not (path / AUDIT_FILE).is_file():
-            raise UserError(f"{option} {path}: holds no {AUDIT_FILE}; pass the --out folder of a finished lnlclean audit")
+            raise UserError(
+                f"{option} {path}: holds no {AUDIT_FILE}; pass the --out folder of a finished lnlclean audit"
+            )
         return path / AUDIT_FILE
     if not path.is_file():
         raise UserError(f"{option} {path}: no such file or folder")
@@ -153,7 +167,9 @@ def read_audit_folder(path: Path, option: str = "audit", need_summary: bool = Fa
     table_path = audit_file(path, option)
     folder = AuditFolder(table_path.parent)
     if need_summary and not folder.summary_path.is_file():
-        raise UserError(f"{folder.path}: holds no {SUMMARY_FILE}; pass the --out directory of a finished lnlclean audit")
+        raise UserError(
+            f"{folder.path}: holds no {SUMMARY_FILE}; pass the --out directory of a finished lnlclean audit"
+        )
     frame, metadata = load_audit(table_path, option=option)
     summary = read_summary(folder.summary_path) if folder.summary_path.is_file() else {}
     return Audit(folder, frame, metadata, summary, input_rows_of(frame))
@@ -164,7 +180,9 @@ def read_summary(path: Path) -> dict:
     try:
         summary = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: not a readable summary.json ({err}); pass the --out directory of a finished lnlclean audit")
+        raise UserError(
+            f"{path}: not a readable summary.json ({err}); pass the --out directory of a finished lnlclean audit"
+        )
     if not isinstance(summary, dict):
         raise UserError(f"{path}: not an lnlclean summary.json (expected a JSON object)")
     return summary
@@ -176,8 +194,14 @@ def input_rows_of(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_folder_report(
-    path: Path, frame: pd.DataFrame, summary: dict, class_names: list[str], root: Path, method: MethodInfo,
-    source: str | None = None, gallery_size: int = GALLERY_SIZE,
+    path: Path,
+    frame: pd.DataFrame,
+    summary: dict,
+    class_names: list[str],
+    root: Path,
+    method: MethodInfo,
+    source: str | None = None,
+    gallery_size: int = GALLERY_SIZE,
 ) -> RenderedReport:
     """Writes the HTML report of the audit table `frame` to `path`, its thumbnails read from the image folder `root`. Returns the rendered report.
 

@@ -37,8 +37,8 @@ from ..history import BOOKKEEPING, SETTLING_SIGNALS
 from . import svg
 from .audit import CORE_COLUMNS
 from .consensus import CONSENSUS
-from .metrics import detection_metrics
 from .diagnostics import PREFIX
+from .metrics import detection_metrics
 from .thumbnails import ImageSource, try_thumbnail
 
 GALLERY_SIZE = 300
@@ -121,8 +121,11 @@ def read_labels(inputs: ReportInputs) -> Labels:
     return Labels(
         given=given_text.map(index_of).to_numpy(dtype=np.int64),
         suggested=frame["suggested_label"].astype(str).map(index_of).to_numpy(dtype=np.int64),
-        clean_prob=frame["clean_prob"].to_numpy(dtype=np.float64), flagged=frame["is_label_issue"].to_numpy(dtype=bool),
-        threshold=float(inputs.summary.get("settings", {}).get("threshold", 0.5)), is_noisy=is_noisy, true_labels=true_labels,
+        clean_prob=frame["clean_prob"].to_numpy(dtype=np.float64),
+        flagged=frame["is_label_issue"].to_numpy(dtype=bool),
+        threshold=float(inputs.summary.get("settings", {}).get("threshold", 0.5)),
+        is_noisy=is_noisy,
+        true_labels=true_labels,
     )
 
 
@@ -142,18 +145,26 @@ def render_report(inputs: ReportInputs, gallery_size: int = GALLERY_SIZE) -> Ren
     labels = read_labels(inputs)
     method = inputs.summary.get("method", "")
     gallery, unreadable = gallery_section(inputs, labels, gallery_size)
-    body = "".join((
-        headline_section(inputs, labels),
-        class_section(inputs.class_names, labels),
-        transition_section(inputs, labels),
-        clean_prob_section(labels),
-        gallery,
-        training_section(inputs.summary.get("history") or []),
-    ))
+    body = "".join(
+        (
+            headline_section(inputs, labels),
+            class_section(inputs.class_names, labels),
+            transition_section(inputs, labels),
+            clean_prob_section(labels),
+            gallery,
+            training_section(inputs.summary.get("history") or []),
+        )
+    )
     title = f"lnlclean report: {method}" + (f" on {inputs.source}" if inputs.source else "")
     page = PAGE.format(
-        title=escape(title), generator=f"{GENERATOR} {__version__}", css=_asset("report.css"), js=_asset("report.js"),
-        heading=escape(title), body=body, page_size=PAGE_SIZE, version=__version__,
+        title=escape(title),
+        generator=f"{GENERATOR} {__version__}",
+        css=_asset("report.css"),
+        js=_asset("report.js"),
+        heading=escape(title),
+        body=body,
+        page_size=PAGE_SIZE,
+        version=__version__,
     )
     return RenderedReport(page, unreadable)
 
@@ -194,28 +205,53 @@ def headline_section(inputs: ReportInputs, labels: Labels) -> str:
     noise_rate = float(1.0 - labels.clean_prob.mean()) if n else 0.0
     settings = summary.get("settings", {})
     stats = [
-        _stat("samples", f"{n:,}"), _stat("classes", str(len(inputs.class_names))),
+        _stat("samples", f"{n:,}"),
+        _stat("classes", str(len(inputs.class_names))),
         _stat("label issues", f"{int(labels.flagged.sum()):,}", f"clean_prob < {labels.threshold:g}"),
-        _stat("estimated noise rate", f"{noise_rate:.1%}", "expected share of wrong labels: the mean of 1 − clean_prob"),
+        _stat(
+            "estimated noise rate", f"{noise_rate:.1%}", "expected share of wrong labels: the mean of 1 − clean_prob"
+        ),
         _stat("health score", f"{1 - noise_rate:.3f}", "1 − estimated noise rate"),
         _stat("method", str(summary.get("method", "–"))),
-        _stat("duration", format_duration(summary.get("timings", {}).get("total_seconds")), "training and inference, with image decoding"),
+        _stat(
+            "duration",
+            format_duration(summary.get("timings", {}).get("total_seconds")),
+            "training and inference, with image decoding",
+        ),
     ]
     if labels.is_noisy is not None:
         scores = detection_metrics(labels.is_noisy, labels.clean_prob, labels.threshold, labels.flagged)
         stats += [
             _stat("true noise rate", f"{labels.is_noisy.mean():.1%}"),
-            _stat("detection F1", f"{scores['f1']:.3f}", f"precision {scores['precision']:.3f}, recall {scores['recall']:.3f}"),
-            _stat("AUROC", "–" if scores["auroc"] is None else f"{scores['auroc']:.3f}", "ranking noisy above clean by 1 − clean_prob"),
+            _stat(
+                "detection F1",
+                f"{scores['f1']:.3f}",
+                f"precision {scores['precision']:.3f}, recall {scores['recall']:.3f}",
+            ),
+            _stat(
+                "AUROC",
+                "–" if scores["auroc"] is None else f"{scores['auroc']:.3f}",
+                "ranking noisy above clean by 1 − clean_prob",
+            ),
         ]
-    facts = [("device", summary.get("device")), ("backbone", settings.get("backbone")), ("epochs", settings.get("epochs")),
-             ("images", summary.get("images")), ("labels", summary.get("labels_csv")),
-             ("unreadable images skipped", summary.get("n_skipped") or None), ("resumed at", summary.get("resumed_at"))]
+    facts = [
+        ("device", summary.get("device")),
+        ("backbone", settings.get("backbone")),
+        ("epochs", settings.get("epochs")),
+        ("images", summary.get("images")),
+        ("labels", summary.get("labels_csv")),
+        ("unreadable images skipped", summary.get("n_skipped") or None),
+        ("resumed at", summary.get("resumed_at")),
+    ]
     fact_items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts if v not in (None, ""))
-    setting_rows = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(_setting_text(v))}</td></tr>" for k, v in settings.items())
+    setting_rows = "".join(
+        f"<tr><th>{escape(str(k))}</th><td>{escape(_setting_text(v))}</td></tr>" for k, v in settings.items()
+    )
     warnings = "".join(f'<p class="warning">{escape(w["message"])}</p>' for w in summary.get("warnings") or [])
-    content = (f'{warnings}<div class="stats">{"".join(stats)}</div><dl class="facts">{fact_items}</dl>'
-               f'<details><summary>all settings</summary><table class="settings">{setting_rows}</table></details>')
+    content = (
+        f'{warnings}<div class="stats">{"".join(stats)}</div><dl class="facts">{fact_items}</dl>'
+        f'<details><summary>all settings</summary><table class="settings">{setting_rows}</table></details>'
+    )
     return _section("headline", "Headline", content)
 
 
@@ -241,16 +277,25 @@ def class_section(class_names: list[str], labels: Labels) -> str:
         suggestions = np.bincount(labels.suggested[relabelled], minlength=len(class_names))
         top = int(suggestions.argmax())
         top_text = f"{class_names[top]} ({suggestions[top]})" if relabelled.any() else "–"
-        cells = [_cell(name, name), _cell(f"{count:,}", count), _cell(f"{flagged:,}", flagged), _cell(f"{rate:.1%}", rate),
-                 _cell(top_text, class_names[top] if relabelled.any() else "")]
+        cells = [
+            _cell(name, name),
+            _cell(f"{count:,}", count),
+            _cell(f"{flagged:,}", flagged),
+            _cell(f"{rate:.1%}", rate),
+            _cell(top_text, class_names[top] if relabelled.any() else ""),
+        ]
         if labels.is_noisy is not None:
             true_rate = float(labels.is_noisy[members].mean()) if count else 0.0
             cells.append(_cell(f"{true_rate:.1%}", true_rate))
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    table = (f'<div class="table-scroll"><table class="sortable" id="class-table"><thead><tr>{head}</tr></thead>'
-             f'<tbody>{"".join(rows)}</tbody></table></div>')
-    note = ("Estimated noise rate: the mean of 1 − clean_prob over the class. Most common suggested label: among the class's "
-            "flagged samples, the other label the method suggests most often (with its count). Click a column title to sort by it.")
+    table = (
+        f'<div class="table-scroll"><table class="sortable" id="class-table"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+    note = (
+        "Estimated noise rate: the mean of 1 − clean_prob over the class. Most common suggested label: among the class's "
+        "flagged samples, the other label the method suggests most often (with its count). Click a column title to sort by it."
+    )
     return _section("classes", "Classes", table, note)
 
 
@@ -269,17 +314,38 @@ def transition_section(inputs: ReportInputs, labels: Labels) -> str:
         share = counts[i, j] / class_sizes[i] if class_sizes[i] else 0.0
         return f"given {names[i]} → suggested {names[j]}: {counts[i, j]} flagged ({share:.1%} of {names[i]})"
 
-    figures = [_figure(svg.heatmap(
-        counts, names, "given → suggested label", "given label", "suggested label", tooltip,
-        cell_text=lambda i, j: str(counts[i, j]) if counts[i, j] else "", skip_diagonal=True, pick_pairs=True,
-    ), "Flagged samples by given (row) and suggested (column) label. Click a cell to see those samples in the gallery.")]
+    figures = [
+        _figure(
+            svg.heatmap(
+                counts,
+                names,
+                "given → suggested label",
+                "given label",
+                "suggested label",
+                tooltip,
+                cell_text=lambda i, j: str(counts[i, j]) if counts[i, j] else "",
+                skip_diagonal=True,
+                pick_pairs=True,
+            ),
+            "Flagged samples by given (row) and suggested (column) label. Click a cell to see those samples in the gallery.",
+        )
+    ]
     for key, matrix in method_matrices(inputs.summary.get("method_summary") or {}, k):
         rows_are, columns_are = inputs.method.matrix_axes.get(key, ("row", "column"))
-        figures.append(_figure(svg.heatmap(
-            matrix, names, key, rows_are, columns_are,
-            lambda i, j, m=matrix, r=rows_are, c=columns_are: f"{r} {names[i]}, {c} {names[j]}: {m[i, j]:.4f}",
-            cell_text=lambda i, j, m=matrix: f"{m[i, j]:.2f}".lstrip("0") if m[i, j] >= 0.005 else "",
-        ), f"The method's own estimate: {escape(key)} (from summary.json, method_summary.{escape(key)})."))
+        figures.append(
+            _figure(
+                svg.heatmap(
+                    matrix,
+                    names,
+                    key,
+                    rows_are,
+                    columns_are,
+                    lambda i, j, m=matrix, r=rows_are, c=columns_are: f"{r} {names[i]}, {c} {names[j]}: {m[i, j]:.4f}",
+                    cell_text=lambda i, j, m=matrix: f"{m[i, j]:.2f}".lstrip("0") if m[i, j] >= 0.005 else "",
+                ),
+                f"The method's own estimate: {escape(key)} (from summary.json, method_summary.{escape(key)}).",
+            )
+        )
     return _section("transitions", "Class transitions", f'<div class="figures">{"".join(figures)}</div>')
 
 
@@ -287,7 +353,11 @@ def method_matrices(method_summary: dict, n_classes: int) -> list[tuple[str, np.
     """Returns (key, matrix) for every entry of the method's summary that is an `n_classes`×`n_classes` table of numbers."""
     found = []
     for key, value in method_summary.items():
-        if isinstance(value, list) and len(value) == n_classes and all(isinstance(row, list) and len(row) == n_classes for row in value):
+        if (
+            isinstance(value, list)
+            and len(value) == n_classes
+            and all(isinstance(row, list) and len(row) == n_classes for row in value)
+        ):
             try:
                 found.append((key, np.asarray(value, dtype=np.float64)))
             except (TypeError, ValueError):
@@ -308,15 +378,33 @@ def clean_prob_section(labels: Labels) -> str:
         return np.histogram(values[mask], bins=edges)[0]
 
     marker = f"threshold {labels.threshold:g}"
-    figures = [_figure(svg.stacked_histogram(
-        edges, {"kept": counts(~labels.flagged), "flagged": counts(labels.flagged)}, "clean_prob by flag", "clean_prob",
-        labels.threshold, marker,
-    ), "clean_prob of every sample; those below the threshold are flagged as label issues.")]
+    figures = [
+        _figure(
+            svg.stacked_histogram(
+                edges,
+                {"kept": counts(~labels.flagged), "flagged": counts(labels.flagged)},
+                "clean_prob by flag",
+                "clean_prob",
+                labels.threshold,
+                marker,
+            ),
+            "clean_prob of every sample; those below the threshold are flagged as label issues.",
+        )
+    ]
     if labels.is_noisy is not None:
-        figures.append(_figure(svg.stacked_histogram(
-            edges, {"truly clean": counts(~labels.is_noisy), "truly noisy": counts(labels.is_noisy)}, "clean_prob by truth",
-            "clean_prob", labels.threshold, marker,
-        ), "The same samples split by whether the given label is really wrong: noisy samples left of the threshold are caught."))
+        figures.append(
+            _figure(
+                svg.stacked_histogram(
+                    edges,
+                    {"truly clean": counts(~labels.is_noisy), "truly noisy": counts(labels.is_noisy)},
+                    "clean_prob by truth",
+                    "clean_prob",
+                    labels.threshold,
+                    marker,
+                ),
+                "The same samples split by whether the given label is really wrong: noisy samples left of the threshold are caught.",
+            )
+        )
     return _section("clean-prob", "clean_prob", f'<div class="figures">{"".join(figures)}</div>')
 
 
@@ -331,29 +419,41 @@ def gallery_section(inputs: ReportInputs, labels: Labels, gallery_size: int) -> 
         uri, size, problem = try_thumbnail(inputs.images, int(row))
         unreadable += uri is None
         cards.append(_card(frame, int(row), labels, names, signal_columns, uri, size, problem, method))
-    shown = f"{len(order):,} samples with the lowest clean_prob (of {len(frame):,}; {int(labels.flagged.sum()):,} flagged)"
+    shown = (
+        f"{len(order):,} samples with the lowest clean_prob (of {len(frame):,}; {int(labels.flagged.sum()):,} flagged)"
+    )
     note = f"The {shown}, most suspect first. Filters apply to these."
     if unreadable:
         note += f" {unreadable} image(s) could not be read (moved or deleted?); run lnlclean report with --images to point at them."
     controls = _gallery_controls(labels, order, names)
-    content = (f'{controls}<div class="gallery" id="gallery-cards">{"".join(cards)}</div>'
-               '<p class="empty" id="gallery-empty" hidden>No sample in the gallery matches these filters.</p>'
-               '<nav class="pager" id="gallery-pager"></nav>')
+    content = (
+        f'{controls}<div class="gallery" id="gallery-cards">{"".join(cards)}</div>'
+        '<p class="empty" id="gallery-empty" hidden>No sample in the gallery matches these filters.</p>'
+        '<nav class="pager" id="gallery-pager"></nav>'
+    )
     return _section("gallery", "Most suspect samples", content, escape(note)), unreadable
 
 
 def _gallery_controls(labels: Labels, order: np.ndarray, names: list[str]) -> str:
     """Returns the gallery's filter menus: given class, and given → suggested pair, each with its count in the gallery."""
     class_counts = pd.Series(labels.given[order]).value_counts()
-    class_options = "".join(f'<option value="{k}">{escape(names[k])} ({class_counts.get(k, 0)})</option>'
-                            for k in range(len(names)) if class_counts.get(k, 0))
+    class_options = "".join(
+        f'<option value="{k}">{escape(names[k])} ({class_counts.get(k, 0)})</option>'
+        for k in range(len(names))
+        if class_counts.get(k, 0)
+    )
     pairs = pd.Series(list(zip(labels.given[order], labels.suggested[order]))).value_counts()
-    pair_options = "".join(f'<option value="{g}-{s}">{escape(names[g])} → {escape(names[s])} ({count})</option>'
-                           for (g, s), count in pairs.items() if g != s)
-    return ('<div class="controls">'
-            f'<label>given label <select id="filter-class"><option value="">all</option>{class_options}</select></label>'
-            f'<label>given → suggested <select id="filter-pair"><option value="">all</option>{pair_options}</select></label>'
-            '<span id="gallery-count"></span></div>')
+    pair_options = "".join(
+        f'<option value="{g}-{s}">{escape(names[g])} → {escape(names[s])} ({count})</option>'
+        for (g, s), count in pairs.items()
+        if g != s
+    )
+    return (
+        '<div class="controls">'
+        f'<label>given label <select id="filter-class"><option value="">all</option>{class_options}</select></label>'
+        f'<label>given → suggested <select id="filter-pair"><option value="">all</option>{pair_options}</select></label>'
+        '<span id="gallery-count"></span></div>'
+    )
 
 
 def method_columns(frame: pd.DataFrame, method: str, known: tuple[str, ...] = ()) -> list[str]:
@@ -363,12 +463,25 @@ def method_columns(frame: pd.DataFrame, method: str, known: tuple[str, ...] = ()
     member's ``<member>_clean_prob``.
     """
     members = method == CONSENSUS
-    return [c for c in frame.columns if c not in CORE_COLUMNS
-            and (c in known or c.startswith(f"{method}_") or (members and c.endswith("_clean_prob")))]
+    return [
+        c
+        for c in frame.columns
+        if c not in CORE_COLUMNS
+        and (c in known or c.startswith(f"{method}_") or (members and c.endswith("_clean_prob")))
+    ]
 
 
-def _card(frame: pd.DataFrame, row: int, labels: Labels, names: list[str], signal_columns: list[str],
-          uri: str | None, size: tuple[int, int] | None, problem: str | None, method: str) -> str:
+def _card(
+    frame: pd.DataFrame,
+    row: int,
+    labels: Labels,
+    names: list[str],
+    signal_columns: list[str],
+    uri: str | None,
+    size: tuple[int, int] | None,
+    problem: str | None,
+    method: str,
+) -> str:
     """Returns one gallery card: thumbnail, given → suggested label, clean_prob, the method's signals, path."""
     given, suggested = int(labels.given[row]), int(labels.suggested[row])
     path = str(frame["path"].iat[row])
@@ -385,11 +498,13 @@ def _card(frame: pd.DataFrame, row: int, labels: Labels, names: list[str], signa
     truth = ""
     if labels.true_labels is not None and labels.true_labels[row]:
         truth = f'<div class="truth">true label <b>{escape(labels.true_labels[row])}</b></div>'
-    return (f'<figure class="card {verdict}" data-given="{given}" data-suggested="{suggested}">{picture}<figcaption>'
-            f'<div class="pair"><b>{escape(names[given])}</b> → <b>{escape(names[suggested])}</b></div>'
-            f'<div>clean_prob <b>{labels.clean_prob[row]:.3f}</b></div>{truth}'
-            f'<dl class="signals">{signals}</dl><div class="path" title="{escape(path)}">#{row} {escape(path)}</div>'
-            "</figcaption></figure>")
+    return (
+        f'<figure class="card {verdict}" data-given="{given}" data-suggested="{suggested}">{picture}<figcaption>'
+        f'<div class="pair"><b>{escape(names[given])}</b> → <b>{escape(names[suggested])}</b></div>'
+        f"<div>clean_prob <b>{labels.clean_prob[row]:.3f}</b></div>{truth}"
+        f'<dl class="signals">{signals}</dl><div class="path" title="{escape(path)}">#{row} {escape(path)}</div>'
+        "</figcaption></figure>"
+    )
 
 
 def _signal_text(value) -> str:
@@ -405,14 +520,21 @@ def training_section(history: list[dict]) -> str:
     if not history:
         return _section("training", "Training", '<p class="empty">No epochs were recorded.</p>')
     epochs = [entry.get("epoch", k + 1) for k, entry in enumerate(history)]
-    charts = [("loss", svg.line_chart(epochs, {"loss": [entry.get("loss") for entry in history]}, "loss", y_label="mean loss"))]
+    charts = [
+        (
+            "loss",
+            svg.line_chart(epochs, {"loss": [entry.get("loss") for entry in history]}, "loss", y_label="mean loss"),
+        )
+    ]
     for name, keys in statistic_groups(history):
         series = {key: [_number(entry.get(key)) for entry in history] for key in keys}
         charts.append((name, svg.line_chart(epochs, series, name, y_label=name)))
     lr = [entry.get("lr") for entry in history]
     charts.append(("learning rate", svg.line_chart(epochs, {"lr": lr}, "learning rate", y_label="learning rate")))
     figures = "".join(_figure(chart, escape(title)) for title, chart in charts)
-    return _section("training", "Training", f'<div class="figures">{figures}</div>', "Per epoch; hover a point for its value.")
+    return _section(
+        "training", "Training", f'<div class="figures">{figures}</div>', "Per epoch; hover a point for its value."
+    )
 
 
 def statistic_groups(history: list[dict]) -> list[tuple[str, list[str]]]:
@@ -425,7 +547,11 @@ def statistic_groups(history: list[dict]) -> list[tuple[str, list[str]]]:
     """
     keys: list[str] = []
     for entry in history:
-        keys += [key for key, value in entry.items() if key not in NOT_PLOTTED and key not in keys and _number(value) is not None]
+        keys += [
+            key
+            for key, value in entry.items()
+            if key not in NOT_PLOTTED and key not in keys and _number(value) is not None
+        ]
     groups: dict[str, list[str]] = {}
     for key in keys:
         if key == f"{PREFIX}estimated_noise_rate":

@@ -27,7 +27,11 @@ POLICIES = ("relabel", "drop", "flag")
 
 
 def corrected_manifest(
-    input_rows: pd.DataFrame, audit: pd.DataFrame, policy: str = "relabel", threshold: float | None = None, trusted: bool = True,
+    input_rows: pd.DataFrame,
+    audit: pd.DataFrame,
+    policy: str = "relabel",
+    threshold: float | None = None,
+    trusted: bool = True,
 ) -> pd.DataFrame:
     """Returns the corrected manifest for `input_rows` (the CSV as read, ``path`` and ``label`` columns) and `audit`.
 
@@ -42,7 +46,9 @@ def corrected_manifest(
     by_path = audit.set_index("path")
     unknown = sorted(set(by_path.index) - set(input_rows["path"]))
     if unknown:
-        raise UserError(f"--from-audit: the audit lists {unknown[0]!r}, which the labels do not; audit these labels again")
+        raise UserError(
+            f"--from-audit: the audit lists {unknown[0]!r}, which the labels do not; audit these labels again"
+        )
     out = input_rows.copy()
     out["original_label"] = out["label"]
     audited = out["path"].isin(by_path.index).to_numpy()
@@ -54,7 +60,13 @@ def corrected_manifest(
         flagged = audited & flags(np.nan_to_num(clean_prob, nan=1.0), threshold)
     suggested = rows["suggested_label"].astype(object).to_numpy()
     network_agrees = (rows["predicted_label"].astype(object) == rows["suggested_label"].astype(object)).to_numpy()
-    differs = relabels(flagged, np.nan_to_num(clean_prob, nan=1.0), rows["suggested_prob"].fillna(0.0).to_numpy(dtype=np.float64), network_agrees, trusted)
+    differs = relabels(
+        flagged,
+        np.nan_to_num(clean_prob, nan=1.0),
+        rows["suggested_prob"].fillna(0.0).to_numpy(dtype=np.float64),
+        network_agrees,
+        trusted,
+    )
     differs &= suggested != out["label"].to_numpy(dtype=object)
     action = np.full(len(out), "keep", dtype=object)
     action[flagged] = "review"

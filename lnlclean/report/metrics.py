@@ -11,7 +11,10 @@ from sklearn.metrics import roc_auc_score
 
 
 def detection_metrics(
-    is_noisy: np.ndarray, clean_prob: np.ndarray, threshold: float = 0.5, flagged: np.ndarray | None = None,
+    is_noisy: np.ndarray,
+    clean_prob: np.ndarray,
+    threshold: float = 0.5,
+    flagged: np.ndarray | None = None,
 ) -> dict[str, float | None]:
     """Returns precision, recall and F1 of the flags as a detector of noisy labels, and AUROC.
 
@@ -32,7 +35,10 @@ def detection_metrics(
 
 
 def relabel_accuracy(
-    true_labels: np.ndarray, given_labels: np.ndarray, suggested: np.ndarray, flagged: np.ndarray,
+    true_labels: np.ndarray,
+    given_labels: np.ndarray,
+    suggested: np.ndarray,
+    flagged: np.ndarray,
     is_noisy: np.ndarray | None = None,
 ) -> float | None:
     """Returns the share of flagged, truly noisy samples whose suggested label is the true one (None if there are none).

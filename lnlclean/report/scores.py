@@ -47,7 +47,13 @@ def score_verdicts(verdicts: Verdicts, labels: NoisyLabels, threshold: float, tr
     how many labels it changed and the share of wrong labels it fixed.
     """
     given, true_labels, candidates, is_noisy = labels.given, labels.true_labels, labels.candidates, labels.is_noisy
-    changed = relabels(verdicts.flagged, verdicts.clean_prob, verdicts.suggested_prob, verdicts.suggested == verdicts.predicted, trusted)
+    changed = relabels(
+        verdicts.flagged,
+        verdicts.clean_prob,
+        verdicts.suggested_prob,
+        verdicts.suggested == verdicts.predicted,
+        trusted,
+    )
     if candidates is None:
         before = metrics.label_accuracy(given, true_labels)
         after = metrics.corrected_labels(given, verdicts.suggested, changed)
@@ -56,10 +62,13 @@ def score_verdicts(verdicts: Verdicts, labels: NoisyLabels, threshold: float, tr
         before = float(np.mean(candidates[rows, true_labels] / candidates.sum(axis=1)))
         after = verdicts.suggested  # the method's choice within or outside each set, for every sample
     return {
-        "true_noise_rate": float(is_noisy.mean()), "estimated_noise_rate": float(1.0 - np.mean(verdicts.clean_prob)),
+        "true_noise_rate": float(is_noisy.mean()),
+        "estimated_noise_rate": float(1.0 - np.mean(verdicts.clean_prob)),
         "flagged_rate": float(np.mean(verdicts.flagged)),
         **metrics.detection_metrics(is_noisy, verdicts.clean_prob, threshold, verdicts.flagged),
-        "relabel_accuracy": metrics.relabel_accuracy(true_labels, given, verdicts.suggested, verdicts.flagged, is_noisy),
+        "relabel_accuracy": metrics.relabel_accuracy(
+            true_labels, given, verdicts.suggested, verdicts.flagged, is_noisy
+        ),
         "label_accuracy_before": before,
         "label_accuracy_after": metrics.label_accuracy(after, true_labels),
         "relabelled": int(changed.sum()),
@@ -84,15 +93,22 @@ def score_consensus(runs: list[BenchmarkRun], threshold: float = 0.5) -> dict:
     combined = combine([run.verdicts for run in runs], runs[0].labels.n_classes, threshold)
     names = "+".join(run.scores["method"] for run in runs)
     verdicts = Verdicts(
-        CONSENSUS, combined["clean_prob"], combined["is_label_issue"], combined["suggested_label"], combined["suggested_prob"], combined["predicted_label"],
+        CONSENSUS,
+        combined["clean_prob"],
+        combined["is_label_issue"],
+        combined["suggested_label"],
+        combined["suggested_prob"],
+        combined["predicted_label"],
     )
     first = runs[0].scores
     return {
         **{key: first[key] for key in ("dataset", "noise", "partial_rate", "seed", "epochs", "backbone", "n_train")},
         "method": f"{CONSENSUS}({names})",
         **score_verdicts(verdicts, runs[0].labels, threshold, all(trusted(run.scores["warnings"]) for run in runs)),
-        "test_accuracy": None, "seconds": sum(run.scores["seconds"] for run in runs), "seconds_per_epoch": None,
-        "device": first["device"], "lnlclean_version": __version__,
+        "test_accuracy": None,
+        "seconds": sum(run.scores["seconds"] for run in runs),
+        "seconds_per_epoch": None,
+        "device": first["device"],
+        "lnlclean_version": __version__,
         "members": {run.scores["method"]: run.scores["f1"] for run in runs},
     }
-

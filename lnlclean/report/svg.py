@@ -17,8 +17,8 @@ import base64
 import io
 import json
 import math
+from collections.abc import Callable, Sequence
 from html import escape
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -96,8 +96,10 @@ def _linear(domain: tuple[float, float], extent: tuple[float, float]) -> Callabl
 
 
 def _open(width: int, height: int, label: str) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 {width} {height}" '
-            f'width="{width}" height="{height}" role="img" aria-label="{escape(label)}">')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="{escape(label)}">'
+    )
 
 
 def _axes(width: int, height: int, x_ticks, x, y_ticks, y, x_label: str, y_label: str) -> list[str]:
@@ -111,9 +113,13 @@ def _axes(width: int, height: int, x_ticks, x, y_ticks, y, x_label: str, y_label
     for tick, text in zip(x_ticks, tick_labels(x_ticks)):
         tx = x(tick)
         parts.append(f'<text class="tick" x="{tx:.1f}" y="{bottom + 13}" text-anchor="middle">{text}</text>')
-    parts.append(f'<text class="label" x="{(left + width - MARGIN_RIGHT) / 2:.0f}" y="{height - 4}" text-anchor="middle">{escape(x_label)}</text>')
+    parts.append(
+        f'<text class="label" x="{(left + width - MARGIN_RIGHT) / 2:.0f}" y="{height - 4}" text-anchor="middle">{escape(x_label)}</text>'
+    )
     if y_label:
-        parts.append(f'<text class="label" transform="translate(11 {(MARGIN_TOP + bottom) / 2:.0f}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>')
+        parts.append(
+            f'<text class="label" transform="translate(11 {(MARGIN_TOP + bottom) / 2:.0f}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>'
+        )
     return parts
 
 
@@ -123,15 +129,22 @@ def _legend(width: int, names: Sequence[str]) -> list[str]:
     right = width - MARGIN_RIGHT
     for k, name in reversed(list(enumerate(names))):
         text_width = 5.6 * len(name)
-        parts.append(f'<rect class="series-{k}" x="{right - text_width - 12:.0f}" y="{MARGIN_TOP - 8}" width="9" height="9"/>')
+        parts.append(
+            f'<rect class="series-{k}" x="{right - text_width - 12:.0f}" y="{MARGIN_TOP - 8}" width="9" height="9"/>'
+        )
         parts.append(f'<text class="tick" x="{right:.0f}" y="{MARGIN_TOP}" text-anchor="end">{escape(name)}</text>')
         right -= text_width + 22
     return parts
 
 
 def line_chart(
-    x_values: Sequence[float], series: dict[str, Sequence[float | None]], title: str,
-    x_label: str = "epoch", y_label: str = "", width: int = 340, height: int = 190,
+    x_values: Sequence[float],
+    series: dict[str, Sequence[float | None]],
+    title: str,
+    x_label: str = "epoch",
+    y_label: str = "",
+    width: int = 340,
+    height: int = 190,
 ) -> str:
     """Returns an SVG line chart of each of `series` (name → one value or None per x) against `x_values`.
 
@@ -152,8 +165,10 @@ def line_chart(
             parts.append(f'<polyline class="line series-{k}" points="{coords}"/>')
         for a, b in points:
             if b is not None and math.isfinite(b):
-                parts.append(f'<circle class="point series-{k}" cx="{x(a):.1f}" cy="{y(b):.1f}" r="2.2">'
-                             f'<title>{escape(name)}, {escape(x_label)} {format_number(a)}: {format_number(b)}</title></circle>')
+                parts.append(
+                    f'<circle class="point series-{k}" cx="{x(a):.1f}" cy="{y(b):.1f}" r="2.2">'
+                    f"<title>{escape(name)}, {escape(x_label)} {format_number(a)}: {format_number(b)}</title></circle>"
+                )
     if len(series) > 1:
         parts += _legend(width, list(series))
     return "".join(parts) + "</svg>"
@@ -173,8 +188,14 @@ def _unbroken_runs(points: list[tuple[float, float | None]]) -> list[list[tuple[
 
 
 def stacked_histogram(
-    edges: np.ndarray, groups: dict[str, np.ndarray], title: str, x_label: str,
-    marker: float | None = None, marker_label: str = "", width: int = 520, height: int = 220,
+    edges: np.ndarray,
+    groups: dict[str, np.ndarray],
+    title: str,
+    x_label: str,
+    marker: float | None = None,
+    marker_label: str = "",
+    width: int = 520,
+    height: int = 220,
 ) -> str:
     """Returns an SVG histogram with one bar per bin of `edges`, stacked from `groups` (name → count per bin).
 
@@ -196,12 +217,14 @@ def stacked_histogram(
             top, bottom = y(base[b] + count), y(base[b])
             parts.append(
                 f'<rect class="series-{k}" x="{x0:.1f}" y="{top:.1f}" width="{max(x1 - x0, 0.5):.1f}" height="{bottom - top:.1f}">'
-                f'<title>{escape(x_label)} {format_number(edges[b])}–{format_number(edges[b + 1])}: {int(count)} {escape(name)}</title></rect>'
+                f"<title>{escape(x_label)} {format_number(edges[b])}–{format_number(edges[b + 1])}: {int(count)} {escape(name)}</title></rect>"
             )
         base += counts
     if marker is not None:
         mx = x(marker)
-        parts.append(f'<line class="marker" x1="{mx:.1f}" y1="{MARGIN_TOP}" x2="{mx:.1f}" y2="{height - MARGIN_BOTTOM}"/>')
+        parts.append(
+            f'<line class="marker" x1="{mx:.1f}" y1="{MARGIN_TOP}" x2="{mx:.1f}" y2="{height - MARGIN_BOTTOM}"/>'
+        )
         parts.append(f'<text class="tick" x="{mx + 3:.1f}" y="{MARGIN_TOP + 18}">{escape(marker_label)}</text>')
     parts += _legend(width, list(groups))
     return "".join(parts) + "</svg>"
@@ -221,9 +244,15 @@ def heat_colours(shares: np.ndarray) -> np.ndarray:
 
 
 def heatmap(
-    values: np.ndarray, labels: Sequence[str], title: str, row_title: str, column_title: str,
-    tooltip: Callable[[int, int], str], cell_text: Callable[[int, int], str] | None = None,
-    skip_diagonal: bool = False, pick_pairs: bool = False,
+    values: np.ndarray,
+    labels: Sequence[str],
+    title: str,
+    row_title: str,
+    column_title: str,
+    tooltip: Callable[[int, int], str],
+    cell_text: Callable[[int, int], str] | None = None,
+    skip_diagonal: bool = False,
+    pick_pairs: bool = False,
 ) -> str:
     """Returns an SVG heatmap of the square matrix `values`, one row and one column per label.
 
@@ -249,16 +278,26 @@ def heatmap(
     size = gutter + n * cell
     parts = [_open(size + 8, size + 8, title)]
     if n <= CELL_LIMIT:
-        parts += _heat_cells(values, rgb, gutter, cell, tooltip, cell_text if cell >= 22 else None, off, top_value, pick_pairs)
+        parts += _heat_cells(
+            values, rgb, gutter, cell, tooltip, cell_text if cell >= 22 else None, off, top_value, pick_pairs
+        )
     else:
         parts.append(_heat_image(values, rgb, labels, gutter, cell, row_title, column_title, pick_pairs))
     if show_labels:
         for k, label in enumerate(labels):
             middle = gutter + k * cell + cell / 2
-            parts.append(f'<text class="tick" x="{gutter - 4}" y="{middle + 3:.1f}" text-anchor="end">{escape(str(label))}</text>')
-            parts.append(f'<text class="tick" transform="translate({middle + 3:.1f} {gutter - 4}) rotate(-90)">{escape(str(label))}</text>')
-    parts.append(f'<text class="label" transform="translate(9 {gutter + n * cell / 2:.0f}) rotate(-90)" text-anchor="middle">{escape(row_title)} ↓</text>')
-    parts.append(f'<text class="label" x="{gutter + n * cell / 2:.0f}" y="10" text-anchor="middle">{escape(column_title)} →</text>')
+            parts.append(
+                f'<text class="tick" x="{gutter - 4}" y="{middle + 3:.1f}" text-anchor="end">{escape(str(label))}</text>'
+            )
+            parts.append(
+                f'<text class="tick" transform="translate({middle + 3:.1f} {gutter - 4}) rotate(-90)">{escape(str(label))}</text>'
+            )
+    parts.append(
+        f'<text class="label" transform="translate(9 {gutter + n * cell / 2:.0f}) rotate(-90)" text-anchor="middle">{escape(row_title)} ↓</text>'
+    )
+    parts.append(
+        f'<text class="label" x="{gutter + n * cell / 2:.0f}" y="10" text-anchor="middle">{escape(column_title)} →</text>'
+    )
     return "".join(parts) + "</svg>"
 
 
@@ -270,12 +309,16 @@ def _heat_cells(values, rgb, gutter, cell, tooltip, cell_text, off, top_value, p
             r, g, b = rgb[i, j]
             pick = f' data-given="{i}" data-suggested="{j}"' if pick_pairs and off[i, j] and values[i, j] else ""
             cx, cy = gutter + j * cell, gutter + i * cell
-            parts.append(f'<rect class="cell" x="{cx}" y="{cy}" width="{cell}" height="{cell}" fill="#{r:02x}{g:02x}{b:02x}"{pick}>'
-                         f"<title>{escape(tooltip(i, j))}</title></rect>")
+            parts.append(
+                f'<rect class="cell" x="{cx}" y="{cy}" width="{cell}" height="{cell}" fill="#{r:02x}{g:02x}{b:02x}"{pick}>'
+                f"<title>{escape(tooltip(i, j))}</title></rect>"
+            )
             text = cell_text(i, j) if cell_text else ""
             if text:
                 dark = off[i, j] and values[i, j] / top_value > 0.45
-                parts.append(f'<text class="cell-text{" on-dark" if dark else ""}" x="{cx + cell / 2:.1f}" y="{cy + cell / 2 + 3.5:.1f}" text-anchor="middle">{escape(text)}</text>')
+                parts.append(
+                    f'<text class="cell-text{" on-dark" if dark else ""}" x="{cx + cell / 2:.1f}" y="{cy + cell / 2 + 3.5:.1f}" text-anchor="middle">{escape(text)}</text>'
+                )
     return parts
 
 
@@ -288,12 +331,15 @@ def _heat_image(values, rgb, labels, gutter, cell, row_title, column_title, pick
     data = {
         "values": json.dumps([[_compact(float(v)) for v in row] for row in values], separators=(",", ":")),
         "labels": json.dumps([str(label) for label in labels], separators=(",", ":")),
-        "row-title": row_title, "column-title": column_title,
+        "row-title": row_title,
+        "column-title": column_title,
     }
     attributes = "".join(f' data-{key}="{escape(value)}"' for key, value in data.items())
     pick = ' data-pick="pairs"' if pick_pairs else ""
-    return (f'<image class="heat" x="{gutter}" y="{gutter}" width="{side}" height="{side}" preserveAspectRatio="none" '
-            f'href="{uri}"{attributes}{pick}><title>{escape(row_title)} → {escape(column_title)}</title></image>')
+    return (
+        f'<image class="heat" x="{gutter}" y="{gutter}" width="{side}" height="{side}" preserveAspectRatio="none" '
+        f'href="{uri}"{attributes}{pick}><title>{escape(row_title)} → {escape(column_title)}</title></image>'
+    )
 
 
 def _compact(value: float) -> int | float:

@@ -51,30 +51,57 @@ def audit_warnings(frame: pd.DataFrame, summary: dict) -> list[dict]:
     flagged = frame["is_label_issue"].to_numpy(dtype=bool)
     share = max(float(flagged.mean()) if len(flagged) else 0.0, summary["noise_rate"])
     if share > MOST_WRONG:
-        found.append(("most-wrong", f"the audit finds {share:.0%} of the labels wrong; either most labels are wrong or the network has not "
-                                    f"learned enough to judge them, so relabel changes none: check some flagged images, or {REMEDY}"))
+        found.append(
+            (
+                "most-wrong",
+                f"the audit finds {share:.0%} of the labels wrong; either most labels are wrong or the network has not "
+                f"learned enough to judge them, so relabel changes none: check some flagged images, or {REMEDY}",
+            )
+        )
     calibration = summary.get("calibration") or {}
     if calibration.get("separated") is False:
         remedy = REMEDY
         if "predicted_label" in frame.columns and agreement(frame, np.ones(len(frame), dtype=bool)) >= MEMORISED:
-            remedy = ("the network predicts most given labels, wrong ones included: it has memorised them; train fewer epochs (--epochs) "
-                      "or use a noise-robust method (--method alim)")
-        found.append(("not-separated", "the network does not clearly prefer another label for any group of samples: the noise rate "
-                                       f"and the flags measure its doubt rather than wrong labels, and relabel changes none; {remedy}"))
+            remedy = (
+                "the network predicts most given labels, wrong ones included: it has memorised them; train fewer epochs (--epochs) "
+                "or use a noise-robust method (--method alim)"
+            )
+        found.append(
+            (
+                "not-separated",
+                "the network does not clearly prefer another label for any group of samples: the noise rate "
+                f"and the flags measure its doubt rather than wrong labels, and relabel changes none; {remedy}",
+            )
+        )
     kept = ~flagged
     if kept.any() and "predicted_label" in frame.columns:
         kept_agreement = agreement(frame, kept)
         if kept_agreement < KEPT_AGREEMENT:
-            found.append(("weak-fit", f"the network predicts only {kept_agreement:.0%} of the labels the audit keeps, too few to tell a wrong "
-                                      f"label from a hard image; {REMEDY}"))
+            found.append(
+                (
+                    "weak-fit",
+                    f"the network predicts only {kept_agreement:.0%} of the labels the audit keeps, too few to tell a wrong "
+                    f"label from a hard image; {REMEDY}",
+                )
+            )
     early = early_estimate(summary.get("method_summary") or {})
     if early is not None and abs(early[1] - summary["noise_rate"]) > EARLY_GAP:
         epoch, value = early
-        found.append(("early-estimate", f"the method's first noise-rate estimate ({value:.2f} after epoch {epoch}) is far from the audit's "
-                                        f"({summary['noise_rate']:.2f}), and it steered the early training; {REMEDY}"))
+        found.append(
+            (
+                "early-estimate",
+                f"the method's first noise-rate estimate ({value:.2f} after epoch {epoch}) is far from the audit's "
+                f"({summary['noise_rate']:.2f}), and it steered the early training; {REMEDY}",
+            )
+        )
     if still_learning(summary.get("method_summary") or {}):
-        found.append(("still-learning", "the network's predictions were still settling when training ended, so the method never left its "
-                                        "warm-up and trained as plain cross-entropy does; train longer (--epochs) for its noise-robust phase"))
+        found.append(
+            (
+                "still-learning",
+                "the network's predictions were still settling when training ended, so the method never left its "
+                "warm-up and trained as plain cross-entropy does; train longer (--epochs) for its noise-robust phase",
+            )
+        )
     return [{"code": code, "message": message} for code, message in found]
 
 

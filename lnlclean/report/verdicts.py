@@ -55,7 +55,10 @@ class VerdictFit:
 
 
 def method_verdicts(
-    columns: dict[str, np.ndarray], belief: np.ndarray, given_labels: np.ndarray, threshold: float,
+    columns: dict[str, np.ndarray],
+    belief: np.ndarray,
+    given_labels: np.ndarray,
+    threshold: float,
     candidates: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], VerdictFit]:
     """Returns the method's audit `columns` with the verdict columns of the module docs set, and how clean_prob was fitted.
@@ -105,7 +108,11 @@ def suggestion_share(belief: np.ndarray, given_labels: np.ndarray, suggested: np
 
 
 def relabels(
-    flagged: np.ndarray, clean_prob: np.ndarray, suggested_prob: np.ndarray, network_agrees: np.ndarray, trusted: bool = True,
+    flagged: np.ndarray,
+    clean_prob: np.ndarray,
+    suggested_prob: np.ndarray,
+    network_agrees: np.ndarray,
+    trusted: bool = True,
 ) -> np.ndarray:
     """Returns which labels ``relabel`` replaces by their suggestion (bool, N; see the module docs).
 
