@@ -91,7 +91,8 @@ def main() -> None:
     out = args.out or RESULTS / f"checkpoint-cost-{args.backbone}-{device_tag(device)}.json"
     write_json(out, {"lnlclean_version": __version__, "device": describe_device(device), "results": rows})
     print(
-        f"{'method':<10}{'MB':>9}{'save s':>9}{'load s':>9}   ({args.backbone}, N={args.n_samples:,}, K={args.n_classes})"
+        f"{'method':<10}{'MB':>9}{'save s':>9}{'load s':>9}   ({args.backbone}, N={args.n_samples:,}, "
+        f"K={args.n_classes})"
     )
     for row in rows:
         print(f"{row['method']:<10}{row['megabytes']:>9.1f}{row['save_seconds']:>9.3f}{row['load_seconds']:>9.3f}")

@@ -70,7 +70,8 @@ def main() -> None:
         several = benchmark_runs(torchrun, args, Path(work) / "several")
     rows = []
     print(
-        f"{'method':10} {'F1 1 proc':>10} {f'F1 {args.processes} proc':>10} {'Δ F1':>7} {'s 1 proc':>9} {f's {args.processes} proc':>9}"
+        f"{'method':10} {'F1 1 proc':>10} {f'F1 {args.processes} proc':>10} {'Δ F1':>7} {'s 1 proc':>9} "
+        f"{f's {args.processes} proc':>9}"
     )
     for name in sorted(METHODS):
         one, many = single[name], several[name]
@@ -89,7 +90,8 @@ def main() -> None:
             }
         )
         print(
-            f"{name:10} {one['f1']:10.3f} {many['f1']:10.3f} {many['f1'] - one['f1']:+7.3f} {one['seconds']:9.1f} {many['seconds']:9.1f}"
+            f"{name:10} {one['f1']:10.3f} {many['f1']:10.3f} {many['f1'] - one['f1']:+7.3f} {one['seconds']:9.1f} "
+            f"{many['seconds']:9.1f}"
         )
     device = resolve_device(args.device)
     out = args.out or RESULTS / f"distributed-{args.dataset}-{device_tag(device)}.json"

@@ -153,7 +153,9 @@ def bytes_read() -> int:
 
 
 class TreeMemory:
-    """Samples the memory of this process and its descendants every `interval` seconds in a thread, keeping the peaks of the sums."""
+    """Samples the memory of this process and its descendants every
+    `interval` seconds in a thread, keeping the peaks of the sums.
+    """
 
     def __init__(self, interval: float = 0.05):
         self.interval = interval
@@ -176,7 +178,9 @@ class TreeMemory:
         return total
 
     def _record(self, total: dict[str, int]) -> None:
-        """Appends `total` (in MB) and the bytes read so far to the timeline when TIMELINE_SECONDS have passed since the last point."""
+        """Appends `total` (in MB) and the bytes read so far to the
+        timeline when TIMELINE_SECONDS have passed since the last point.
+        """
         now = time.perf_counter() - self._started
         if self.timeline and now - self.timeline[-1]["seconds"] < TIMELINE_SECONDS:
             return
@@ -198,7 +202,9 @@ class TreeMemory:
         self.sample()
 
     def report(self) -> dict:
-        """Returns the peaks and the starting values in MB, the most processes seen, and getrusage's maxrss of self and children."""
+        """Returns the peaks and the starting values in MB, the most
+        processes seen, and getrusage's maxrss of self and children.
+        """
         return {
             "rss_peak_mb": {key: kb / 1024 for key, kb in self.peak.items()},
             "rss_start_mb": {key: kb / 1024 for key, kb in self.start.items()},
@@ -259,7 +265,9 @@ def train_epoch(root: Path, cache_dir: Path, batch_size: int, backbone: str) -> 
 
 
 def train_in_memory(n_images: int, size: int, batch_size: int, backbone: str) -> dict:
-    """Returns seconds and memory of the same epoch over `n_images` random images in an in-memory array: the network's own share."""
+    """Returns seconds and memory of the same epoch over `n_images`
+    random images in an in-memory array: the network's own share.
+    """
     from lnlclean.config import RunConfig
     from lnlclean.engine import TrainData, fit
 
@@ -279,7 +287,9 @@ def train_in_memory(n_images: int, size: int, batch_size: int, backbone: str) ->
 
 
 def read_all(cache_path: Path, how: str) -> dict:
-    """Returns seconds and memory of reading every row in batches of READ_BATCH through `how`: "pread" (ImageArray) or "mmap" (np.load)."""
+    """Returns seconds and memory of reading every row in batches of
+    READ_BATCH through `how`: "pread" (ImageArray) or "mmap" (np.load).
+    """
     from lnlclean.data.imagefile import ImageArray
 
     with TreeMemory() as memory:

@@ -80,7 +80,8 @@ def main() -> None:
     }
     for name, row in summary.items():
         print(
-            f"{name:<9}median {statistics.median(row['seconds_per_epoch']):.3f} s/epoch  ×{row['median_ratio_to_ce']:.2f} ce"
+            f"{name:<9}median {statistics.median(row['seconds_per_epoch']):.3f} s/epoch  "
+            f"×{row['median_ratio_to_ce']:.2f} ce"
         )
     out = args.out or RESULTS / f"method-cost-{args.dataset}-{device_tag(device)}.json"
     write_json(

@@ -42,7 +42,9 @@ NOISE = 0.2
 
 
 def write_labels(train_dir: Path, csv_path: Path, limit: int | None, seed: int = 0) -> int:
-    """Writes path,label,true_label for the images under `train_dir` (<class>/<file>) with NOISE of the labels wrong. Returns the row count."""
+    """Writes path,label,true_label for the images under `train_dir`
+    (<class>/<file>) with NOISE of the labels wrong. Returns the row count.
+    """
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
     rows = [(f"{name}/{file.name}", name) for name in classes for file in sorted((train_dir / name).iterdir())]
     rng = np.random.default_rng(seed)
@@ -155,7 +157,8 @@ def main() -> None:
             f"{r['svg_bytes'] / 1024:>7.0f} {r['other_bytes'] / 1024:>9.0f} {r['seconds']:>8.2f}"
         )
     print(
-        f"worst thumbnail {worst_thumbnail} bytes: the page of any 10-class folder at the default gallery is at most {worst_page / 2**20:.2f} MB"
+        f"worst thumbnail {worst_thumbnail} bytes: the page of any 10-class folder at the default gallery is at most "
+        f"{worst_page / 2**20:.2f} MB"
     )
     print(
         f"default gallery: {default['bytes'] / 2**20:.2f} MB, target {TARGET_BYTES / 2**20:.0f} MB: "

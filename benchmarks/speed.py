@@ -78,7 +78,9 @@ TARGETS = {  # name → (measured value key, comparison, bound)
 
 
 def isolated(function, *args):
-    """Returns `function(*args)` run in a fresh process, so its peak memory is its own (memory freed by earlier runs is often kept by the allocator)."""
+    """Returns `function(*args)` run in a fresh process, so its peak memory
+    is its own (memory freed by earlier runs is often kept by the allocator).
+    """
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(function, *args).result()
 
@@ -111,7 +113,9 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def write_folder(root: Path, n_images: int, suffix: str, size: int = 32) -> Path:
-    """Writes `n_images` learnable `size`-px images (class k = template k + noise; k = i mod 10) as `suffix` files in class folders. Returns `root`."""
+    """Writes `n_images` learnable `size`-px images (class k = template k +
+    noise; k = i mod 10) as `suffix` files in class folders. Returns `root`.
+    """
     rng = np.random.default_rng(0)
     templates = rng.integers(0, 256, (N_CLASSES, size, size, 3)).astype(np.float32)
     for k in range(N_CLASSES):
@@ -142,7 +146,9 @@ def cache_build_rate(folder: Path, cache_dir: Path) -> tuple[float, np.ndarray, 
 
 
 def method_data(args, cached: np.ndarray, true_labels: np.ndarray, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Returns the methods section's images and true labels: `args.method_samples` CIFAR-10 photos (stratified) with ``--data-dir``, else as many cached synthetic images of every class."""
+    """Returns the methods section's images and true labels: `args.method_samples` CIFAR-10
+    photos (stratified) with ``--data-dir``, else as many cached synthetic images of every class.
+    """
     if args.data_dir is not None:
         bench = load_benchmark("cifar10", args.data_dir, args.method_samples, cache_dir)
         return np.asarray(bench.train_images[np.arange(len(bench.train_labels))]), np.asarray(bench.train_labels)
@@ -151,7 +157,8 @@ def method_data(args, cached: np.ndarray, true_labels: np.ndarray, cache_dir: Pa
 
 
 def timed_fit(config: RunConfig, images_path: Path, labels: np.ndarray, n_classes: int) -> dict:
-    """Trains `config` on the first len(`labels`) images of the ``.npy`` file `images_path` (read as the image cache is, with pread), writing a checkpoint after every epoch as an audit does.
+    """Trains `config` on the first len(`labels`) images of the ``.npy`` file `images_path` (read as the image
+    cache is, with pread), writing a checkpoint after every epoch as an audit does.
 
     Returns wall seconds (epoch plus checkpoint) and data share per epoch (medians over the
     epochs after the first and after the method's warm-up), the last epoch's seconds, peak
@@ -183,7 +190,9 @@ def timed_fit(config: RunConfig, images_path: Path, labels: np.ndarray, n_classe
 
 
 def idle_memory_mb(device_name: str) -> float:
-    """Returns the memory of a process that has imported lnlclean and torch and trained nothing (the floor of every run)."""
+    """Returns the memory of a process that has imported lnlclean
+    and torch and trained nothing (the floor of every run).
+    """
     device = resolve_device(device_name)
     reset_peak_memory(device)
     return peak_memory_mb(device)
@@ -220,7 +229,8 @@ def method_costs(images_path: Path, labels: np.ndarray, args, device: torch.devi
             ce, method = run("ce"), run(name)
             ratios[name].append(method["seconds_per_epoch"] / ce["seconds_per_epoch"])
             print(
-                f"  repeat {repeat + 1} {name}: {method['seconds_per_epoch']:.2f} s/epoch, ce beside it {ce['seconds_per_epoch']:.2f} s",
+                f"  repeat {repeat + 1} {name}: {method['seconds_per_epoch']:.2f} s/epoch, ce beside it "
+                f"{ce['seconds_per_epoch']:.2f} s",
                 flush=True,
             )
     return {
@@ -253,7 +263,9 @@ def state_bytes_per_entry(n_samples: int, n_classes: int, device: torch.device) 
 
 
 def scaling(args, device: torch.device, workdir: Path) -> list[dict]:
-    """Returns epoch seconds and peak memory of `args.scale_method` at each N in `args.scale_samples` × K in `args.scale_classes`."""
+    """Returns epoch seconds and peak memory of `args.scale_method`
+    at each N in `args.scale_samples` × K in `args.scale_classes`.
+    """
     largest = max(args.scale_samples)
     images_path = workdir / "scale.npy"
     images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=(largest, 32, 32, 3))
@@ -286,7 +298,8 @@ def scaling(args, device: torch.device, workdir: Path) -> list[dict]:
                 }
             )
             print(
-                f"  {args.scale_method} N={n_samples:,} K={n_classes}: {rows[-1]['epoch_seconds']:.1f} s/epoch, {rows[-1]['peak_memory_mb']:.0f} MB",
+                f"  {args.scale_method} N={n_samples:,} K={n_classes}: {rows[-1]['epoch_seconds']:.1f} s/epoch, "
+                f"{rows[-1]['peak_memory_mb']:.0f} MB",
                 flush=True,
             )
     return rows
@@ -296,7 +309,9 @@ def scaling(args, device: torch.device, workdir: Path) -> list[dict]:
 
 
 def compile_cost(backbone: str, batch_size: int, device_name: str, cache_dir: str) -> dict:
-    """Returns the first-step seconds and train img/s of `backbone`, eager and with torch.compile (a cold compile: empty `cache_dir`)."""
+    """Returns the first-step seconds and train img/s of `backbone`,
+    eager and with torch.compile (a cold compile: empty `cache_dir`).
+    """
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
     device = resolve_device(device_name)
     x = torch.randn(batch_size, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
@@ -309,7 +324,7 @@ def compile_cost(backbone: str, batch_size: int, device_name: str, cache_dir: st
             net.compile()
         optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 
-        def step():
+        def step(net=net, optimizer=optimizer):
             loss = torch.nn.functional.cross_entropy(net(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -353,16 +368,19 @@ def print_report(report: dict) -> None:
     print(f"\n{report['device']}")
     if "cache" in report:
         print(
-            f"cache build {report['cache']['jpeg_img_per_s']:,.0f} img/s (JPEG), {report['cache']['png_img_per_s']:,.0f} img/s (PNG)"
+            f"cache build {report['cache']['jpeg_img_per_s']:,.0f} img/s (JPEG), "
+            f"{report['cache']['png_img_per_s']:,.0f} img/s (PNG)"
         )
     if "methods" in report:
         print(
-            f"\nidle process (lnlclean and torch imported): {report['idle_memory_mb']:.0f} MB; methods on {report['method_images']}"
+            f"\nidle process (lnlclean and torch imported): {report['idle_memory_mb']:.0f} MB; methods on "
+            f"{report['method_images']}"
         )
         print(f"\n{'method':<20}{'s/epoch':>9}{'× ce':>7}{'data %':>8}{'peak MB':>9}")
         for name, row in report["methods"].items():
             print(
-                f"{name:<20}{row['seconds_per_epoch']:>9.2f}{row['ratio_to_ce']:>7.2f}{100 * row['data_share']:>8.2f}{row['peak_memory_mb']:>9.0f}"
+                f"{name:<20}{row['seconds_per_epoch']:>9.2f}{row['ratio_to_ce']:>7.2f}"
+                f"{100 * row['data_share']:>8.2f}{row['peak_memory_mb']:>9.0f}"
             )
     if "backbones" in report:
         print(f"\n{'backbone':<18}{'train img/s':>12}{'eval img/s':>12}")
@@ -379,7 +397,8 @@ def print_report(report: dict) -> None:
     compiled = report.get("compile")
     if compiled:
         print(
-            f"torch.compile: first step {compiled['compiled']['first_step_seconds']:.1f} s (eager {compiled['eager']['first_step_seconds']:.2f} s), "
+            f"torch.compile: first step {compiled['compiled']['first_step_seconds']:.1f} s (eager "
+            f"{compiled['eager']['first_step_seconds']:.2f} s), "
             f"{compiled['compiled']['train_img_per_s']:,.0f} img/s (eager {compiled['eager']['train_img_per_s']:,.0f})"
         )
     print(f"\n{'target':<58}{'measured':>10}{'bound':>10}  met")

@@ -96,7 +96,9 @@ def gaussian_posterior(values: np.ndarray, low_is_clean: bool) -> np.ndarray:
 
 
 def beta_posterior(values: np.ndarray, iterations: int = 50) -> np.ndarray:
-    """Returns the posterior of the higher-mean component of a two-component beta mixture on `values` in (0, 1), fitted by EM with weighted moments."""
+    """Returns the posterior of the higher-mean component of a two-component
+    beta mixture on `values` in (0, 1), fitted by EM with weighted moments.
+    """
     from scipy.stats import beta
 
     x = np.clip(values, 1e-4, 1 - 1e-4)

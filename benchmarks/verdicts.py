@@ -1,4 +1,5 @@
-"""Whether the audit's verdicts can be trusted: true against estimated noise rate, flags against the argmax rule, label accuracy before and after relabel.
+"""Whether the audit's verdicts can be trusted: true against estimated noise rate, flags against the argmax rule, \
+label accuracy before and after relabel.
 
 For every suite × noise × method this runs `lnlclean benchmark` in-process and keeps, per run:
 the true and estimated noise rate (the mean of 1 − clean_prob) and the flagged share;
@@ -81,8 +82,8 @@ def line(run: dict) -> str:
     return (
         f"{run['noise']:<7}{run['method']:<20}noise {run['true_noise_rate']:.2f}/{run['estimated_noise_rate']:.2f} "
         f"flagged {run['flagged_rate']:.2f}  P {run['precision']:.3f} R {run['recall']:.3f} F1 {run['f1']:.3f} "
-        f"(argmax {run['disagreement']['f1']:.3f})  AUROC {run['auroc']:.3f}  labels {run['label_accuracy_before']:.3f}→"
-        f"{run['label_accuracy_after']:.3f}  {run['seconds']:.0f} s  {met}"
+        f"(argmax {run['disagreement']['f1']:.3f})  AUROC {run['auroc']:.3f}  "
+        f"labels {run['label_accuracy_before']:.3f}→{run['label_accuracy_after']:.3f}  {run['seconds']:.0f} s  {met}"
     )
 
 
@@ -94,15 +95,19 @@ def markdown(results: dict) -> str:
         lines += [
             f"**{noise}**",
             "",
-            "| method | noise true / est | flagged | P | R | F1 (argmax) | AUROC | labels before → after | test acc | s | warnings |",
+            "| method | noise true / est | flagged | P | R | F1 (argmax) | AUROC | labels before → after "
+            "| test acc | s | warnings |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for run in (run for run in results["runs"] if run["noise"] == noise):
             warnings = ", ".join(warning["code"] for warning in run["warnings"]) or "–"
             lines.append(
-                f"| `{run['method']}` | {run['true_noise_rate']:.2f} / {run['estimated_noise_rate']:.2f} | {run['flagged_rate']:.2f} "
-                f"| {run['precision']:.3f} | {run['recall']:.3f} | {run['f1']:.3f} ({run['disagreement']['f1']:.3f}) | {run['auroc']:.3f} "
-                f"| {run['label_accuracy_before']:.3f} → {run['label_accuracy_after']:.3f} | {run['test_accuracy']:.3f} "
+                f"| `{run['method']}` | {run['true_noise_rate']:.2f} / {run['estimated_noise_rate']:.2f} "
+                f"| {run['flagged_rate']:.2f} "
+                f"| {run['precision']:.3f} | {run['recall']:.3f} | {run['f1']:.3f} ({run['disagreement']['f1']:.3f}) "
+                f"| {run['auroc']:.3f} "
+                f"| {run['label_accuracy_before']:.3f} → {run['label_accuracy_after']:.3f} "
+                f"| {run['test_accuracy']:.3f} "
                 f"| {run['seconds']:.0f} | {warnings} |"
             )
         lines.append("")

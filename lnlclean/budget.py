@@ -29,7 +29,8 @@ def timing_seconds(time_budget: float | None) -> float:
 
 
 def epochs_within(config, seconds_per_epoch: float, spent: float, reporter) -> int:
-    """Returns the epochs of `config.method` that fit in what is left of ``config.time_budget`` after `spent` seconds, at most `config.epochs`.
+    """Returns the epochs of `config.method` that fit in what is left of
+    ``config.time_budget`` after `spent` seconds, at most `config.epochs`.
 
     Says the choice in one line. Raises UserError naming ``--time-budget`` when not even one
     epoch fits, or when the method cannot train the epochs that fit (for example a fixed
@@ -50,11 +51,11 @@ def epochs_within(config, seconds_per_epoch: float, spent: float, reporter) -> i
     except UserError as problem:
         raise UserError(
             f"{option} fits {epochs} epoch(s) of {config.method} (≈ {format_duration(per_epoch)} each): {problem}"
-        )
+        ) from None
     capped = f" (all of --epochs {config.epochs}; more would fit)" if fitting > config.epochs else ""
     reporter.log(
-        f"time budget {format_duration(config.time_budget)}: ≈ {format_duration(per_epoch)} per epoch, training {epochs} epochs ≈ "
-        f"{format_duration(epochs * per_epoch)}{capped}"
+        f"time budget {format_duration(config.time_budget)}: ≈ {format_duration(per_epoch)} per epoch, "
+        f"training {epochs} epochs ≈ {format_duration(epochs * per_epoch)}{capped}"
     )
     return epochs
 

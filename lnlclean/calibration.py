@@ -34,7 +34,9 @@ TAIL = 0.005  # the share of margins at each end clipped before the fit, so a fe
 
 
 def debiased(belief: np.ndarray) -> np.ndarray:
-    """Returns `belief` (N×K rows summing to 1) with the mean of each class divided out and the rows normalised again."""
+    """Returns `belief` (N×K rows summing to 1) with the mean
+    of each class divided out and the rows normalised again.
+    """
     belief = np.clip(np.asarray(belief, dtype=np.float64), EPSILON, None)
     belief = belief / belief.mean(axis=0, keepdims=True)
     return belief / belief.sum(axis=1, keepdims=True)
@@ -100,5 +102,7 @@ def mixture_fit(margins: np.ndarray) -> MixtureFit:
 
 
 def clean_probability(belief: np.ndarray, given_labels: np.ndarray, candidates: np.ndarray | None = None) -> MixtureFit:
-    """Returns the mixture fit of the log margins of `belief` (N×K) for `given_labels` (or `candidates`): clean_prob and the noise rate."""
+    """Returns the mixture fit of the log margins of `belief` (N×K) for
+    `given_labels` (or `candidates`): clean_prob and the noise rate.
+    """
     return mixture_fit(log_margins(belief, given_labels, candidates))

@@ -103,7 +103,8 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
         Annotated[
             str | None,
             typer.Option(
-                help="Train as many epochs as fit in this time, e.g. 90s, 10m, 1h (image decoding and the final pass come on top).",
+                help="Train as many epochs as fit in this time, e.g. 90s, 10m, 1h (image decoding and the final pass "
+                "come on top).",
                 show_default=False,
             ),
         ],
@@ -116,7 +117,8 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
         Annotated[
             Schedule,
             typer.Option(
-                help="Learning-rate schedule: cosine (one warm-up epoch, then down to 0), step (÷10 at 50 % and 75 % of the epochs) or constant."
+                help="Learning-rate schedule: cosine (one warm-up epoch, then down to 0), step (÷10 at 50 % and 75 % "
+                "of the epochs) or constant."
             ),
         ],
         Schedule(DEFAULTS.schedule),
@@ -130,7 +132,8 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
         Annotated[
             int | None,
             typer.Option(
-                help="Side in pixels. Default: keep images ≤ 64 px of one size, else the backbone's size (64, or 224 for tv: models).",
+                help="Side in pixels. Default: keep images ≤ 64 px of one size, else the backbone's size (64, or 224 "
+                "for tv: models).",
                 show_default=False,
             ),
         ],
@@ -140,7 +143,8 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
         Annotated[
             float | None,
             typer.Option(
-                help=f"Flag a label issue when clean_prob is below this. Default: {DEFAULTS.threshold}, or with relabel --from-audit the audit's own flags. It may change on --resume.",
+                help=f"Flag a label issue when clean_prob is below this. Default: {DEFAULTS.threshold}, or with "
+                "relabel --from-audit the audit's own flags. It may change on --resume.",
                 show_default=False,
             ),
         ],
@@ -208,7 +212,8 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
         Annotated[
             float | None,
             typer.Option(
-                help="Expected share of wrong labels, 0–1, for methods that use one (alim). Default: estimated from the data.",
+                help="Expected share of wrong labels, 0–1, for methods that use one (alim). Default: estimated from "
+                "the data.",
                 show_default=False,
             ),
         ],
@@ -219,7 +224,8 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
             bool,
             typer.Option(
                 "--compile",
-                help="Compile the networks with torch.compile: about 20 s to start, with no dependable gain measured on CPU (docs/performance.md).",
+                help="Compile the networks with torch.compile: about 20 s to start, with no dependable gain measured "
+                "on CPU (docs/performance.md).",
             ),
         ],
         False,
@@ -228,7 +234,8 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
         Annotated[
             StateDtype,
             typer.Option(
-                help="Per-sample tables (soft labels): float32, float16, or auto (float16 when float32 would take over a quarter of the device's free memory; docs/scale.md)."
+                help="Per-sample tables (soft labels): float32, float16, or auto (float16 when float32 would take over "
+                "a quarter of the device's free memory; docs/scale.md)."
             ),
         ],
         StateDtype(DEFAULTS.state_dtype),
@@ -237,7 +244,8 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
         Annotated[
             StatePlace,
             typer.Option(
-                help="Where per-sample tables live: the training device, CPU memory (pinned), or auto (CPU when they do not fit in a quarter of the device's free memory)."
+                help="Where per-sample tables live: the training device, CPU memory (pinned), or auto (CPU when they "
+                "do not fit in a quarter of the device's free memory)."
             ),
         ],
         StatePlace(DEFAULTS.state_on),
@@ -246,7 +254,8 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
         Annotated[
             str | None,
             typer.Option(
-                help="Refuse to start when the run would need more host memory than this, e.g. 64G. Default: the memory available.",
+                help="Refuse to start when the run would need more host memory than this, e.g. 64G. Default: the "
+                "memory available.",
                 show_default=False,
             ),
         ],
@@ -376,7 +385,10 @@ def run_config(
 
 
 def method_list(text: str) -> list[str]:
-    """Returns the methods of a ``--method`` value (one name, or several comma-separated). Raises UserError for a repeated or empty name."""
+    """Returns the methods of a ``--method`` value (one name, or several comma-separated).
+
+    Raises UserError for a repeated or empty name.
+    """
     methods = [name.strip() for name in text.split(",")]
     if "" in methods or len(set(methods)) != len(methods):
         raise UserError(f"--method {text!r}: name each method once, comma-separated, e.g. --method pmnar,alr,flywheel")
@@ -487,7 +499,8 @@ def relabel(
     policy: Annotated[
         Policy,
         typer.Option(
-            help="relabel: replace flagged labels by the suggestion; drop: leave flagged rows out; flag: keep labels, mark flagged rows for review."
+            help="relabel: replace flagged labels by the suggestion; drop: leave flagged rows out; "
+            "flag: keep labels, mark flagged rows for review."
         ),
     ] = Policy.relabel,
     from_audit: Annotated[
@@ -517,8 +530,8 @@ def relabel(
     """
     if len(method_list(opts.method)) > 1:
         raise UserError(
-            f"--method {opts.method}: relabel trains one method; for a consensus run lnlclean audit --method {opts.method}, "
-            "then relabel --from-audit OUT/audit.parquet"
+            f"--method {opts.method}: relabel trains one method; "
+            f"for a consensus run lnlclean audit --method {opts.method}, then relabel --from-audit OUT/audit.parquet"
         )
     out = check_output_file(out, overwrite=opts.overwrite, inputs=[labels_csv, from_audit])
     if from_audit is not None:
@@ -570,7 +583,8 @@ def benchmark(
     noise_file: Annotated[
         Path | None,
         typer.Option(
-            help="Real noisy labels for the training images: a CSV with columns index,label, or a CIFAR-N file such as CIFAR-10_human.pt.",
+            help="Real noisy labels for the training images: a CSV with columns index,label, or a CIFAR-N file such as "
+            "CIFAR-10_human.pt.",
             show_default=False,
         ),
     ] = None,
@@ -582,7 +596,7 @@ def benchmark(
     ] = None,
     method: Annotated[
         list[str], typer.Option("--method", "-m", help="Method (repeatable or comma-separated), or 'all'.")
-    ] = [DEFAULTS.method],
+    ] = [DEFAULTS.method],  # noqa: B006 - Typer shows this list as the --method default in --help
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for benchmark.json.")] = Path("lnlclean-bench"),
     data_dir: Annotated[
         Path | None,
@@ -596,14 +610,16 @@ def benchmark(
     fail_under: Annotated[
         str | None,
         typer.Option(
-            help="Exit 1 when a run falls short, e.g. f1=0.8,acc=0.9 (keys: f1 precision recall auroc acc relabel_acc).",
+            help="Exit 1 when a run falls short, e.g. f1=0.8,acc=0.9 (keys: f1 precision recall auroc acc "
+            "relabel_acc).",
             show_default=False,
         ),
     ] = None,
     partial_rate: Annotated[
         float | None,
         typer.Option(
-            help="Give candidate sets instead of labels: each wrong label joins with this probability; symNN then swaps the true label out with probability NN %.",
+            help="Give candidate sets instead of labels: each wrong label joins with this probability; "
+            "symNN then swaps the true label out with probability NN %.",
             show_default=False,
         ),
     ] = None,
@@ -615,7 +631,8 @@ def benchmark(
         bool,
         typer.Option(
             "--diagnose",
-            help="After every epoch, score the network against the true labels (a clean pass over the training images); logged per epoch, in benchmark.json's history and the report.",
+            help="After every epoch, score the network against the true labels (a clean pass over the training "
+            "images); logged per epoch, in benchmark.json's history and the report.",
         ),
     ] = False,
     opts: SimpleNamespace = None,
@@ -672,7 +689,10 @@ def benchmark(
 
 
 def noise_specs(noise: list[str] | None, noise_file: Path | None, noise_key: str | None) -> list[NoiseSpec]:
-    """Returns the noises a benchmark runs: each ``--noise``, then the ``--noise-file`` (sym40 when neither is given). Raises UserError for a bad spec."""
+    """Returns the noises a benchmark runs: each ``--noise``, then the ``--noise-file`` (sym40 when neither is given).
+
+    Raises UserError for a bad spec.
+    """
     if noise_key is not None and noise_file is None:
         raise UserError(f"--noise-key {noise_key}: names a label set of --noise-file; give --noise-file too")
     specs = [parse_noise_spec(spec) for spec in noise or ([] if noise_file else ["sym40"])]
@@ -695,7 +715,7 @@ def parse_fail_under(text: str | None) -> dict[str, float]:
         try:
             thresholds[key] = float(value)
         except ValueError:
-            raise UserError(f"--fail-under {text!r}: {value!r} is not a number")
+            raise UserError(f"--fail-under {text!r}: {value!r} is not a number") from None
     return thresholds
 
 
@@ -798,7 +818,8 @@ def consensus(
     print_audit_summary(result.summary)
     agreement = result.summary["consensus"]
     stdout.print(
-        f"flags agree on {agreement['all_flags_agree']:.1%} of samples; {agreement['flagged_by_all']} flagged by all, {agreement['flagged_by_any']} by any"
+        f"flags agree on {agreement['all_flags_agree']:.1%} of samples; "
+        f"{agreement['flagged_by_all']} flagged by all, {agreement['flagged_by_any']} by any"
     )
     print_written(result)
 

@@ -122,7 +122,10 @@ def batch_size_rule(processes: int) -> str:
     """Returns what ``--batch-size`` must satisfy with `processes` processes, for the error message."""
     if processes == 1:
         return "must be at least 2"
-    return f"each of the {processes} processes needs at least 2 images of a mini-batch; use --batch-size {2 * processes} or more"
+    return (
+        f"each of the {processes} processes needs at least 2 images of a mini-batch; "
+        f"use --batch-size {2 * processes} or more"
+    )
 
 
 def option_name(method: str, field_name: str) -> str:
@@ -196,4 +199,4 @@ def _coerce(raw: Any, annotation: Any, option: str) -> Any:
     except ValueError:
         expected = {int: "an integer", float: "a number", bool: "true or false"}.get(kind, kind.__name__)
         expected += " or auto" if optional else ""
-        raise UserError(f"{option} {raw!r}: expected {expected}")
+        raise UserError(f"{option} {raw!r}: expected {expected}") from None

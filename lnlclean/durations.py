@@ -22,7 +22,7 @@ def parse_duration(text: str, option: str) -> float:
     except ValueError:
         parts = PART.findall(compact)
         if not parts or "".join(number + unit for number, unit in parts) != compact:
-            raise UserError(f"{option} {text!r}: expected a duration such as 90s, 10m or 1h30m")
+            raise UserError(f"{option} {text!r}: expected a duration such as 90s, 10m or 1h30m") from None
         seconds = sum(float(number) * UNITS[unit] for number, unit in parts)
     if not math.isfinite(seconds) or seconds <= 0:
         raise UserError(f"{option} {text!r}: must be longer than zero")

@@ -147,20 +147,25 @@ def _process_gpu(name: str, world: World) -> torch.device:
     if world.local_rank >= torch.cuda.device_count():
         count = torch.cuda.device_count()
         raise UserError(
-            f"--nproc-per-node: this machine has {count} GPU(s), one per process; pass --nproc-per-node {count} or --device cpu"
+            f"--nproc-per-node: this machine has {count} GPU(s), one per process; "
+            f"pass --nproc-per-node {count} or --device cpu"
         )
     return torch.device("cuda", world.local_rank)
 
 
 def device_tag(device: torch.device) -> str:
-    """Returns a short file-name tag for `device`: ``cpu`` or ``cuda-<gpu name>``, e.g. ``cuda-nvidia-h100-80gb-hbm3``."""
+    """Returns a short file-name tag for `device`: ``cpu`` or
+    ``cuda-<gpu name>``, e.g. ``cuda-nvidia-h100-80gb-hbm3``.
+    """
     if device.type == "cuda":
         return "cuda-" + torch.cuda.get_device_name(device).lower().replace(" ", "-")
     return "cpu"
 
 
 def describe_device(device: torch.device, world: World = World()) -> str:
-    """Returns a human-readable device name, e.g. ``cuda (NVIDIA H100 80GB HBM3)``, ``cpu (2 threads)`` or ``… × 4 processes``."""
+    """Returns a human-readable device name, e.g.
+    ``cuda (NVIDIA H100 80GB HBM3)``, ``cpu (2 threads)`` or ``… × 4 processes``.
+    """
     if device.type == "cuda":
         name = f"cuda ({torch.cuda.get_device_name(device)})"
     else:
@@ -176,7 +181,8 @@ def build_method(
     world: World = World(),
     method_cls: type[Method] | None = None,
 ) -> Method:
-    """Returns the configured method (or `method_cls`, a Method subclass taking `config.method`'s settings) with freshly initialised networks on `device`.
+    """Returns the configured method (or `method_cls`, a Method subclass taking
+    `config.method`'s settings) with freshly initialised networks on `device`.
 
     `config` is a checked one (:meth:`RunConfig.validate`): its parsed hyperparameters are used as they are.
     """
@@ -212,14 +218,18 @@ def build_method(
 
 
 def device_memory(device: torch.device) -> int:
-    """Returns the free memory of `device` in bytes: the GPU's, or the host's available memory for the CPU (2⁶² when unknown)."""
+    """Returns the free memory of `device` in bytes: the GPU's, or
+    the host's available memory for the CPU (2⁶² when unknown).
+    """
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     return available_ram() or 2**62
 
 
 def host_memory_needs(method: Method, data: TrainData, device: torch.device) -> dict[str, int]:
-    """Returns what → bytes of host memory that grow with N·K: the final probabilities and the per-sample state kept in CPU memory."""
+    """Returns what → bytes of host memory that grow with N·K: the
+    final probabilities and the per-sample state kept in CPU memory.
+    """
     n_rows = len(data.labels) + (0 if data.test_images is None else len(data.test_images))
     on_host = method.state.nbytes("cpu") if device.type == "cuda" else method.state.nbytes()
     return {"final probabilities": 4 * n_rows * data.n_classes, "per-sample state": on_host}
@@ -244,7 +254,9 @@ def learning_rate(config: RunConfig, step: int, total_steps: int, steps_per_epoc
 
 
 def steps_in_epoch(n_samples: int, batch_size: int, processes: int = 1) -> int:
-    """Returns the number of mini-batches per epoch: every sample once, except a last batch too small to give each of the `processes` two images (batch norm needs two)."""
+    """Returns the number of mini-batches per epoch: every sample once, except a last
+    batch too small to give each of the `processes` two images (batch norm needs two).
+    """
     full, rest = divmod(n_samples, batch_size)
     return max(1, full + (rest >= 2 * processes))
 
@@ -264,7 +276,8 @@ def fit(
     method_cls: type[Method] | None = None,
     diagnose: Callable[[int, np.ndarray], dict] | None = None,
 ) -> FitResult:
-    """Trains `config.method` (or `method_cls`, an unregistered variant of it) on `data` and returns the final per-sample probabilities.
+    """Trains `config.method` (or `method_cls`, an unregistered variant
+    of it) on `data` and returns the final per-sample probabilities.
 
     A checkpoint is written atomically to `checkpoint_path` after every epoch, and within an
     epoch whenever :data:`CHECKPOINT_SECONDS` have passed since the last one. On SIGINT or
@@ -381,7 +394,7 @@ def fit(
             world.broadcast_from_main(method.networks.buffers())
             passes: list[torch.Tensor] = []  # the clean passes end_epoch ran
 
-            def evaluate_once() -> torch.Tensor:
+            def evaluate_once(passes: list[torch.Tensor] = passes) -> torch.Tensor:
                 passes.append(evaluate_train())
                 return passes[-1]
 
@@ -468,7 +481,9 @@ def make_batch(
 
 
 def epoch_figures(method: Method, logged: dict, epochs: int) -> dict:
-    """Returns what a progress line shows of an epoch: epoch, loss, the share of predictions that changed, the method's main figures, and "warm-up" while it lasts."""
+    """Returns what a progress line shows of an epoch: epoch, loss, the share of
+    predictions that changed, the method's main figures, and "warm-up" while it lasts.
+    """
     figures = {"epoch": f"{logged['epoch']}/{epochs}", "loss": logged["loss"]}
     if logged.get("prediction_changes") is not None:
         figures["changed"] = logged["prediction_changes"]
@@ -522,7 +537,9 @@ def time_steps(
 
 
 def _checkpoint_epochs(path: Path | None, config: RunConfig) -> int:
-    """Returns the epochs a ``--time-budget`` run chose, read from its checkpoint (`config.epochs` when there is none to read)."""
+    """Returns the epochs a ``--time-budget`` run chose, read from
+    its checkpoint (`config.epochs` when there is none to read).
+    """
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         return int(payload["identity"]["settings"]["epochs"])
@@ -552,7 +569,10 @@ class TrainingStep(nn.Module):
 def train_step(
     trainer: nn.Module, optimizer, batch: Batch, epoch: int, share: float, world: World, autocast
 ) -> torch.Tensor:
-    """Runs one optimiser step on this process's part of a mini-batch, `share` of it. Returns the detached loss × `share`."""
+    """Runs one optimiser step on this process's part of a mini-batch, `share` of it.
+
+    Returns the detached loss × `share`.
+    """
     with autocast:
         loss = trainer(batch, epoch)
     optimizer.zero_grad(set_to_none=True)
@@ -563,7 +583,9 @@ def train_step(
 
 
 def training_module(method: Method, world: World) -> nn.Module:
-    """Returns the module whose call runs a training step: wrapped in DistributedDataParallel when `world` has several processes."""
+    """Returns the module whose call runs a training step: wrapped
+    in DistributedDataParallel when `world` has several processes.
+    """
     step = TrainingStep(method)
     if not world.distributed:
         return step
@@ -669,7 +691,9 @@ class Position:
 
 
 class Checkpointer:
-    """Writes the run's checkpoints to `path` (nothing when `path` is None) and knows when the next periodic one is due."""
+    """Writes the run's checkpoints to `path` (nothing when
+    `path` is None) and knows when the next periodic one is due.
+    """
 
     def __init__(self, path: Path | None, identity: dict, method: Method, optimizer):
         self.path, self.identity, self.method, self.optimizer = path, identity, method, optimizer
@@ -716,12 +740,14 @@ def _load_checkpoint(path: Path | None, identity: dict, method: Method, optimize
         saved_identity = payload["identity"]
     except Exception as err:  # a truncated or foreign file fails in many ways; all mean "unusable"
         raise UserError(
-            f"--resume: {path} is not a readable lnlclean checkpoint ({type(err).__name__}); drop --resume and pass --overwrite to start over"
-        )
+            f"--resume: {path} is not a readable lnlclean checkpoint ({type(err).__name__}); "
+            "drop --resume and pass --overwrite to start over"
+        ) from err
     if saved_identity != identity:
         what = _first_difference(saved_identity, identity)
         raise UserError(
-            f"--resume: {path} comes from a different run ({what}); drop --resume and pass --overwrite to start over, or use another --out"
+            f"--resume: {path} comes from a different run ({what}); "
+            "drop --resume and pass --overwrite to start over, or use another --out"
         )
     method.load_state_dict(payload["method"])
     optimizer.load_state_dict(payload["optimizer"])
@@ -736,7 +762,9 @@ def _load_checkpoint(path: Path | None, identity: dict, method: Method, optimize
 
 
 def _restore_generator(generator: torch.Generator, position: Position, world: World, reporter: Reporter) -> None:
-    """Sets `generator` to this process's saved state; keeps it freshly seeded when the checkpoint had another number of processes."""
+    """Sets `generator` to this process's saved state; keeps it freshly
+    seeded when the checkpoint had another number of processes.
+    """
     if len(position.generator_states) == world.size:
         generator.set_state(position.generator_states[world.rank])
     else:

@@ -133,22 +133,25 @@ def prepare_output_dir(out_dir: str | os.PathLike, option: str = "--out") -> Pat
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UserError(f"{option} {out_dir}: cannot create it ({err.strerror}); choose another {option}")
+        raise UserError(f"{option} {out_dir}: cannot create it ({err.strerror}); choose another {option}") from None
     try:
         probe_writable(out_dir)
     except OSError as err:
-        raise UserError(f"{option} {out_dir}: cannot write there ({err.strerror}); choose another {option}")
+        raise UserError(f"{option} {out_dir}: cannot write there ({err.strerror}); choose another {option}") from None
     return out_dir
 
 
 def refuse_earlier_output(out_dir: Path, names: tuple[str, ...], overwrite: bool, option: str = "--out") -> None:
-    """Raises UserError naming `option` when `out_dir` already holds one of the files `names` and not `overwrite`. Returns None."""
+    """Raises UserError naming `option` when `out_dir` already holds
+    one of the files `names` and not `overwrite`. Returns None.
+    """
     if overwrite:
         return
     for name in names:
         if (out_dir / name).exists():
             raise UserError(
-                f"{option} {out_dir}: already holds {name} from an earlier run; pass --overwrite to replace it, or choose another {option}"
+                f"{option} {out_dir}: already holds {name} from an earlier run; "
+                f"pass --overwrite to replace it, or choose another {option}"
             )
 
 

@@ -67,7 +67,8 @@ def classifier_probs(bench: BenchmarkData, seed: int, device: str, cache_dir: Pa
         reporter.log(f"idn: reusing the classifier's softmax from {path}")
         return np.load(path)
     reporter.log(
-        f"idn: training the classifier that decides which labels flip ({CLASSIFIER_EPOCHS} epochs, once; cached in {path.parent})"
+        f"idn: training the classifier that decides which labels flip ({CLASSIFIER_EPOCHS} epochs, once; "
+        f"cached in {path.parent})"
     )
     config = RunConfig(method="ce", epochs=CLASSIFIER_EPOCHS, device=device, seed=seed + SEED_OFFSET).validate()
     data = TrainData(

@@ -55,14 +55,20 @@ def _raise_stopped(signum, frame) -> None:
 
 
 def _replace_handlers(handler) -> dict:
-    """Sets `handler` for the stop signals that are not ignored (a background job ignores SIGINT). Returns the previous handlers."""
+    """Sets `handler` for the stop signals that are not ignored (a background job ignores SIGINT).
+
+    Returns the previous handlers.
+    """
     if threading.current_thread() is not threading.main_thread():
         return {}
     return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
 
 
 def install_stop_handlers() -> dict:
-    """Makes SIGINT and SIGTERM raise :class:`Stopped` in the main thread. Returns the previous handlers (empty off the main thread)."""
+    """Makes SIGINT and SIGTERM raise :class:`Stopped` in the main thread.
+
+    Returns the previous handlers (empty off the main thread).
+    """
     return _replace_handlers(_raise_stopped)
 
 

@@ -11,7 +11,9 @@ import torch
 
 
 def soft_cross_entropy_per_sample(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Returns −Σ_k targets_k · log_probs_k of each row (B): the cross-entropy of `targets` (B×K probabilities) against log-probabilities `log_probs` (B×K)."""
+    """Returns −Σ_k targets_k · log_probs_k of each row (B): the cross-entropy of
+    `targets` (B×K probabilities) against log-probabilities `log_probs` (B×K).
+    """
     return -(targets * log_probs).sum(dim=1)
 
 

@@ -53,7 +53,8 @@ def available_ram() -> int | None:
 def check_host_memory(
     needs: dict[str, int], max_ram: str | None, processes: int = 1, remedies: tuple[str, ...] = ()
 ) -> None:
-    """Raises UserError when the host memory `needs` (what → bytes, per process) of `processes` processes exceed the limit. Returns None.
+    """Raises UserError when the host memory `needs` (what → bytes, per
+    process) of `processes` processes exceed the limit. Returns None.
 
     The limit is `max_ram` (``--max-ram``) when given, else the memory available now; without
     either nothing is checked. The message suggests the options in `remedies` (e.g.

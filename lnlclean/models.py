@@ -259,7 +259,7 @@ def _load_local_weights(net: nn.Module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unpickling failure means the file is not a state dict
-        raise UserError(f"--weights {path}: not a readable PyTorch state dict ({type(err).__name__})")
+        raise UserError(f"--weights {path}: not a readable PyTorch state dict ({type(err).__name__})") from err
     own = net.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:

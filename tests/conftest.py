@@ -1,4 +1,6 @@
-"""Shared fixtures: a small image folder written from scikit-learn's bundled digits (plain helpers are in ``helpers.py``)."""
+"""Shared fixtures: a small image folder written from scikit-learn's
+bundled digits (plain helpers are in ``helpers.py``).
+"""
 
 from __future__ import annotations
 
@@ -83,7 +85,8 @@ def _digits_benchmark(method: str, noise: str, partial_rate: float | None, param
 
 @pytest.fixture(scope="session")
 def digits_benchmark():
-    """Returns run(method, noise="sym40", partial_rate=None, **params) → the benchmark dict of that run on a 600-digit subset.
+    """Returns run(method, noise="sym40", partial_rate=None, **params) → the benchmark dict of that run on a
+    600-digit subset.
 
     Runs are cached for the session, so every method's test compares with the same CE run.
     """

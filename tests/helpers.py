@@ -40,7 +40,8 @@ def write_noisy_digits(
     jpeg_every: int = 3,
     true_column: bool = False,
 ) -> dict:
-    """Writes the first `n_images` digits under ``root/images`` and ``root/labels.csv`` with `n_wrong` labels moved to another digit.
+    """Writes the first `n_images` digits under ``root/images`` and ``root/labels.csv`` with `n_wrong` labels moved to
+    another digit.
 
     Images are `side` px (nearest-neighbour), every `jpeg_every`-th as JPEG (from the first),
     the rest PNG (0: all PNG). The CSV has path, label, annotator and, with `true_column`, the

@@ -235,7 +235,9 @@ def csv_bytes_case(body: Callable[[Workspace], bytes]):
 
 
 def wide_header(ws: Workspace, extra: int, filled: bool) -> str:
-    """Returns the CSV with `extra` more columns x0, x1, … in the header; their cells are filled with `v` when `filled`, else absent."""
+    """Returns the CSV with `extra` more columns x0, x1, … in the
+    header; their cells are filled with `v` when `filled`, else absent.
+    """
     cells = "," + ",".join(["v"] * extra) if filled else ""
     return (
         "path,label," + ",".join(f"x{i}" for i in range(extra)) + "\n" + "\n".join(r + cells for r in ws.rows()) + "\n"
@@ -627,7 +629,9 @@ def quoted_comma(ws: Workspace) -> list[str]:
 
 
 def class_folders(ws: Workspace, loop: Callable[[Path], None]) -> list[str]:
-    """Moves the images into the ImageFolder layout images/<label>/<name>, adds `loop(images/0)`, and audits without a CSV."""
+    """Moves the images into the ImageFolder layout images/<label>/<name>,
+    adds `loop(images/0)`, and audits without a CSV.
+    """
     for name, label in zip(ws.names, ws.labels):
         (ws.images / str(label)).mkdir(exist_ok=True)
         (ws.images / name).rename(ws.images / str(label) / name)
@@ -724,7 +728,9 @@ def test_unreadable_first_image_is_skipped_on_request(ws):
 
 @pytest.mark.parametrize("case", ["csv header of 100,000 columns", "csv header of 100,000 columns, rows filled"])
 def test_a_header_of_100000_columns_is_refused_within_seconds(ws, capsys, case):
-    """A very wide header is refused (over 1,000 extra columns) in one line, quickly: no parsing of every column first."""
+    """A very wide header is refused (over 1,000 extra columns)
+    in one line, quickly: no parsing of every column first.
+    """
     arrange, _ = REFUSED[case]
     argv = arrange(ws)
     started = time.perf_counter()

@@ -150,7 +150,10 @@ def sized_folder(tmp_path, counts: dict[tuple[int, int], int]):
 
 
 MIXED = {(8, 8): 3, (12, 10): 2, (20, 6): 1}  # all ≤ 64 px, but three sizes
-MIXED_LINE = "images resized to 16×16 px: they come in 3 sizes (3 at 8×8, 2 at 12×10, 1 at 20×6); choose another with --image-size"
+MIXED_LINE = (
+    "images resized to 16×16 px: they come in 3 sizes (3 at 8×8, 2 at 12×10, 1 at 20×6); choose another with "
+    "--image-size"
+)
 
 
 def test_auto_resize_of_mixed_sizes_says_why_also_when_reused(tmp_path, cache_dir, monkeypatch):

@@ -1,4 +1,6 @@
-"""Consensus of audits: the voting rules, the checks that audits match, the command, audit --method a,b, benchmark --consensus."""
+"""Consensus of audits: the voting rules, the checks that audits
+match, the command, audit --method a,b, benchmark --consensus.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Per-epoch diagnostics against the true labels: the figures on hand-built probabilities, and a benchmark that logs them."""
+"""Per-epoch diagnostics against the true labels: the figures
+on hand-built probabilities, and a benchmark that logs them.
+"""
 
 import numpy as np
 import pytest
@@ -83,7 +85,8 @@ def test_the_report_draws_the_diagnostics_in_one_chart_and_the_estimate_in_anoth
     ],
 )
 def test_a_diagnosed_benchmark_logs_every_epoch_against_the_truth(method, own, capsys):
-    # A fixed one-epoch warm-up: three epochs are too few for the predictions to settle, and the method's own figures come from its robust phase.
+    # A fixed one-epoch warm-up: three epochs are too few for the predictions
+    # to settle, and the method's own figures come from its robust phase.
     config = RunConfig(
         method=method, epochs=3, batch_size=64, device="cpu", flip=False, seed=1, method_params={"warmup": 1}
     )

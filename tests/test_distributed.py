@@ -228,7 +228,10 @@ def _stop_or_resume_in_process(rank: int, size: int, port: int, out_dir: str, ph
 def test_a_signal_to_one_process_stops_all_at_the_same_step_and_resumes_to_the_same_result(tmp_path):
     for phase in ("whole", "stop", "resume"):
         mp.spawn(_stop_or_resume_in_process, args=(2, _free_port(), str(tmp_path), phase), nprocs=2)
-    read = lambda name: json.loads((tmp_path / f"{name}.json").read_text())
+
+    def read(name):
+        return json.loads((tmp_path / f"{name}.json").read_text())
+
     assert read("stop0") == read("stop1") == {"stopped": [2, 2]}
     assert read("resume0") == read("resume1") == read("whole0")
 

@@ -265,7 +265,9 @@ def test_unreadable_image_fails_by_default_and_is_skipped_on_request(noisy_folde
 
 
 def method_audit(noisy_folder, tmp_path, epochs: int, *options: str):
-    """Audits the noisy folder on CPU with `options` for `epochs` epochs. Returns (audit frame, metadata, method_summary)."""
+    """Audits the noisy folder on CPU with `options` for `epochs`
+    epochs. Returns (audit frame, metadata, method_summary).
+    """
     out = tmp_path / "audit"
     code = cli(
         "audit",

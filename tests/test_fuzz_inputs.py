@@ -194,7 +194,9 @@ def audit(example: Example, capsys) -> ReachedTraining | None:
 
 
 def cell(text: str, sep: str, quote: bool = False, pad: str = "") -> str:
-    """Returns `text` as a CSV cell: quoted when asked or needed (separator, quote, line break), `pad` spaces around it."""
+    """Returns `text` as a CSV cell: quoted when asked or needed
+    (separator, quote, line break), `pad` spaces around it.
+    """
     if quote or sep in text or '"' in text or "\n" in text or "\r" in text:
         return pad + '"' + text.replace('"', '""') + '"'
     return pad + text + pad
@@ -384,7 +386,9 @@ MUTATED = st.one_of(mutated_csv_inputs(), mutated_csv_inputs(), mutated_csv_inpu
 @settings(FAST, max_examples=200)
 @given(example=MUTATED)
 def test_mutated_input_is_accepted_or_refused_in_one_line(stop_at_training, capsys, example):
-    """Any mutated CSV or image folder is accepted, or refused with exit 2, one `error:` line, nothing written, inputs untouched."""
+    """Any mutated CSV or image folder is accepted, or refused with
+    exit 2, one `error:` line, nothing written, inputs untouched.
+    """
     audit(example, capsys)
 
 
@@ -426,7 +430,9 @@ VALID_CELLS = st.sampled_from(["", "v", "1.5", "ünï", "a b", "x,y", "semi;colo
 
 @st.composite
 def valid_inputs(draw) -> Example:
-    """A valid CSV written in odd ways: separator, quoting, spaces around cells, trailing separators, blank lines, CRLF, BOM, UTF-16, odd names."""
+    """A valid CSV written in odd ways: separator, quoting, spaces around
+    cells, trailing separators, blank lines, CRLF, BOM, UTF-16, odd names.
+    """
     odd = draw(st.lists(st.sampled_from(ODD_NAMES), unique=True, max_size=4))
     names = list(odd) + list(NAMES[len(odd) :])
     classes = draw(st.sampled_from(CLASS_NAMES))

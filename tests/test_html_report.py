@@ -371,7 +371,8 @@ def test_image_heatmap_click_in_headless_chromium_filters_the_gallery_to_that_ce
     row, column = np.unravel_index(values.argmax(), values.shape)
     click = f"""<script>
     var image = document.querySelector('svg image.heat'), box = image.getBoundingClientRect(), n = 40;
-    var at = {{clientX: box.left + ({column} + 0.5) * box.width / n, clientY: box.top + ({row} + 0.5) * box.height / n}};
+    var at = {{clientX: box.left + ({column} + 0.5) * box.width / n, \
+clientY: box.top + ({row} + 0.5) * box.height / n}};
     image.dispatchEvent(new MouseEvent('mousemove', at));
     image.dispatchEvent(new MouseEvent('click', at));
     document.body.dataset.pair = document.getElementById('filter-pair').value;

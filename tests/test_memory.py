@@ -33,7 +33,8 @@ def test_the_guard_names_what_takes_the_memory():
     check_host_memory(needs, "8G")
     with pytest.raises(
         UserError,
-        match=r"--max-ram 6G: this run needs about 8.0 GiB \(final probabilities 3.0 GiB, per-sample state 1.0 GiB for each of 2 processes\); try --state-dtype float16, or raise --max-ram$",
+        match=r"--max-ram 6G: this run needs about 8.0 GiB \(final probabilities 3.0 GiB, per-sample state 1.0 GiB "
+        r"for each of 2 processes\); try --state-dtype float16, or raise --max-ram$",
     ):
         check_host_memory(needs, "6G", processes=2, remedies=("--state-dtype float16",))
 

@@ -200,7 +200,8 @@ def input_rows() -> pd.DataFrame:
 
 
 def hand_audit() -> pd.DataFrame:
-    # p0 fine; p1 flagged, its suggestion likely right; p2 flagged, suggesting its own label (an older audit); p3 fine; p4 not audited
+    # p0 fine; p1 flagged, its suggestion likely right; p2 flagged,
+    # suggesting its own label (an older audit); p3 fine; p4 not audited
     audit = pd.DataFrame(
         {
             "path": ["p0.png", "p1.png", "p2.png", "p3.png"],

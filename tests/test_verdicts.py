@@ -1,4 +1,6 @@
-"""Verdicts: margins and the calibration mixture on hand-built tables, suggestions, the relabel rule, warnings, threshold as a verdict setting."""
+"""Verdicts: margins and the calibration mixture on hand-built tables,
+suggestions, the relabel rule, warnings, threshold as a verdict setting.
+"""
 
 from __future__ import annotations
 
@@ -71,7 +73,9 @@ def test_mixture_of_constant_margins_calls_everything_clean():
 
 
 def hand_belief(n_wrong: int = 60, n_right: int = 240, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Returns (belief N×3, given labels, true labels): right labels get 0.8 on their class, wrong ones 0.8 on the true class."""
+    """Returns (belief N×3, given labels, true labels): right labels
+    get 0.8 on their class, wrong ones 0.8 on the true class.
+    """
     rng = np.random.default_rng(seed)
     true = rng.integers(0, 3, n_wrong + n_right)
     given = true.copy()

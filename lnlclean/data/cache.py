@@ -94,7 +94,9 @@ def fingerprint(manifest: Manifest, image_size: int | None, fallback_size: int) 
 
 
 def cache_dir_option(cache_dir: Path | None) -> str:
-    """Returns how the user set the cache directory, for messages: ``--cache-dir``, ``$LNLCLEAN_CACHE`` or ``cache directory``."""
+    """Returns how the user set the cache directory, for messages:
+    ``--cache-dir``, ``$LNLCLEAN_CACHE`` or ``cache directory``.
+    """
     if cache_dir is not None:
         return "--cache-dir"
     return "$LNLCLEAN_CACHE" if os.environ.get("LNLCLEAN_CACHE") else "cache directory"

@@ -115,9 +115,9 @@ def load_cifar(name: str, data_dir: Path | None, cache_dir: Path, advance=None) 
     except RuntimeError as err:  # torchvision: files missing or corrupt
         raise UserError(
             f"--data-dir {root}: no usable {name} files ({err}); give torchvision's files or train/ test/ folders"
-        )
+        ) from None
     except OSError as err:  # the download could not reach the network
-        raise UserError(f"{name}: download failed ({err}); pass --data-dir with a local copy")
+        raise UserError(f"{name}: download failed ({err}); pass --data-dir with a local copy") from None
     return BenchmarkData(
         name,
         np.asarray(train.data),

@@ -82,7 +82,8 @@ def open_rgb(path: Path, at_least: int | None = None) -> Image.Image:
     with pillow(path) as image:
         if image.width * image.height > MAX_PIXELS:
             raise ImageError(
-                f"{image.width}×{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb"
+                f"{image.width}×{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit, "
+                "refused as a possible decompression bomb"
             )
         if at_least is not None:
             image.draft("RGB", (at_least, at_least))
@@ -91,7 +92,10 @@ def open_rgb(path: Path, at_least: int | None = None) -> Image.Image:
 
 
 def image_size(path: Path) -> Size:
-    """Returns (height, width) of the image at `path` from its header. Raises ImageError when the header cannot be read."""
+    """Returns (height, width) of the image at `path` from its header.
+
+    Raises ImageError when the header cannot be read.
+    """
     with pillow(path) as image:
         return image.height, image.width
 
@@ -111,17 +115,19 @@ def pillow(path: Path) -> Iterator[Image.Image]:
     except ImageError:
         raise
     except Image.DecompressionBombError:
-        raise ImageError(f"over twice the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb")
+        raise ImageError(
+            f"over twice the {MAX_PIXELS:,}-pixel limit, refused as a possible decompression bomb"
+        ) from None
     except UnidentifiedImageError:
-        raise ImageError("not an image file Pillow can read")
+        raise ImageError("not an image file Pillow can read") from None
     except FileNotFoundError:
-        raise ImageError("not found")
+        raise ImageError("not found") from None
     except OSError as err:
-        raise ImageError(f"cannot decode ({err})")
+        raise ImageError(f"cannot decode ({err})") from None
     except MemoryError:
-        raise ImageError("too large to decode in the memory available")
+        raise ImageError("too large to decode in the memory available") from None
     except Exception as err:  # Pillow's plugins raise many kinds on malformed input
-        raise ImageError(f"cannot decode ({type(err).__name__}: {err})")
+        raise ImageError(f"cannot decode ({type(err).__name__}: {err})") from err
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

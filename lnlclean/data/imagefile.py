@@ -148,7 +148,9 @@ class ImageArray:
         return block if dtype is None else block.astype(dtype, copy=False)
 
     def subset(self, rows) -> ImageArray:
-        """Returns an ImageArray of the rows `rows` (an int array or list, or a boolean mask of length ``len(self)``) without reading them."""
+        """Returns an ImageArray of the rows `rows` (an int array or list,
+        or a boolean mask of length ``len(self)``) without reading them.
+        """
         positions = _positions(rows, len(self))
         if positions is None or positions.ndim != 1:
             raise IndexError("subset takes a 1-d int array or list, or a boolean mask of the rows")
@@ -234,7 +236,9 @@ class ImageArray:
 
 
 def allocate_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
-    """Writes a ``.npy`` header for a C-order `shape` array of `dtype` to `path` and extends the file to its full size (zeros, sparse where the file system allows). Returns None."""
+    """Writes a ``.npy`` header for a C-order `shape` array of `dtype` to `path` and extends
+    the file to its full size (zeros, sparse where the file system allows). Returns None.
+    """
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
     with open(path, "wb") as handle:
         np.lib.format.write_array_header_1_0(handle, header)
@@ -242,7 +246,9 @@ def allocate_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
 
 
 def write_rows(fd: int, layout: NpyLayout, first_row: int, rows: np.ndarray) -> None:
-    """Writes `rows` (of the file's row shape) into the open ``.npy`` file `fd` from row `first_row` on. Returns None."""
+    """Writes `rows` (of the file's row shape) into the open
+    ``.npy`` file `fd` from row `first_row` on. Returns None.
+    """
     data = memoryview(np.ascontiguousarray(rows, dtype=layout.dtype).reshape(-1).view(np.uint8))
     offset = layout.offset + first_row * layout.row_bytes
     done = 0

@@ -129,7 +129,8 @@ def _from_image_folder(root: Path) -> Manifest:
                 names.append(class_dir.name)
     if not paths:
         raise UserError(
-            f"{root}: no images in <class>/<image> subfolders; pass a labels CSV or use the layout {root}/<class>/<image>"
+            f"{root}: no images in <class>/<image> subfolders; "
+            f"pass a labels CSV or use the layout {root}/<class>/<image>"
         )
     frame = pd.DataFrame({"path": paths, "label": names})
     return _build(root, frame, source=None, allow_outside_root=False)
@@ -147,14 +148,22 @@ def _from_csv(root: Path, csv_path: Path, allow_outside_root: bool, skip_missing
 
 
 def _missing_columns_hint(missing: list[str], found: list[str]) -> str:
-    """Returns what to say about missing header columns: a misspelling, a data row in place of the header, or what was found."""
+    """Returns what to say about missing header columns: a
+    misspelling, a data row in place of the header, or what was found.
+    """
     if found and any(name.lower().endswith(IMAGE_EXTENSIONS) for name in found):
         return f"the first line ({','.join(found)}) looks like a data row; add the header line path,label above it"
     for name in missing:
         close = difflib.get_close_matches(name, [f.lower() for f in found], n=1, cutoff=0.6)
         if close:
-            return f"no {name!r} column, but there is {close[0]!r}; rename it: the header must name path,label (or path,candidates)"
-    return f"missing column(s) {', '.join(missing)} (found: {', '.join(found) or 'none'}); the header must name path,label (or path,candidates)"
+            return (
+                f"no {name!r} column, but there is {close[0]!r}; "
+                "rename it: the header must name path,label (or path,candidates)"
+            )
+    return (
+        f"missing column(s) {', '.join(missing)} (found: {', '.join(found) or 'none'}); "
+        "the header must name path,label (or path,candidates)"
+    )
 
 
 def _read_csv(csv_path: Path) -> pd.DataFrame:
@@ -206,7 +215,7 @@ def csv_rows(text: str, delimiter: str, csv_path: Path) -> list[tuple[int, list[
     except csv.Error as err:
         raise UserError(
             f"{csv_path}: line {reader.line_num}: cannot be read as CSV ({err}); quote cells that contain the separator"
-        )
+        ) from None
     return records
 
 
@@ -224,8 +233,9 @@ def _column_names(cells: list[str], csv_path: Path) -> list[str]:
     extra = len(cells) - sum(_header_name(cell) in RESERVED for cell in cells)
     if extra > MAX_EXTRA_COLUMNS:
         raise UserError(
-            f"{csv_path}: the header has {len(cells):,} columns; at most {MAX_EXTRA_COLUMNS:,} besides path, label and candidates "
-            "are carried to the outputs: drop the others (or check the separator)"
+            f"{csv_path}: the header has {len(cells):,} columns; "
+            f"at most {MAX_EXTRA_COLUMNS:,} besides path, label and candidates are carried to the outputs: "
+            "drop the others (or check the separator)"
         )
     names, seen = [], set()
     for position, cell in enumerate(cells, start=1):
@@ -248,21 +258,21 @@ def _read_text(csv_path: Path) -> str:
     try:
         raw = csv_path.read_bytes()
     except OSError as err:
-        raise UserError(f"{csv_path}: cannot be read ({err.strerror})")
+        raise UserError(f"{csv_path}: cannot be read ({err.strerror})") from None
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:
             return raw.decode("utf-16")
         except UnicodeDecodeError as err:
             raise UserError(
                 f"{csv_path}: not UTF-16 text ({err.reason} at byte {err.start}); save the file as UTF-8 CSV"
-            )
+            ) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise UserError(
             f"{csv_path}: line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); save the file as UTF-8 CSV"
-        )
+        ) from None
 
 
 def _delimiter(text: str) -> str:
@@ -359,20 +369,25 @@ def _candidate_matrix(
 
 
 def _line_numbers(frame: pd.DataFrame, source: Path | None) -> list[int]:
-    """Returns the number the user sees for each row: its line in the CSV (header = line 1, the frame's index), or its position."""
+    """Returns the number the user sees for each row: its line in
+    the CSV (header = line 1, the frame's index), or its position.
+    """
     if source is None:
         return list(range(1, len(frame) + 1))
     return [int(i) for i in frame.index]
 
 
 def _reject_numeric_labels(label_texts: list[str], where: Path, lines: list[int]) -> None:
-    """Raises UserError when every label is a number and some are not integers (``3.0``, ``0.5``): a float column, not class names."""
+    """Raises UserError when every label is a number and some are not
+    integers (``3.0``, ``0.5``): a float column, not class names.
+    """
     if not all(NUMBER.fullmatch(text) for text in label_texts if text):
         return
     for text, line in zip(label_texts, lines):
         if text and not text.lstrip("+-").isdigit():
             raise UserError(
-                f"{where}: row {line}: label {text!r} is a decimal number; labels must be class names or integer class ids (e.g. 3, not 3.0)"
+                f"{where}: row {line}: label {text!r} is a decimal number; "
+                "labels must be class names or integer class ids (e.g. 3, not 3.0)"
             )
 
 
@@ -395,12 +410,14 @@ def _checked_path(
     full = root / posix
     if not allow_outside_root and (posix.is_absolute() or ".." in posix.parts):
         raise UserError(
-            f"{where}: row {line}: path {raw!r} leaves the image folder; give paths relative to {root}, or pass --allow-outside-root"
+            f"{where}: row {line}: path {raw!r} leaves the image folder; "
+            f"give paths relative to {root}, or pass --allow-outside-root"
         )
     try:
         if not allow_outside_root and not _inside(full.resolve(), root.resolve()):
             raise UserError(
-                f"{where}: row {line}: {raw!r} is a link pointing outside {root}; pass --allow-outside-root to accept it"
+                f"{where}: row {line}: {raw!r} is a link pointing outside {root}; "
+                "pass --allow-outside-root to accept it"
             )
         problem = (
             None if full.is_file() else "not found" if not full.exists() and not full.is_symlink() else "not a file"

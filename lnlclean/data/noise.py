@@ -84,7 +84,8 @@ _SPEC = re.compile(r"^(clean|sym|asym|idn)(\d{1,2})?$")
 
 @dataclass(frozen=True)
 class NoiseSpec:
-    """A parsed noise spec: `kind` is clean, sym, asym, idn or file; `rate` in [0, 1) (0 for a file, whose rate is read from it).
+    """A parsed noise spec: `kind` is clean, sym, asym, idn or file;
+    `rate` in [0, 1) (0 for a file, whose rate is read from it).
 
     A ``file`` spec names the file in `path` and the label set inside it in `key` (None: the file's only one).
     """
@@ -161,7 +162,8 @@ def asymmetric_noise(
 def instance_dependent_noise(
     true_labels: np.ndarray, mean_probs: np.ndarray, rate: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """Returns labels where, within each true class c, round(rate·n_c) samples drawn by their confusion take the wrong class they are most confused with.
+    """Returns labels where, within each true class c, round(rate·n_c) samples
+    drawn by their confusion take the wrong class they are most confused with.
 
     `mean_probs` (N×K) is a classifier's softmax averaged over its training epochs. A sample's
     confusion is its largest probability on a class other than its true one (Chen et al.

@@ -70,7 +70,9 @@ def read_csv_labels(path: Path, class_names: list[str]) -> NoiseFileLabels:
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{OPTION} {path}: not a readable CSV ({type(err).__name__}); expected the columns index,label")
+        raise UserError(
+            f"{OPTION} {path}: not a readable CSV ({type(err).__name__}); expected the columns index,label"
+        ) from None
     frame.columns = [str(name).strip().lower() for name in frame.columns]
     missing = [name for name in ("index", "label") if name not in frame.columns]
     if missing:
@@ -104,7 +106,9 @@ def class_index(text: str, index_of: dict[str, int], where: str) -> int:
 
 
 def read_torch_labels(path: Path, key: str | None, n_classes: int) -> NoiseFileLabels:
-    """Returns label set `key` of a torch-saved dict of label arrays (a CIFAR-N file), with its clean labels when it has them."""
+    """Returns label set `key` of a torch-saved dict of label arrays
+    (a CIFAR-N file), with its clean labels when it has them.
+    """
     content = load_label_dict(path)
     arrays = {name: label_array(value) for name, value in content.items()}
     arrays = {name: value for name, value in arrays.items() if value is not None}
@@ -121,7 +125,8 @@ def read_torch_labels(path: Path, key: str | None, n_classes: int) -> NoiseFileL
     labels = arrays[key]
     if labels.min() < 0 or labels.max() >= n_classes:
         raise UserError(
-            f"--noise-key {key}: labels range from {labels.min()} to {labels.max()}, but the dataset has {n_classes} classes"
+            f"--noise-key {key}: labels range from {labels.min()} to {labels.max()}, "
+            f"but the dataset has {n_classes} classes"
         )
     if clean is not None and len(clean) != len(labels):
         raise UserError(f"{OPTION} {path}: {CLEAN_KEY} has {len(clean)} labels and {key} {len(labels)}")
@@ -129,7 +134,9 @@ def read_torch_labels(path: Path, key: str | None, n_classes: int) -> NoiseFileL
 
 
 def load_label_dict(path: Path) -> dict:
-    """Returns the dict saved in `path` by torch.save, loaded without running code from the file (numpy arrays allowed)."""
+    """Returns the dict saved in `path` by torch.save, loaded
+    without running code from the file (numpy arrays allowed).
+    """
     import torch
     from torch.serialization import safe_globals
 
@@ -143,7 +150,9 @@ def load_label_dict(path: Path) -> dict:
         with safe_globals(allowed):
             content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a foreign or truncated file fails in many ways; all mean "unusable"
-        raise UserError(f"{OPTION} {path}: not a CSV nor a readable torch file of label arrays ({type(err).__name__})")
+        raise UserError(
+            f"{OPTION} {path}: not a CSV nor a readable torch file of label arrays ({type(err).__name__})"
+        ) from err
     if not isinstance(content, dict):
         raise UserError(
             f"{OPTION} {path}: holds a {type(content).__name__}, not a dict of label arrays such as CIFAR-N's"
@@ -175,22 +184,27 @@ def noisy_training_labels(bench: BenchmarkData, noise: NoiseFileLabels, path: Pa
     covered[covered] = noise.labels[positions[covered]] >= 0
     if not covered.all():
         raise UserError(
-            f"{OPTION} {path}: gives no label for training image {positions[~covered][0]} of {bench.name}; it must cover the whole training split"
+            f"{OPTION} {path}: gives no label for training image {positions[~covered][0]} of {bench.name}; "
+            "it must cover the whole training split"
         )
     if noise.clean is not None:
         differ = int((noise.clean[positions] != bench.train_labels).sum())
         if differ:
             raise UserError(
-                f"{OPTION} {path}: its {CLEAN_KEY} disagrees with {bench.name}'s true labels on {differ} of {len(positions)} images; is it the file of this dataset?"
+                f"{OPTION} {path}: its {CLEAN_KEY} disagrees with {bench.name}'s true labels on {differ} of "
+                f"{len(positions)} images; is it the file of this dataset?"
             )
     return noise.labels[positions]
 
 
 def folder_to_torchvision(bench: BenchmarkData, noise: NoiseFileLabels, path: Path) -> np.ndarray:
-    """Returns, for each position of a folder-loaded split, its position in torchvision's order (from the file's clean labels)."""
+    """Returns, for each position of a folder-loaded split, its
+    position in torchvision's order (from the file's clean labels).
+    """
     if noise.clean is None:
         raise UserError(
-            f"{OPTION} {path}: has no {CLEAN_KEY} to place images read from folders; use torchvision's CIFAR files as --data-dir"
+            f"{OPTION} {path}: has no {CLEAN_KEY} to place images read from folders; "
+            "use torchvision's CIFAR files as --data-dir"
         )
     folder_labels = bench.whole_split_labels()
     mapping = np.empty(len(folder_labels), dtype=np.int64)
@@ -198,7 +212,8 @@ def folder_to_torchvision(bench: BenchmarkData, noise: NoiseFileLabels, path: Pa
         in_folders, in_file = np.flatnonzero(folder_labels == k), np.flatnonzero(noise.clean == k)
         if len(in_folders) != len(in_file):
             raise UserError(
-                f"{OPTION} {path}: class {bench.class_names[k]!r} has {len(in_file)} images in the file and {len(in_folders)} in the folders; is it the file of this dataset?"
+                f"{OPTION} {path}: class {bench.class_names[k]!r} has {len(in_file)} images in the file and "
+                f"{len(in_folders)} in the folders; is it the file of this dataset?"
             )
         mapping[in_folders] = in_file
     return mapping

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,10 @@ from ..engine import FitResult, TrainData, fit
 from ..errors import UserError
 from ..methods import METHODS, candidate_readers
 from ..models import default_image_size
+from ..outputs import OutputDir, claim_output_dir
 from ..progress import Reporter
 from ..report.audit import AuditInputs, build_audit_table, summarize
-from ..report.folder import Audit, claim_audit_folder
+from ..report.folder import AUDIT_FILE, FINISHED_FILES, REPORT_FILE, SUMMARY_FILE, WRITTEN_FILES, Audit, AuditFolder
 from ..report.html import MethodInfo
 from ..report.trust import audit_warnings
 from ..report.verdicts import VerdictFit, method_verdicts
@@ -42,7 +44,8 @@ def run_audit(
     allow_outside_root: bool = False,
     out_option: str = "--out",
 ) -> Audit:
-    """Trains `config.method` on the folder and writes ``audit.parquet``, ``summary.json`` and ``report.html`` to `out_dir`.
+    """Trains `config.method` on the folder and writes ``audit.parquet``,
+    ``summary.json`` and ``report.html`` to `out_dir`.
 
     Returns the finished audit. Raises UserError for bad input, including a candidates-only
     CSV when `require_labels` (a relabel needs labels to correct), and when `out_dir` holds an
@@ -132,7 +135,8 @@ def load_dataset(
 
 
 def training_candidates(manifest: Manifest, config: RunConfig, reporter: Reporter) -> np.ndarray | None:
-    """Returns the candidate sets `config.method` trains on: the manifest's, or None when it has none or the method reads labels only.
+    """Returns the candidate sets `config.method` trains on: the
+    manifest's, or None when it has none or the method reads labels only.
 
     Raises UserError when the CSV gives candidate sets only and the method needs labels.
     """
@@ -142,16 +146,20 @@ def training_candidates(manifest: Manifest, config: RunConfig, reporter: Reporte
         return manifest.candidates
     if not manifest.has_label_column:
         raise UserError(
-            f"{manifest.source}: has candidates but no label column; --method {config.method} needs labels (candidate sets: --method {candidate_readers()})"
+            f"{manifest.source}: has candidates but no label column; "
+            f"--method {config.method} needs labels (candidate sets: --method {candidate_readers()})"
         )
     reporter.log(
-        f"--method {config.method} trains on the label column and ignores the candidates column (candidate sets: --method {candidate_readers()})"
+        f"--method {config.method} trains on the label column and ignores the candidates column "
+        f"(candidate sets: --method {candidate_readers()})"
     )
     return None
 
 
 def fitted_verdicts(result: FitResult, threshold: float) -> tuple[dict[str, np.ndarray], VerdictFit]:
-    """Returns the method's audit columns with its verdicts at `threshold` (see :mod:`lnlclean.report.verdicts`), and how clean_prob was fitted."""
+    """Returns the method's audit columns with its verdicts at `threshold`
+    (see :mod:`lnlclean.report.verdicts`), and how clean_prob was fitted.
+    """
     method, setup = result.method, result.method.setup
     candidates = None if setup.candidates is None else setup.candidates.cpu().numpy()
     return method_verdicts(
@@ -180,7 +188,9 @@ def audit_table(
 
 
 def run_header(config: RunConfig, result: FitResult) -> dict:
-    """Returns the summary fields every trained run shares: version, method, settings, seed, device, where it resumed."""
+    """Returns the summary fields every trained run shares:
+    version, method, settings, seed, device, where it resumed.
+    """
     return {
         "lnlclean_version": __version__,
         "method": config.method,
@@ -193,7 +203,9 @@ def run_header(config: RunConfig, result: FitResult) -> dict:
 
 
 def verdict_fields(config: RunConfig, result: FitResult, calibration: VerdictFit) -> dict:
-    """Returns what summary.json says of a trained method's verdicts beyond the counts: the threshold, the calibration and the method's own summary."""
+    """Returns what summary.json says of a trained method's verdicts beyond
+    the counts: the threshold, the calibration and the method's own summary.
+    """
     return {
         "threshold": config.threshold,
         "calibration": dataclasses.asdict(calibration),
@@ -216,7 +228,9 @@ def run_summary(
 
 
 def audit_metadata(config: RunConfig, class_names: list[str], calibration: VerdictFit) -> dict:
-    """Returns the JSON stored in the audit's Parquet schema metadata: version, method, settings, class names, seed and the calibration fit."""
+    """Returns the JSON stored in the audit's Parquet schema metadata:
+    version, method, settings, class names, seed and the calibration fit.
+    """
     return {
         "lnlclean_version": __version__,
         "method": config.method,
@@ -228,6 +242,32 @@ def audit_metadata(config: RunConfig, class_names: list[str], calibration: Verdi
 
 
 def method_info(name: str) -> MethodInfo:
-    """Returns what the report needs of method `name`: its own columns and matrix axes (none for a consensus or an unknown name)."""
+    """Returns what the report needs of method `name`: its own columns
+    and matrix axes (none for a consensus or an unknown name).
+    """
     cls = METHODS.get(name)
     return MethodInfo() if cls is None else MethodInfo(tuple(cls.columns), dict(cls.matrix_axes))
+
+
+def claim_audit_folder(
+    path: Path, resume: bool, overwrite: bool, option: str = "--out"
+) -> tuple[AuditFolder, OutputDir]:
+    """Returns the audit folder at `path` and its claimed output directory, creating nothing.
+
+    Raises UserError naming `option` when `path` cannot be written, holds a finished audit
+    (unless `overwrite`; with `resume`: there is nothing to resume), or holds an unfinished
+    run's checkpoint (unless `resume` or `overwrite`).
+    """
+    folder = AuditFolder(Path(path))
+    if resume and not overwrite and folder.summary_path.exists():
+        raise UserError(
+            f"--resume: {path} holds a finished audit, so there is nothing to resume (its results: {SUMMARY_FILE}, "
+            f"{AUDIT_FILE}, {REPORT_FILE}); pass --overwrite instead of --resume to train again"
+        )
+    output = claim_output_dir(path, FINISHED_FILES, overwrite, option)
+    if not overwrite and not resume and folder.checkpoint_path.exists():
+        raise UserError(
+            f"{option} {path}: holds the checkpoint of an unfinished run; pass --resume to continue it, "
+            f"--overwrite to start over, or choose another {option}"
+        )
+    return folder, replace(output, outputs=WRITTEN_FILES)  # a stopped run's temporaries are cleared too

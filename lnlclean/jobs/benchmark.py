@@ -112,7 +112,9 @@ def run_benchmark(
 
 
 def written_by_benchmark(path: Path) -> bool:
-    """Returns True when `path` is a benchmark.json that lnlclean benchmark wrote (a rerun replaces it; any other file is refused)."""
+    """Returns True when `path` is a benchmark.json that lnlclean
+    benchmark wrote (a rerun replaces it; any other file is refused).
+    """
     try:
         content = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -121,7 +123,9 @@ def written_by_benchmark(path: Path) -> bool:
 
 
 def check_fail_under(runs: list[dict], thresholds: dict[str, float]) -> list[str]:
-    """Returns one line per run and metric that falls short of `thresholds` (``--fail-under`` key → minimum; empty when all pass)."""
+    """Returns one line per run and metric that falls short of
+    `thresholds` (``--fail-under`` key → minimum; empty when all pass).
+    """
     failures = []
     for run in runs:
         for key, minimum in thresholds.items():
@@ -144,22 +148,9 @@ def run_label(dataset: str, noise: str, partial_rate: float | None, method: str)
     return f"{dataset} {noise}{partial} {method}"
 
 
-def run_benchmark_one(
-    dataset: str,
-    noise: NoiseSpec,
-    config: RunConfig,
-    data_dir: Path | None = None,
-    train_size: int | None = None,
-    cache_dir: Path | None = None,
-    reporter: Reporter | None = None,
-    partial_rate: float | None = None,
-    report_path: Path | None = None,
-    diagnose: bool = False,
-) -> dict:
-    """Injects `noise` into `dataset`, trains `config.method`, and returns the scored run as a dict (see :func:`benchmark_run`)."""
-    return benchmark_run(
-        dataset, noise, config, data_dir, train_size, cache_dir, reporter, partial_rate, report_path, diagnose
-    ).scores
+def run_benchmark_one(dataset: str, noise: NoiseSpec, config: RunConfig, *args, **kwargs) -> dict:
+    """Returns the scores of :func:`benchmark_run` with the same arguments: the run's benchmark.json entry as a dict."""
+    return benchmark_run(dataset, noise, config, *args, **kwargs).scores
 
 
 def benchmark_run(
@@ -290,7 +281,9 @@ def benchmark_run(
 
 
 def truth_diagnostics(labels: NoisyLabels, threshold: float, reporter: Reporter) -> Callable[[int, np.ndarray], dict]:
-    """Returns the engine's per-epoch `diagnose` callback for a benchmark's `labels`: it logs and returns :func:`~lnlclean.report.diagnostics.epoch_diagnostics`."""
+    """Returns the engine's per-epoch `diagnose` callback for a benchmark's `labels`:
+    it logs and returns :func:`~lnlclean.report.diagnostics.epoch_diagnostics`.
+    """
 
     def diagnose(epoch: int, probs: np.ndarray) -> dict:
         figures = epoch_diagnostics(
@@ -328,5 +321,6 @@ def check_partial_benchmark(noise: NoiseSpec, method_cls, partial_rate: float) -
         raise UserError(f"--noise {noise}: partial labels take clean or symNN noise (η = NN %), not {noise.kind} noise")
     if not method_cls.reads_candidates:
         raise UserError(
-            f"--partial-rate: --method {method_cls.name} does not read candidate sets; use --method {candidate_readers()}"
+            f"--partial-rate: --method {method_cls.name} does not read candidate sets; "
+            f"use --method {candidate_readers()}"
         )

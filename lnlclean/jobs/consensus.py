@@ -1,4 +1,6 @@
-"""The consensus job: combine finished audits of the same data into one audit folder, or audit with several methods first."""
+"""The consensus job: combine finished audits of the same data
+into one audit folder, or audit with several methods first.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ RULE = "majority of flags, a tie decided by mean clean_prob < 0.5"
 def run_consensus(
     audits: list[Path], out_dir: Path, overwrite: bool = False, reporter: Reporter | None = None
 ) -> Audit:
-    """Combines the finished audits `audits` (directories or their audit.parquet) of the same data into one audit in `out_dir`.
+    """Combines the finished audits `audits` (directories or their
+    audit.parquet) of the same data into one audit in `out_dir`.
 
     Writes ``audit.parquet`` (method ``consensus``; columns in :mod:`lnlclean.report.consensus`),
     ``summary.json`` (with each member's label issues and how often the flags agree) and
@@ -31,7 +34,8 @@ def run_consensus(
     """
     if len(audits) < 2:
         raise UserError(
-            "consensus: give at least two audit directories of the same data, e.g. lnlclean consensus audit-alr audit-pmnar"
+            "consensus: give at least two audit directories of the same data, "
+            "e.g. lnlclean consensus audit-alr audit-pmnar"
         )
     members = [read_audit_folder(Path(path)) for path in audits]
     for member in members:
@@ -41,7 +45,8 @@ def run_consensus(
 
 
 def combine_audits(members: list[Audit], output: OutputDir, reporter: Reporter | None = None) -> Audit:
-    """Writes the consensus of the finished audits `members` to the claimed `output` directory. Returns the consensus audit.
+    """Writes the consensus of the finished audits `members` to
+    the claimed `output` directory. Returns the consensus audit.
 
     Raises UserError when the audits cover other samples, labels or classes.
     """
@@ -52,7 +57,8 @@ def combine_audits(members: list[Audit], output: OutputDir, reporter: Reporter |
     for member in members[1:]:
         if member.class_names() != class_names:
             raise UserError(
-                f"{member.folder.path}: its classes differ from those of {members[0].folder.path}; combine audits of the same labels"
+                f"{member.folder.path}: its classes differ from those of {members[0].folder.path}; "
+                "combine audits of the same labels"
             )
     names = member_names([str(m.metadata.get("method") or m.summary.get("method") or "audit") for m in members])
     frames = {name: m.frame for name, m in zip(names, members)}
@@ -99,7 +105,8 @@ def run_audits_and_consensus(
     reporter: Reporter | None = None,
     **options,
 ) -> tuple[dict[str, Audit], Audit]:
-    """Audits the folder once per method of `configs` (method → settings) into ``out_dir/<method>/``, then combines them in `out_dir`.
+    """Audits the folder once per method of `configs` (method → settings)
+    into ``out_dir/<method>/``, then combines them in `out_dir`.
 
     `options` are :func:`~lnlclean.jobs.audit.run_audit`'s; with ``resume``, a method whose
     audit is already finished in ``out_dir/<method>/`` is not trained again. Returns each

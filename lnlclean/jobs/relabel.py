@@ -29,7 +29,8 @@ def relabel_from_audit(
     threshold: float | None = None,
     allow_outside_root: bool = False,
 ) -> tuple[pd.DataFrame, list[dict], pd.DataFrame]:
-    """Writes the corrected-label CSV of the folder's labels from the finished audit at `audit_path` (its folder or audit.parquet).
+    """Writes the corrected-label CSV of the folder's labels from the
+    finished audit at `audit_path` (its folder or audit.parquet).
 
     With `threshold` the flags are ``clean_prob < threshold`` rather than the audit's own.
     Returns the corrected manifest, the audit's warnings at these flags, and the input rows.
@@ -56,7 +57,8 @@ def relabel_after_audit(
     reporter: Reporter | None = None,
     **options,
 ) -> tuple[pd.DataFrame, list[dict], Audit]:
-    """Audits the folder with `config` into `audit_dir` (see :func:`~lnlclean.jobs.audit.run_audit`, with `options`), then writes the corrected-label CSV.
+    """Audits the folder with `config` into `audit_dir` (see
+    :func:`~lnlclean.jobs.audit.run_audit`, with `options`), then writes the corrected-label CSV.
 
     Returns the corrected manifest, the audit's warnings and the audit. Raises UserError for
     input without labels to correct, and as :func:`~lnlclean.jobs.audit.run_audit` does.

@@ -16,8 +16,8 @@ training is plain cross-entropy. The authors warm up for a fixed e0 (80 of 1,000
 that share, 8 % of the epochs, is the shortest warm-up, and it lasts until the network's
 predictions settle (:mod:`lnlclean.methods.phase`). Started at the fixed share on 5,000
 CIFAR-10 photos, λ reached 1 by epoch 12 of 20 and the network then trained on targets less
-accurate than the given labels (0.585 against 0.600, idn40, ``docs/diagnostics.md``). At the end of every later epoch λ is set to the
-η-quantile over the training set of the margin
+accurate than the given labels (0.585 against 0.600, idn40, ``docs/diagnostics.md``). At the end
+of every later epoch λ is set to the η-quantile over the training set of the margin
 
     r(x) = max_i S_i P_i / max_i (1 − S_i) P_i,
 
@@ -72,7 +72,8 @@ class ALIMHparams:
     normalize: str = field(
         default="onehot",
         metadata={
-            "help": "how pseudo targets are normalised: `onehot` (the argmax of S̃ ⊙ P) or `scale` (z^(1/K) / Σ z^(1/K)).",
+            "help": "how pseudo targets are normalised: `onehot` (the argmax of S̃ ⊙ P) or `scale` "
+            "(z^(1/K) / Σ z^(1/K)).",
             "choices": ("onehot", "scale"),
         },
     )
@@ -86,7 +87,8 @@ class ALIMHparams:
     lambda_: float | None = field(
         default=None,
         metadata={
-            "help": "fix λ after the warm-up (`--alim-lambda`, in [0, 1]); auto: the η-quantile of the margins, every epoch.",
+            "help": "fix λ after the warm-up (`--alim-lambda`, in [0, 1]); auto: the η-quantile of the margins, "
+            "every epoch.",
             "min": 0.0,
             "max": 1.0,
         },
@@ -134,7 +136,9 @@ def log_margins(log_probs: torch.Tensor, candidates: torch.Tensor) -> torch.Tens
 
 
 def quantile_lambda(log_margin: torch.Tensor, eta: float) -> float:
-    """Returns λ: the η-quantile (lower order statistic) of the margins exp(`log_margin`), clipped at 1; 0 when η = 0."""
+    """Returns λ: the η-quantile (lower order statistic) of
+    the margins exp(`log_margin`), clipped at 1; 0 when η = 0.
+    """
     if eta <= 0:
         return 0.0
     ordered = log_margin.sort().values
@@ -160,7 +164,8 @@ class ALIM(Method):
     description = "pseudo labels from candidate sets widened by an adaptive λ (ALIM); reads partial labels"
     reads_candidates = True
     columns = {
-        "alim_margin": "r(x) = max prob inside the candidate set / max prob outside it (inf when the set holds every label)",
+        "alim_margin": "r(x) = max prob inside the candidate set / max prob outside it (inf when the set holds "
+        "every label)",
         "alim_margin_quantile": "share of samples whose margin is at most this one's",
         "alim_lambda": "the final λ (same for every row)",
         "alim_outside_candidates": "true when suggested_label is outside the candidate set",
@@ -191,7 +196,9 @@ class ALIM(Method):
             )
 
     def candidate_rows(self, index) -> torch.Tensor:
-        """Returns the candidate sets S of the samples `index` (a tensor or a slice) as float {0,1} rows: one-hot of the given label without a candidates column."""
+        """Returns the candidate sets S of the samples `index` (a tensor or a slice)
+        as float {0,1} rows: one-hot of the given label without a candidates column.
+        """
         if self.setup.candidates is not None:
             return self.setup.candidates[index].float()
         return F.one_hot(self.setup.given_labels[index], self.setup.n_classes).float()

@@ -116,7 +116,9 @@ class TablePolicy:
     budget: int | None = None
 
     def choose(self, entries: int, device: torch.device) -> tuple[torch.dtype, torch.device]:
-        """Returns (dtype, device) for a new table of `entries` numbers and takes its bytes from the budget when it goes on `device`."""
+        """Returns (dtype, device) for a new table of `entries` numbers
+        and takes its bytes from the budget when it goes on `device`.
+        """
         fits = lambda size: self.budget is None or entries * size <= self.budget  # noqa: E731
         dtype = {"float32": torch.float32, "float16": torch.float16}.get(self.dtype) or (
             torch.float32 if fits(4) else torch.float16
@@ -164,7 +166,9 @@ class SampleTable:
             self[rows] = rows_of(rows)
 
     def map(self, function: Callable[[torch.Tensor, slice], torch.Tensor]) -> torch.Tensor:
-        """Returns `function(values, rows)` over the table, a chunk of float32 rows at a time, concatenated on the CPU."""
+        """Returns `function(values, rows)` over the table, a
+        chunk of float32 rows at a time, concatenated on the CPU.
+        """
         return torch.cat([function(self[rows], rows).cpu() for rows in self.chunks()])
 
 
@@ -189,7 +193,9 @@ class SampleState:
         return tensor
 
     def add_table(self, name: str, rows: int, columns: int) -> SampleTable:
-        """Registers a zero rows×columns float table under `name`, stored as the table policy says. Returns the table."""
+        """Registers a zero rows×columns float table under `name`,
+        stored as the table policy says. Returns the table.
+        """
         dtype, device = self.tables.choose(rows * columns, self.device)
         pin = device.type == "cpu" and self.device.type == "cuda"
         data = torch.zeros(rows, columns, dtype=dtype, device=device, pin_memory=pin)
@@ -202,7 +208,9 @@ class SampleState:
         return len(self._tensors)
 
     def nbytes(self, device_type: str | None = None) -> int:
-        """Returns the memory the per-sample tensors take, in bytes (only those on `device_type` when given, e.g. ``cpu``)."""
+        """Returns the memory the per-sample tensors take, in bytes
+        (only those on `device_type` when given, e.g. ``cpu``).
+        """
         return sum(
             tensor.numel() * tensor.element_size()
             for tensor in self._tensors.values()
@@ -313,8 +321,9 @@ class Method:
 
         Holds ``clean_prob`` (float, N: the method's own signal that the given label is right,
         higher meaning more likely; it becomes the audit's ``label_score``, while the audit's
-        ``clean_prob`` is calibrated from `probs`, see :mod:`lnlclean.report.verdicts`), ``suggested_label`` (int class index,
-        N: the method's refurbished label) and the method's own columns listed in `columns`.
+        ``clean_prob`` is calibrated from `probs`, see :mod:`lnlclean.report.verdicts`),
+        ``suggested_label`` (int class index, N: the method's refurbished label) and the method's
+        own columns listed in `columns`.
         The default trusts `probs`: ``clean_prob`` is the probability of the given label and
         ``suggested_label`` the argmax. Methods with other signals override it, usually
         extending ``super().audit(probs)``.
@@ -338,7 +347,9 @@ class Method:
 
 
 def target_accuracy(targets: SampleTable, true_labels: torch.Tensor | None) -> dict[str, float]:
-    """Returns ``{"target_accuracy": share of samples whose soft target's top class is the true label}``, or {} without true labels (benchmarks only)."""
+    """Returns ``{"target_accuracy": share of samples whose soft target's top
+    class is the true label}``, or {} without true labels (benchmarks only).
+    """
     if true_labels is None:
         return {}
     hits = targets.map(lambda rows_targets, rows: (rows_targets.argmax(dim=1) == true_labels[rows]).float())

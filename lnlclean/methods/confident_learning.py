@@ -53,7 +53,8 @@ class ConfidentLearningHparams:
     folds: int = field(
         default=4,
         metadata={
-            "help": "K of the K-fold split (`--folds`), from 2 to 20: K cross-entropy networks, each held out from one fold.",
+            "help": "K of the K-fold split (`--folds`), from 2 to 20: K cross-entropy networks, each held out from "
+            "one fold.",
             "min": 2,
             "max": 20,
         },
@@ -61,15 +62,17 @@ class ConfidentLearningHparams:
     select: str = field(
         default="best",
         metadata={
-            "help": "which weights each network ends with: `best` (the epoch whose held-out predictions agree most with "
-            "the fold's given labels) or `last` (the final weights).",
+            "help": "which weights each network ends with: `best` (the epoch whose held-out predictions agree "
+            "most with the fold's given labels) or `last` (the final weights).",
             "choices": ("best", "last"),
         },
     )
 
 
 def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> torch.Tensor:
-    """Returns the fold (0…folds−1) of each sample: within each class, a shuffled round-robin, so every fold holds about 1/folds of every class."""
+    """Returns the fold (0…folds−1) of each sample: within each class, a
+    shuffled round-robin, so every fold holds about 1/folds of every class.
+    """
     generator = torch.Generator().manual_seed(seed)
     labels = labels.cpu()
     fold = torch.empty(len(labels), dtype=torch.int64)
@@ -83,7 +86,10 @@ def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> torch.Tenso
 @register_method
 class ConfidentLearning(Method):
     name = "confident-learning"
-    description = "K-fold cross-entropy networks give out-of-fold probabilities; cleanlab's confident learning finds the label issues"
+    description = (
+        "K-fold cross-entropy networks give out-of-fold probabilities; cleanlab's confident learning finds the "
+        "label issues"
+    )
     columns = {
         "cl_label_quality": "cleanlab's label quality score (self confidence) of the given label",
         "cl_label_issue": "cleanlab's own flag (find_label_issues, pruning by noise rate)",

@@ -56,9 +56,10 @@ strong view) until g's predictions settle (:mod:`lnlclean.methods.phase`), and a
 of the epochs. Started after a fixed tenth on 5,000 CIFAR-10 photos, the EM cycles ran from
 epoch 3 of 20 with g 25 % accurate: γ fell from 0.67 to 0.22 (truth 0.60) and g learned f's
 near-random refurbished labels (``docs/diagnostics.md``). T_c starts uniform off the
-diagonal; γ starts at 1 − η, η being ``--noise-rate`` when given, else the weight of the low component of a two-component mixture
-fitted to g's log margins log g[ỹ] − log max_{y≠ỹ} g[y] over the last warm-up epoch
-(:func:`lnlclean.calibration.mixture_fit`, the fit that calibrates every audit). lnlclean first
+diagonal; γ starts at 1 − η, η being ``--noise-rate`` when given, else the weight of the low
+component of a two-component mixture fitted to g's log margins log g[ỹ] − log max_{y≠ỹ} g[y]
+over the last warm-up epoch (:func:`lnlclean.calibration.mixture_fit`, the fit that calibrates
+every audit). lnlclean first
 took η as the share of samples whose prediction by g disagreed with the given label; after a
 two-epoch warm-up on 20,000 CIFAR-10 photos with 40 % human label noise that gave γ = 0.36
 against a true clean share of 0.60, because a network that has barely trained disagrees with
@@ -121,8 +122,8 @@ class FlywheelHparams:
     assignment: str = field(
         default="agreement",
         metadata={
-            "help": "how the main network splits each sample between ỹ and ŷ: `hard` (ỹ where c ≥ 0.5, else ŷ), `agreement` "
-            "(as `hard`, but ŷ also where both networks reject ỹ) or `soft` (c on ỹ, 1 − c on ŷ).",
+            "help": "how the main network splits each sample between ỹ and ŷ: `hard` (ỹ where c ≥ 0.5, else ŷ), "
+            "`agreement` (as `hard`, but ŷ also where both networks reject ỹ) or `soft` (c on ỹ, 1 − c on ŷ).",
             "choices": ("agreement", "hard", "soft"),
         },
     )
@@ -194,7 +195,9 @@ def main_targets(
 
 
 def estimate_corruption(counts: torch.Tensor) -> torch.Tensor:
-    """Returns T_c from K×K expected counts of (true class, given label): diagonal dropped, PSEUDO_COUNT added per other cell, rows normalised."""
+    """Returns T_c from K×K expected counts of (true class, given label):
+    diagonal dropped, PSEUDO_COUNT added per other cell, rows normalised.
+    """
     smoothed = counts + PSEUDO_COUNT
     smoothed.fill_diagonal_(0.0)
     return smoothed / smoothed.sum(dim=1, keepdim=True).clamp_min(1e-12)
@@ -225,12 +228,16 @@ def supervised_contrastive(
 @register_method
 class Flywheel(Method):
     name = "flywheel"
-    description = "main network with a clean prior + auxiliary refurbisher with a corruption matrix, two linked EM cycles (LNL-flywheel)"
+    description = (
+        "main network with a clean prior + auxiliary refurbisher with a corruption matrix, two linked EM cycles "
+        "(LNL-flywheel)"
+    )
     num_networks = 2
     progress_figures = {"gamma": "γ"}
     unused_parameters = True  # the auxiliary network's projection head learns only with --flywheel-contrastive
     columns = {
-        "flywheel_corruption_prob": "ε: likelihood that the corruption channel emits the given label (auxiliary network × T_c)",
+        "flywheel_corruption_prob": "ε: likelihood that the corruption channel emits the given label "
+        "(auxiliary network × T_c)",
         "flywheel_refurbished_prob": "the auxiliary network's probability of its refurbished label",
     }
     matrix_axes = {"corruption_matrix": ("true class", "observed label")}
@@ -296,7 +303,9 @@ class Flywheel(Method):
         return main_loss + self.hparams.regularizer * confidence_regularizer(main_logits, self.label_prior) + aux_loss
 
     def aux_loss(self, batch, targets):
-        """Returns the auxiliary M-step loss: soft CE of q on the strong view, plus the contrastive term when enabled."""
+        """Returns the auxiliary M-step loss: soft CE of q on
+        the strong view, plus the contrastive term when enabled.
+        """
         if not self.hparams.contrastive:
             return soft_cross_entropy(self.aux(batch.strong).float(), targets)
         logits, projection = self.aux.both(batch.strong)
@@ -305,7 +314,8 @@ class Flywheel(Method):
         return soft_cross_entropy(logits.float(), targets) + contrastive
 
     def record(self, index, clean, corruption_prob, refurbished, refurbished_prob, targets, given):
-        """Stores the batch's E-step results per sample and adds its expected (true class, ỹ) counts of corrupted labels.
+        """Stores the batch's E-step results per sample and adds its expected (true class, ỹ) counts of
+        corrupted labels.
 
         The expected count of (y, ỹ) is (1 − c) · normalise(f ⊙ T_c[:, ỹ])[y], the corrupted part of q;
         the counts of every process's part of the mini-batch are added.

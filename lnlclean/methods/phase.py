@@ -119,7 +119,9 @@ class EarlyLearning:
 
 
 def auto_warmup(given: int | None, share: float, epochs: int) -> int:
-    """Returns the warm-up length: `given` (a ``--<method>-warmup`` value) or, when it is None, `share` of `epochs`, at least 1."""
+    """Returns the warm-up length: `given` (a ``--<method>-warmup``
+    value) or, when it is None, `share` of `epochs`, at least 1.
+    """
     return given if given is not None else max(1, round(share * epochs))
 
 

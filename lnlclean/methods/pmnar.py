@@ -51,7 +51,9 @@ from .phase import EarlyLearning, auto_warmup, check_warmup
 
 @dataclass
 class PMNARHparams:
-    """PMNAR hyperparameters, each described by its metadata ``help``; None means "auto" (chosen from the run, see `resolve`)."""
+    """PMNAR hyperparameters, each described by its metadata
+    ``help``; None means "auto" (chosen from the run, see `resolve`).
+    """
 
     warmup: int | None = field(
         default=None,
@@ -189,7 +191,9 @@ class PMNAR(Method):
         }
 
     def weight_separation(self) -> dict[str, float]:
-        """Returns, in benchmarks only, the mean weight of network f on the samples whose given label is right and on those whose label is wrong (else {})."""
+        """Returns, in benchmarks only, the mean weight of network f on the samples
+        whose given label is right and on those whose label is wrong (else {}).
+        """
         truth = self.setup.true_labels
         if truth is None:
             return {}

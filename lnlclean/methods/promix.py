@@ -197,7 +197,8 @@ class ProMix(Method):
         "promix_mhcs": "selected by matched high-confidence selection in the last epoch",
         "promix_lga": "labelled by agreement of both networks in the last epoch",
         "promix_agree": "both networks predicted the same label in the last epoch",
-        "promix_selection_frequency": "share of (network, epoch) pairs over the last tenth of training that selected the sample with its given label",
+        "promix_selection_frequency": "share of (network, epoch) pairs over the last tenth of training that "
+        "selected the sample with its given label",
     }
     Hparams = ProMixHparams
 
@@ -227,7 +228,9 @@ class ProMix(Method):
 
     @property
     def window_start(self) -> int:
-        """Returns the first epoch whose selections count towards ``promix_selection_frequency``: the last tenth, after the warm-up."""
+        """Returns the first epoch whose selections count towards
+        ``promix_selection_frequency``: the last tenth, after the warm-up.
+        """
         started = self.phase.warmup_epochs()
         return max(self.setup.epochs - self.window, self.setup.epochs if started is None else started)
 
@@ -362,7 +365,8 @@ class ProMix(Method):
 
     @classmethod
     def check_settings(cls, hparams, config):
-        # The auto warm-up depends on the class count, unknown here; it is below the epochs for any count once there are 2.
+        # The auto warm-up depends on the class count, unknown here;
+        # it is below the epochs for any count once there are 2.
         _, warmup = resolve(hparams, 2, config.epochs)
         check_warmup("promix", hparams.warmup, warmup, config.epochs, otherwise="nothing is selected")
 

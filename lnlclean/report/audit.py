@@ -31,13 +31,15 @@ CORE_COLUMNS = {  # column → meaning, in the table's order
     "predicted_label": "argmax of the final network",
     "predicted_prob": "the final network's probability of `predicted_label`",
     "given_label_prob": "the final network's probability of the given label",
-    "clean_prob": "the calibrated probability that the given label is right, the same rule for every method (docs/calibration.md)",
-    "label_score": "the method's own signal that the given label is right (higher is more likely); it ranks, it is not a probability",
+    "clean_prob": "the calibrated probability that the given label is right, the same rule for every method "
+    "(docs/calibration.md)",
+    "label_score": "the method's own signal that the given label is right (higher is more likely); it ranks, it is "
+    "not a probability",
     "is_label_issue": "`clean_prob < --threshold` (a consensus decides it by majority)",
-    "suggested_label": "the label to use if the given one is wrong: the method's refurbished label, or the best other label "
-    "of the network; never the given label",
-    "suggested_prob": "the probability that `suggested_label` is right: (1 − `clean_prob`) × the suggestion's share of the "
-    "network's probability outside the given label",
+    "suggested_label": "the label to use if the given one is wrong: the method's refurbished label, or the best "
+    "other label of the network; never the given label",
+    "suggested_prob": "the probability that `suggested_label` is right: (1 − `clean_prob`) × the suggestion's "
+    "share of the network's probability outside the given label",
 }
 METADATA_KEY = b"lnlclean"
 
@@ -129,8 +131,9 @@ def load_audit(path: Path, option: str = "--from-audit") -> tuple[pd.DataFrame, 
         frame, metadata = read_audit(path)
     except Exception as err:  # pyarrow raises several types for a file that is not Parquet
         raise UserError(
-            f"{option} {path}: not a readable audit.parquet ({type(err).__name__}); pass the audit.parquet that lnlclean audit wrote"
-        )
+            f"{option} {path}: not a readable audit.parquet ({type(err).__name__}); pass the audit.parquet that "
+            "lnlclean audit wrote"
+        ) from err
     missing = {
         "path",
         "given_label",

@@ -50,7 +50,9 @@ class Verdicts:
 
 
 def combine(verdicts: list[Verdicts], n_classes: int, threshold: float = 0.5) -> dict[str, np.ndarray]:
-    """Returns the consensus columns (see the module docs): clean_prob, is_label_issue, suggested_label, suggested_prob, predicted_label (the members' majority), consensus_votes, consensus_agreement."""
+    """Returns the consensus columns (see the module docs): clean_prob, is_label_issue, suggested_label,
+    suggested_prob, predicted_label (the members' majority), consensus_votes, consensus_agreement.
+    """
     m = len(verdicts)
     clean = np.mean([v.clean_prob for v in verdicts], axis=0)
     votes = np.sum([v.flagged for v in verdicts], axis=0)
@@ -70,7 +72,9 @@ def combine(verdicts: list[Verdicts], n_classes: int, threshold: float = 0.5) ->
 
 
 def majority_label(verdicts: list[Verdicts], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Returns per sample the label most of `verdicts` suggest (a tie: the suggestion of the lowest clean_prob) and the share that suggest it."""
+    """Returns per sample the label most of `verdicts` suggest (a tie: the
+    suggestion of the lowest clean_prob) and the share that suggest it.
+    """
     m = len(verdicts)
     rows = np.arange(len(verdicts[0].suggested))
     counts = np.zeros((len(rows), n_classes))
@@ -85,25 +89,30 @@ def majority_label(verdicts: list[Verdicts], n_classes: int) -> tuple[np.ndarray
 
 
 def check_same_samples(frames: dict[str, pd.DataFrame]) -> None:
-    """Raises UserError naming the audit and row when the audits do not cover the same samples with the same given labels. Returns None."""
+    """Raises UserError naming the audit and row when the audits do not
+    cover the same samples with the same given labels. Returns None.
+    """
     (first_name, first), *others = frames.items()
     for name, frame in others:
         if len(frame) != len(first):
             raise UserError(
-                f"{name}: {len(frame)} samples, but {first_name} has {len(first)}; combine audits of the same images and labels"
+                f"{name}: {len(frame)} samples, but {first_name} has {len(first)}; combine audits of the same images "
+                "and labels"
             )
         for column in ("path", "given_label"):
             differs = np.flatnonzero(frame[column].astype(str).to_numpy() != first[column].astype(str).to_numpy())
             if len(differs):
                 row = int(differs[0])
                 raise UserError(
-                    f"{name}: row {row} has {column} {frame[column].iat[row]!r}, but {first_name} has {first[column].iat[row]!r}; "
-                    "combine audits of the same images and labels"
+                    f"{name}: row {row} has {column} {frame[column].iat[row]!r}, but {first_name} has "
+                    f"{first[column].iat[row]!r}; combine audits of the same images and labels"
                 )
 
 
 def member_names(methods: list[str]) -> list[str]:
-    """Returns a distinct name per combined audit: its method, numbered when a method appears more than once (alr, alr_2)."""
+    """Returns a distinct name per combined audit: its method,
+    numbered when a method appears more than once (alr, alr_2).
+    """
     names, seen = [], {}
     for method in methods:
         seen[method] = seen.get(method, 0) + 1
@@ -170,7 +179,9 @@ def _verdicts(frames: dict[str, pd.DataFrame], index_of: dict[str, int]) -> list
 
 
 def agreement_summary(frames: dict[str, pd.DataFrame], table: pd.DataFrame) -> dict:
-    """Returns the consensus part of summary.json: per member its label issues and noise rate, and how often the flags agree."""
+    """Returns the consensus part of summary.json: per member its
+    label issues and noise rate, and how often the flags agree.
+    """
     flags = np.stack([frame["is_label_issue"].to_numpy(bool) for frame in frames.values()])
     return {
         "members": [

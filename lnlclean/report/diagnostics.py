@@ -60,7 +60,9 @@ def epoch_diagnostics(
 
 
 def describe(epoch: int, diagnostics: dict[str, float | None]) -> str:
-    """Returns one log line of an epoch's diagnostics, e.g. ``epoch 3 against the truth: accuracy 0.52, memorised 0.08, …``."""
+    """Returns one log line of an epoch's diagnostics, e.g. ``epoch
+    3 against the truth: accuracy 0.52, memorised 0.08, …``.
+    """
     parts = [
         f"{key.removeprefix(PREFIX).replace('_', ' ')} {value:.3f}"
         for key, value in diagnostics.items()

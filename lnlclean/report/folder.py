@@ -11,14 +11,13 @@ An audit folder holds::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import UserError
 from ..fileio import write_json
-from ..outputs import OutputDir, claim_output_dir
 from .audit import load_audit, write_audit
 from .html import GALLERY_SIZE, MethodInfo, RenderedReport, ReportInputs, render_report, write_report
 from .thumbnails import FolderImages
@@ -67,7 +66,8 @@ class AuditFolder:
         method: MethodInfo,
         source: str | None = None,
     ) -> None:
-        """Writes audit.parquet (with `metadata`), summary.json and report.html, then removes the checkpoint. Returns None.
+        """Writes audit.parquet (with `metadata`), summary.json and report.html, then removes the checkpoint.
+        Returns None.
 
         The report's thumbnails are read from `images_root`; `method` says which columns and
         matrices are the method's own; `source` is what it says was audited (default:
@@ -81,7 +81,9 @@ class AuditFolder:
 
 @dataclass
 class Audit:
-    """A finished audit: its folder, its table and Parquet metadata, its summary, and the input rows it was made from."""
+    """A finished audit: its folder, its table and Parquet
+    metadata, its summary, and the input rows it was made from.
+    """
 
     folder: AuditFolder
     frame: pd.DataFrame
@@ -115,30 +117,6 @@ class Audit:
         if not names:
             names = sorted(set(self.frame["given_label"].astype(str)) | set(self.frame["suggested_label"].astype(str)))
         return [str(name) for name in names]
-
-
-def claim_audit_folder(
-    path: Path, resume: bool, overwrite: bool, option: str = "--out"
-) -> tuple[AuditFolder, OutputDir]:
-    """Returns the audit folder at `path` and its claimed output directory, creating nothing.
-
-    Raises UserError naming `option` when `path` cannot be written, holds a finished audit
-    (unless `overwrite`; with `resume`: there is nothing to resume), or holds an unfinished
-    run's checkpoint (unless `resume` or `overwrite`).
-    """
-    folder = AuditFolder(Path(path))
-    if resume and not overwrite and folder.summary_path.exists():
-        raise UserError(
-            f"--resume: {path} holds a finished audit, so there is nothing to resume (its results: {SUMMARY_FILE}, "
-            f"{AUDIT_FILE}, {REPORT_FILE}); pass --overwrite instead of --resume to train again"
-        )
-    output = claim_output_dir(path, FINISHED_FILES, overwrite, option)
-    if not overwrite and not resume and folder.checkpoint_path.exists():
-        raise UserError(
-            f"{option} {path}: holds the checkpoint of an unfinished run; pass --resume to continue it, "
-            f"--overwrite to start over, or choose another {option}"
-        )
-    return folder, replace(output, outputs=WRITTEN_FILES)  # a stopped run's temporaries are cleared too
 
 
 def audit_file(path: Path, option: str) -> Path:
@@ -182,7 +160,7 @@ def read_summary(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(
             f"{path}: not a readable summary.json ({err}); pass the --out directory of a finished lnlclean audit"
-        )
+        ) from err
     if not isinstance(summary, dict):
         raise UserError(f"{path}: not an lnlclean summary.json (expected a JSON object)")
     return summary
@@ -203,7 +181,8 @@ def write_folder_report(
     source: str | None = None,
     gallery_size: int = GALLERY_SIZE,
 ) -> RenderedReport:
-    """Writes the HTML report of the audit table `frame` to `path`, its thumbnails read from the image folder `root`. Returns the rendered report.
+    """Writes the HTML report of the audit table `frame` to `path`, its thumbnails read from the image folder
+    `root`. Returns the rendered report.
 
     `method` says which columns and matrices are the method's own; `source` is what the page
     says was audited (default: `root`).

@@ -196,7 +196,10 @@ def _section(section_id: str, title: str, content: str, note: str = "") -> str:
 
 def _stat(label: str, value: str, hint: str = "") -> str:
     title = f' title="{escape(hint)}"' if hint else ""
-    return f'<div class="stat"{title}><div class="value">{escape(value)}</div><div class="name">{escape(label)}</div></div>'
+    return (
+        f'<div class="stat"{title}><div class="value">{escape(value)}</div>'
+        f'<div class="name">{escape(label)}</div></div>'
+    )
 
 
 def headline_section(inputs: ReportInputs, labels: Labels) -> str:
@@ -262,7 +265,9 @@ def _setting_text(value) -> str:
 
 
 def class_section(class_names: list[str], labels: Labels) -> str:
-    """Returns the per-class table (sortable): samples, flagged, estimated noise rate, and the label most often suggested instead."""
+    """Returns the per-class table (sortable): samples, flagged,
+    estimated noise rate, and the label most often suggested instead.
+    """
     header = ["class", "samples", "flagged", "estimated noise rate", "most common suggested label"]
     if labels.is_noisy is not None:
         header.append("true noise rate")
@@ -293,8 +298,9 @@ def class_section(class_names: list[str], labels: Labels) -> str:
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
     note = (
-        "Estimated noise rate: the mean of 1 − clean_prob over the class. Most common suggested label: among the class's "
-        "flagged samples, the other label the method suggests most often (with its count). Click a column title to sort by it."
+        "Estimated noise rate: the mean of 1 − clean_prob over the class. Most common suggested label: among the "
+        "class's flagged samples, the other label the method suggests most often (with its count). Click a column "
+        "title to sort by it."
     )
     return _section("classes", "Classes", table, note)
 
@@ -327,7 +333,8 @@ def transition_section(inputs: ReportInputs, labels: Labels) -> str:
                 skip_diagonal=True,
                 pick_pairs=True,
             ),
-            "Flagged samples by given (row) and suggested (column) label. Click a cell to see those samples in the gallery.",
+            "Flagged samples by given (row) and suggested (column) label. Click a cell to see those samples in the "
+            "gallery.",
         )
     ]
     for key, matrix in method_matrices(inputs.summary.get("method_summary") or {}, k):
@@ -350,7 +357,9 @@ def transition_section(inputs: ReportInputs, labels: Labels) -> str:
 
 
 def method_matrices(method_summary: dict, n_classes: int) -> list[tuple[str, np.ndarray]]:
-    """Returns (key, matrix) for every entry of the method's summary that is an `n_classes`×`n_classes` table of numbers."""
+    """Returns (key, matrix) for every entry of the method's
+    summary that is an `n_classes`×`n_classes` table of numbers.
+    """
     found = []
     for key, value in method_summary.items():
         if (
@@ -402,14 +411,17 @@ def clean_prob_section(labels: Labels) -> str:
                     labels.threshold,
                     marker,
                 ),
-                "The same samples split by whether the given label is really wrong: noisy samples left of the threshold are caught.",
+                "The same samples split by whether the given label is really wrong: noisy samples left of the "
+                "threshold are caught.",
             )
         )
     return _section("clean-prob", "clean_prob", f'<div class="figures">{"".join(figures)}</div>')
 
 
 def gallery_section(inputs: ReportInputs, labels: Labels, gallery_size: int) -> tuple[str, int]:
-    """Returns the gallery of the `gallery_size` samples with the lowest clean_prob (with its filters and pager), and how many images could not be read."""
+    """Returns the gallery of the `gallery_size` samples with the lowest clean_prob
+    (with its filters and pager), and how many images could not be read.
+    """
     frame, names = inputs.audit, inputs.class_names
     order = np.lexsort((np.arange(len(frame)), labels.clean_prob))[:gallery_size]
     method = inputs.summary.get("method", "")
@@ -424,7 +436,10 @@ def gallery_section(inputs: ReportInputs, labels: Labels, gallery_size: int) -> 
     )
     note = f"The {shown}, most suspect first. Filters apply to these."
     if unreadable:
-        note += f" {unreadable} image(s) could not be read (moved or deleted?); run lnlclean report with --images to point at them."
+        note += (
+            f" {unreadable} image(s) could not be read (moved or deleted?); run lnlclean report with --images to "
+            "point at them."
+        )
     controls = _gallery_controls(labels, order, names)
     content = (
         f'{controls}<div class="gallery" id="gallery-cards">{"".join(cards)}</div>'
@@ -435,7 +450,9 @@ def gallery_section(inputs: ReportInputs, labels: Labels, gallery_size: int) -> 
 
 
 def _gallery_controls(labels: Labels, order: np.ndarray, names: list[str]) -> str:
-    """Returns the gallery's filter menus: given class, and given → suggested pair, each with its count in the gallery."""
+    """Returns the gallery's filter menus: given class, and
+    given → suggested pair, each with its count in the gallery.
+    """
     class_counts = pd.Series(labels.given[order]).value_counts()
     class_options = "".join(
         f'<option value="{k}">{escape(names[k])} ({class_counts.get(k, 0)})</option>'
@@ -451,7 +468,8 @@ def _gallery_controls(labels: Labels, order: np.ndarray, names: list[str]) -> st
     return (
         '<div class="controls">'
         f'<label>given label <select id="filter-class"><option value="">all</option>{class_options}</select></label>'
-        f'<label>given → suggested <select id="filter-pair"><option value="">all</option>{pair_options}</select></label>'
+        '<label>given → suggested <select id="filter-pair"><option value="">all</option>'
+        f"{pair_options}</select></label>"
         '<span id="gallery-count"></span></div>'
     )
 
@@ -492,7 +510,8 @@ def _card(
         picture = f'<img class="thumb{pixel}" src="{uri}" alt="{escape(path)}" width="96" height="96">'
     verdict = "flagged" if labels.flagged[row] else "kept"
     signals = "".join(
-        f'<dt title="{escape(c)}">{escape(c.removeprefix(f"{method}_"))}</dt><dd>{escape(_signal_text(frame[c].iat[row]))}</dd>'
+        f'<dt title="{escape(c)}">{escape(c.removeprefix(f"{method}_"))}</dt>'
+        f"<dd>{escape(_signal_text(frame[c].iat[row]))}</dd>"
         for c in signal_columns
     )
     truth = ""
@@ -586,7 +605,8 @@ PAGE = """<!DOCTYPE html>
 </head>
 <body data-page-size="{page_size}">
 <header><h1>{heading}</h1>
-<nav class="toc"><a href="#headline">headline</a><a href="#classes">classes</a><a href="#transitions">transitions</a><a href="#clean-prob">clean_prob</a><a href="#gallery">gallery</a><a href="#training">training</a></nav>
+<nav class="toc"><a href="#headline">headline</a><a href="#classes">classes</a><a href="#transitions">transitions</a>\
+<a href="#clean-prob">clean_prob</a><a href="#gallery">gallery</a><a href="#training">training</a></nav>
 </header>
 <main>
 {body}

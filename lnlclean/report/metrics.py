@@ -55,7 +55,9 @@ def relabel_accuracy(
 
 
 def corrected_labels(given_labels: np.ndarray, suggested: np.ndarray, changed: np.ndarray) -> np.ndarray:
-    """Returns the labels after ``relabel``: suggested where `changed` (see :func:`lnlclean.report.verdicts.relabels`), given elsewhere."""
+    """Returns the labels after ``relabel``: suggested where `changed`
+    (see :func:`lnlclean.report.verdicts.relabels`), given elsewhere.
+    """
     return np.where(np.asarray(changed, dtype=bool), suggested, given_labels)
 
 

@@ -19,7 +19,9 @@ from .verdicts import relabels
 
 @dataclass
 class NoisyLabels:
-    """The labels of a benchmark run: given (noise injected), true, candidate sets (or None), which given labels are wrong, and the number of classes."""
+    """The labels of a benchmark run: given (noise injected), true, candidate
+    sets (or None), which given labels are wrong, and the number of classes.
+    """
 
     given: np.ndarray
     true_labels: np.ndarray
@@ -30,7 +32,9 @@ class NoisyLabels:
 
 @dataclass
 class BenchmarkRun:
-    """A scored benchmark run: its JSON entry (`scores`), the method's per-sample verdicts, and the labels they are scored against."""
+    """A scored benchmark run: its JSON entry (`scores`), the method's
+    per-sample verdicts, and the labels they are scored against.
+    """
 
     scores: dict
     verdicts: Verdicts
@@ -77,14 +81,17 @@ def score_verdicts(verdicts: Verdicts, labels: NoisyLabels, threshold: float, tr
 
 
 def disagreement_scores(probs: np.ndarray, labels: NoisyLabels) -> dict:
-    """Returns the flagged share, precision, recall and F1 of the argmax-disagreement rule (flag where the network's argmax is not the given label) on the same probabilities, for comparison."""
+    """Returns the flagged share, precision, recall and F1 of the argmax-disagreement rule (flag
+    where the network's argmax is not the given label) on the same probabilities, for comparison.
+    """
     flagged = np.asarray(probs).argmax(axis=1) != labels.given
     scores = metrics.detection_metrics(labels.is_noisy, (~flagged).astype(np.float64), 0.5, flagged)
     return {"flagged_rate": float(flagged.mean()), **{key: scores[key] for key in ("precision", "recall", "f1")}}
 
 
 def score_consensus(runs: list[BenchmarkRun], threshold: float = 0.5) -> dict:
-    """Returns the benchmark entry of the consensus of `runs` (same dataset, noise and seed; see :mod:`lnlclean.report.consensus`).
+    """Returns the benchmark entry of the consensus of `runs` (same dataset, noise and seed; see
+    :mod:`lnlclean.report.consensus`).
 
     Scored like a method; ``method`` is ``consensus(<member>+<member>…)``, ``seconds`` the sum of
     the members', ``test_accuracy`` None (no network of its own), and ``members`` each member's F1.

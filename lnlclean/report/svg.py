@@ -67,7 +67,9 @@ def flat_band(low: float, high: float) -> tuple[float, float]:
 
 
 def format_number(value: float, digits: int = 4) -> str:
-    """Returns `value` in at most `digits` significant digits (two fewer below 1e-3 or from 1e5 up), without trailing zeros."""
+    """Returns `value` in at most `digits` significant digits (two
+    fewer below 1e-3 or from 1e5 up), without trailing zeros.
+    """
     if value == 0:
         return "0"
     if abs(value) >= 1e5 or abs(value) < 1e-3:
@@ -114,11 +116,13 @@ def _axes(width: int, height: int, x_ticks, x, y_ticks, y, x_label: str, y_label
         tx = x(tick)
         parts.append(f'<text class="tick" x="{tx:.1f}" y="{bottom + 13}" text-anchor="middle">{text}</text>')
     parts.append(
-        f'<text class="label" x="{(left + width - MARGIN_RIGHT) / 2:.0f}" y="{height - 4}" text-anchor="middle">{escape(x_label)}</text>'
+        f'<text class="label" x="{(left + width - MARGIN_RIGHT) / 2:.0f}" y="{height - 4}" '
+        f'text-anchor="middle">{escape(x_label)}</text>'
     )
     if y_label:
         parts.append(
-            f'<text class="label" transform="translate(11 {(MARGIN_TOP + bottom) / 2:.0f}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>'
+            f'<text class="label" transform="translate(11 {(MARGIN_TOP + bottom) / 2:.0f}) rotate(-90)" '
+            f'text-anchor="middle">{escape(y_label)}</text>'
         )
     return parts
 
@@ -216,8 +220,10 @@ def stacked_histogram(
             x0, x1 = x(edges[b]) + 0.5, x(edges[b + 1]) - 0.5
             top, bottom = y(base[b] + count), y(base[b])
             parts.append(
-                f'<rect class="series-{k}" x="{x0:.1f}" y="{top:.1f}" width="{max(x1 - x0, 0.5):.1f}" height="{bottom - top:.1f}">'
-                f"<title>{escape(x_label)} {format_number(edges[b])}–{format_number(edges[b + 1])}: {int(count)} {escape(name)}</title></rect>"
+                f'<rect class="series-{k}" x="{x0:.1f}" y="{top:.1f}" width="{max(x1 - x0, 0.5):.1f}" '
+                f'height="{bottom - top:.1f}">'
+                f"<title>{escape(x_label)} {format_number(edges[b])}–{format_number(edges[b + 1])}: "
+                f"{int(count)} {escape(name)}</title></rect>"
             )
         base += counts
     if marker is not None:
@@ -236,7 +242,9 @@ CELL_LIMIT = 30  # above this many classes a heatmap is one inline PNG, not a sh
 
 
 def heat_colours(shares: np.ndarray) -> np.ndarray:
-    """Returns uint8 RGB (shape of `shares` + (3,)) for `shares` of the colour scale (0–1): white through blue to deep navy."""
+    """Returns uint8 RGB (shape of `shares` + (3,)) for `shares`
+    of the colour scale (0–1): white through blue to deep navy.
+    """
     position = np.clip(np.asarray(shares, dtype=np.float64), 0.0, 1.0) * (len(HEAT_STOPS) - 1)
     stops = np.arange(len(HEAT_STOPS))
     channels = [np.interp(position, stops, HEAT_STOPS[:, c]) for c in range(3)]
@@ -287,16 +295,20 @@ def heatmap(
         for k, label in enumerate(labels):
             middle = gutter + k * cell + cell / 2
             parts.append(
-                f'<text class="tick" x="{gutter - 4}" y="{middle + 3:.1f}" text-anchor="end">{escape(str(label))}</text>'
+                f'<text class="tick" x="{gutter - 4}" y="{middle + 3:.1f}" '
+                f'text-anchor="end">{escape(str(label))}</text>'
             )
             parts.append(
-                f'<text class="tick" transform="translate({middle + 3:.1f} {gutter - 4}) rotate(-90)">{escape(str(label))}</text>'
+                f'<text class="tick" transform="translate({middle + 3:.1f} {gutter - 4}) '
+                f'rotate(-90)">{escape(str(label))}</text>'
             )
     parts.append(
-        f'<text class="label" transform="translate(9 {gutter + n * cell / 2:.0f}) rotate(-90)" text-anchor="middle">{escape(row_title)} ↓</text>'
+        f'<text class="label" transform="translate(9 {gutter + n * cell / 2:.0f}) rotate(-90)" '
+        f'text-anchor="middle">{escape(row_title)} ↓</text>'
     )
     parts.append(
-        f'<text class="label" x="{gutter + n * cell / 2:.0f}" y="10" text-anchor="middle">{escape(column_title)} →</text>'
+        f'<text class="label" x="{gutter + n * cell / 2:.0f}" y="10" '
+        f'text-anchor="middle">{escape(column_title)} →</text>'
     )
     return "".join(parts) + "</svg>"
 
@@ -310,14 +322,16 @@ def _heat_cells(values, rgb, gutter, cell, tooltip, cell_text, off, top_value, p
             pick = f' data-given="{i}" data-suggested="{j}"' if pick_pairs and off[i, j] and values[i, j] else ""
             cx, cy = gutter + j * cell, gutter + i * cell
             parts.append(
-                f'<rect class="cell" x="{cx}" y="{cy}" width="{cell}" height="{cell}" fill="#{r:02x}{g:02x}{b:02x}"{pick}>'
+                f'<rect class="cell" x="{cx}" y="{cy}" width="{cell}" height="{cell}" '
+                f'fill="#{r:02x}{g:02x}{b:02x}"{pick}>'
                 f"<title>{escape(tooltip(i, j))}</title></rect>"
             )
             text = cell_text(i, j) if cell_text else ""
             if text:
                 dark = off[i, j] and values[i, j] / top_value > 0.45
                 parts.append(
-                    f'<text class="cell-text{" on-dark" if dark else ""}" x="{cx + cell / 2:.1f}" y="{cy + cell / 2 + 3.5:.1f}" text-anchor="middle">{escape(text)}</text>'
+                    f'<text class="cell-text{" on-dark" if dark else ""}" x="{cx + cell / 2:.1f}" '
+                    f'y="{cy + cell / 2 + 3.5:.1f}" text-anchor="middle">{escape(text)}</text>'
                 )
     return parts
 

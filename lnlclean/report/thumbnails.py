@@ -52,7 +52,9 @@ class ArrayImages:
 
 
 def thumbnail_uri(image: Image.Image, side: int = THUMBNAIL_SIDE) -> str:
-    """Returns `image` shrunk to fit a `side`×`side` box as a ``data:image/…;base64,`` URI (PNG or JPEG, the smaller)."""
+    """Returns `image` shrunk to fit a `side`×`side` box as a
+    ``data:image/…;base64,`` URI (PNG or JPEG, the smaller).
+    """
     image = image.copy()
     image.thumbnail((side, side), Image.LANCZOS)
     encoded = {kind: _encode(image, kind) for kind in ("png", "jpeg")}
@@ -70,7 +72,9 @@ def _encode(image: Image.Image, kind: str) -> bytes:
 
 
 def try_thumbnail(source: ImageSource, index: int) -> tuple[str | None, tuple[int, int] | None, str | None]:
-    """Returns (data URI, original (width, height), None) for sample `index`, or (None, None, reason) when its image cannot be read."""
+    """Returns (data URI, original (width, height), None) for sample
+    `index`, or (None, None, reason) when its image cannot be read.
+    """
     try:
         image = source.open(index)
     except ImageError as problem:

@@ -63,8 +63,8 @@ def audit_warnings(frame: pd.DataFrame, summary: dict) -> list[dict]:
         remedy = REMEDY
         if "predicted_label" in frame.columns and agreement(frame, np.ones(len(frame), dtype=bool)) >= MEMORISED:
             remedy = (
-                "the network predicts most given labels, wrong ones included: it has memorised them; train fewer epochs (--epochs) "
-                "or use a noise-robust method (--method alim)"
+                "the network predicts most given labels, wrong ones included: it has memorised them; train fewer "
+                "epochs (--epochs) or use a noise-robust method (--method alim)"
             )
         found.append(
             (
@@ -80,8 +80,8 @@ def audit_warnings(frame: pd.DataFrame, summary: dict) -> list[dict]:
             found.append(
                 (
                     "weak-fit",
-                    f"the network predicts only {kept_agreement:.0%} of the labels the audit keeps, too few to tell a wrong "
-                    f"label from a hard image; {REMEDY}",
+                    f"the network predicts only {kept_agreement:.0%} of the labels the audit keeps, too few to tell a "
+                    f"wrong label from a hard image; {REMEDY}",
                 )
             )
     early = early_estimate(summary.get("method_summary") or {})
@@ -117,12 +117,16 @@ def agreement(frame: pd.DataFrame, rows: np.ndarray) -> float:
 
 
 def trusted(warnings: list[dict]) -> bool:
-    """Returns False when `warnings` (as :func:`audit_warnings` returns them) hold one under which relabel changes no label."""
+    """Returns False when `warnings` (as :func:`audit_warnings`
+    returns them) hold one under which relabel changes no label.
+    """
     return not any(warning["code"] in BLOCKING for warning in warnings)
 
 
 def early_estimate(method_summary: dict) -> tuple[int, float] | None:
-    """Returns (epoch, value) of the first noise-rate estimate a method trained on (its ``noise_rate_per_epoch``), or None."""
+    """Returns (epoch, value) of the first noise-rate estimate a
+    method trained on (its ``noise_rate_per_epoch``), or None.
+    """
     per_epoch = method_summary.get("noise_rate_per_epoch") or []
     for epoch, value in enumerate(per_epoch, start=1):
         if value is not None and np.isfinite(value):

@@ -1,4 +1,5 @@
-"""A method's verdict on every sample: how likely its label is right, whether it is an issue, what it should be, and whether to change it.
+"""A method's verdict on every sample: how likely its label is right, whether it is an issue, what it should be,
+and whether to change it.
 
 The verdict is computed after training, from the method's audit columns and its final
 probabilities, so it is a setting of the audit, not of the run: ``--threshold`` can change
@@ -46,7 +47,9 @@ from ..calibration import debiased, log_margins, mixture_fit
 
 @dataclass
 class VerdictFit:
-    """How the clean probabilities were obtained: the noise rate the mixture estimated, its components' means and whether they separate (see :class:`~lnlclean.calibration.MixtureFit`)."""
+    """How the clean probabilities were obtained: the noise rate the mixture estimated, its
+    components' means and whether they separate (see :class:`~lnlclean.calibration.MixtureFit`).
+    """
 
     noise_rate: float
     separated: bool
@@ -61,7 +64,8 @@ def method_verdicts(
     threshold: float,
     candidates: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], VerdictFit]:
-    """Returns the method's audit `columns` with the verdict columns of the module docs set, and how clean_prob was fitted.
+    """Returns the method's audit `columns` with the verdict columns of the module docs set, and how clean_prob was
+    fitted.
 
     `columns` is the method's ``audit()`` output (its ``clean_prob`` becomes ``label_score``);
     `belief` (N×K) is what the method believes of each sample's class; with `candidates`
@@ -92,7 +96,9 @@ def method_verdicts(
 
 
 def suggested_labels(suggested: np.ndarray, belief: np.ndarray, given_labels: np.ndarray) -> np.ndarray:
-    """Returns `suggested` with every suggestion equal to the given label replaced by the most probable other label of `belief`."""
+    """Returns `suggested` with every suggestion equal to the given
+    label replaced by the most probable other label of `belief`.
+    """
     others = np.array(belief, dtype=np.float64)
     rows = np.arange(len(others))
     others[rows, given_labels] = -np.inf
@@ -100,7 +106,9 @@ def suggested_labels(suggested: np.ndarray, belief: np.ndarray, given_labels: np
 
 
 def suggestion_share(belief: np.ndarray, given_labels: np.ndarray, suggested: np.ndarray) -> np.ndarray:
-    """Returns the share of each sample's debiased belief outside its given label that sits on its suggested label (float, N)."""
+    """Returns the share of each sample's debiased belief outside
+    its given label that sits on its suggested label (float, N).
+    """
     belief = debiased(belief)
     rows = np.arange(len(belief))
     outside = np.clip(1.0 - belief[rows, given_labels], 1e-12, None)
