@@ -84,194 +84,129 @@ LabelsCsv = Annotated[
     ),
 ]
 
+
+def shared(kind: object, default: object, *declarations: str, **settings) -> tuple[object, object]:
+    """Returns the (annotation, default) of a shared option.
+
+    The annotation is a `kind` parameter declared by ``typer.Option(*declarations, **settings)``.
+    """
+    return Annotated[kind, typer.Option(*declarations, **settings)], default
+
+
 # Training options shared by several commands: (annotation, default) by parameter name.
 DEFAULTS = RunConfig()
 SHARED_OPTIONS: dict[str, tuple[object, object]] = {
-    "method": (
-        Annotated[str, typer.Option("--method", "-m", help="Method to train; see `lnlclean methods`.")],
-        DEFAULTS.method,
+    "method": shared(str, DEFAULTS.method, "--method", "-m", help="Method to train; see `lnlclean methods`."),
+    "backbone": shared(
+        str, DEFAULTS.backbone, help=f"Network: {', '.join(backbone_names())}, or tv:<torchvision model>."
     ),
-    "backbone": (
-        Annotated[str, typer.Option(help=f"Network: {', '.join(backbone_names())}, or tv:<torchvision model>.")],
-        DEFAULTS.backbone,
+    "epochs": shared(
+        int, DEFAULTS.epochs, help="Training epochs (with --time-budget: at most this many; docs/training.md)."
     ),
-    "epochs": (
-        Annotated[int, typer.Option(help="Training epochs (with --time-budget: at most this many; docs/training.md).")],
-        DEFAULTS.epochs,
-    ),
-    "time_budget": (
-        Annotated[
-            str | None,
-            typer.Option(
-                help="Train as many epochs as fit in this time, e.g. 90s, 10m, 1h (image decoding and the final pass "
-                "come on top).",
-                show_default=False,
-            ),
-        ],
+    "time_budget": shared(
+        str | None,
         None,
+        help="Train as many epochs as fit in this time, e.g. 90s, 10m, 1h (image decoding and the final pass "
+        "come on top).",
+        show_default=False,
     ),
-    "batch_size": (Annotated[int, typer.Option(help="Mini-batch size.")], DEFAULTS.batch_size),
-    "lr": (Annotated[float, typer.Option(help="Peak learning rate (SGD with Nesterov momentum).")], DEFAULTS.lr),
-    "weight_decay": (Annotated[float, typer.Option(help="Weight decay.")], DEFAULTS.weight_decay),
-    "schedule": (
-        Annotated[
-            Schedule,
-            typer.Option(
-                help="Learning-rate schedule: cosine (one warm-up epoch, then down to 0), step (÷10 at 50 % and 75 % "
-                "of the epochs) or constant."
-            ),
-        ],
+    "batch_size": shared(int, DEFAULTS.batch_size, help="Mini-batch size."),
+    "lr": shared(float, DEFAULTS.lr, help="Peak learning rate (SGD with Nesterov momentum)."),
+    "weight_decay": shared(float, DEFAULTS.weight_decay, help="Weight decay."),
+    "schedule": shared(
+        Schedule,
         Schedule(DEFAULTS.schedule),
+        help="Learning-rate schedule: cosine (one warm-up epoch, then down to 0), step (÷10 at 50 % and 75 % "
+        "of the epochs) or constant.",
     ),
-    "device": (Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")], DEFAULTS.device),
-    "seed": (
-        Annotated[int, typer.Option(help="Random seed; CPU runs are reproducible for a given seed.")],
-        DEFAULTS.seed,
-    ),
-    "image_size": (
-        Annotated[
-            int | None,
-            typer.Option(
-                help="Side in pixels. Default: keep images ≤ 64 px of one size, else the backbone's size (64, or 224 "
-                "for tv: models).",
-                show_default=False,
-            ),
-        ],
+    "device": shared(str, DEFAULTS.device, help="auto (CUDA when present), cpu, cuda or cuda:N."),
+    "seed": shared(int, DEFAULTS.seed, help="Random seed; CPU runs are reproducible for a given seed."),
+    "image_size": shared(
+        int | None,
         None,
+        help="Side in pixels. Default: keep images ≤ 64 px of one size, else the backbone's size (64, or 224 "
+        "for tv: models).",
+        show_default=False,
     ),
-    "threshold": (
-        Annotated[
-            float | None,
-            typer.Option(
-                help=f"Flag a label issue when clean_prob is below this. Default: {DEFAULTS.threshold}, or with "
-                "relabel --from-audit the audit's own flags. It may change on --resume.",
-                show_default=False,
-            ),
-        ],
+    "threshold": shared(
+        float | None,
         None,
+        help=f"Flag a label issue when clean_prob is below this. Default: {DEFAULTS.threshold}, or with "
+        "relabel --from-audit the audit's own flags. It may change on --resume.",
+        show_default=False,
     ),
-    "weights": (
-        Annotated[
-            str | None,
-            typer.Option(
-                help="Initial weights: a local state-dict file, or 'imagenet' for tv: models (needs internet).",
-                show_default=False,
-            ),
-        ],
+    "weights": shared(
+        str | None,
         None,
+        help="Initial weights: a local state-dict file, or 'imagenet' for tv: models (needs internet).",
+        show_default=False,
     ),
-    "no_flip": (
-        Annotated[
-            bool, typer.Option("--no-flip", help="Do not mirror images when augmenting (for text, digits, ...).")
-        ],
-        False,
-    ),
-    "cache_dir": (
-        Annotated[
-            Path | None,
-            typer.Option(
-                help="Where decoded images are cached. Default: $LNLCLEAN_CACHE or ~/.cache/lnlclean.",
-                show_default=False,
-            ),
-        ],
+    "no_flip": shared(bool, False, "--no-flip", help="Do not mirror images when augmenting (for text, digits, ...)."),
+    "cache_dir": shared(
+        Path | None,
         None,
+        help="Where decoded images are cached. Default: $LNLCLEAN_CACHE or ~/.cache/lnlclean.",
+        show_default=False,
     ),
-    "on_bad_image": (
-        Annotated[
-            BadImage,
-            typer.Option(help="What to do with an unreadable image: fail, or skip it and list it in summary.json."),
-        ],
+    "on_bad_image": shared(
+        BadImage,
         BadImage.fail,
+        help="What to do with an unreadable image: fail, or skip it and list it in summary.json.",
     ),
-    "resume": (
-        Annotated[
-            bool,
-            typer.Option(
-                "--resume",
-                help="Continue from the checkpoint in the output directory (same method, settings and data).",
-            ),
-        ],
+    "resume": shared(
+        bool,
         False,
+        "--resume",
+        help="Continue from the checkpoint in the output directory (same method, settings and data).",
     ),
-    "overwrite": (
-        Annotated[
-            bool, typer.Option("--overwrite", help="Replace the outputs of an earlier run instead of refusing to.")
-        ],
+    "overwrite": shared(
+        bool, False, "--overwrite", help="Replace the outputs of an earlier run instead of refusing to."
+    ),
+    "allow_outside_root": shared(
+        bool,
         False,
+        "--allow-outside-root",
+        help="Accept CSV paths that leave IMAGES (absolute, .., links pointing out).",
     ),
-    "allow_outside_root": (
-        Annotated[
-            bool,
-            typer.Option(
-                "--allow-outside-root", help="Accept CSV paths that leave IMAGES (absolute, .., links pointing out)."
-            ),
-        ],
-        False,
-    ),
-    "noise_rate": (
-        Annotated[
-            float | None,
-            typer.Option(
-                help="Expected share of wrong labels, 0–1, for methods that use one (alim). Default: estimated from "
-                "the data.",
-                show_default=False,
-            ),
-        ],
+    "noise_rate": shared(
+        float | None,
         None,
+        help="Expected share of wrong labels, 0–1, for methods that use one (alim). Default: estimated from the data.",
+        show_default=False,
     ),
-    "compile": (
-        Annotated[
-            bool,
-            typer.Option(
-                "--compile",
-                help="Compile the networks with torch.compile: about 20 s to start, with no dependable gain measured "
-                "on CPU (docs/performance.md).",
-            ),
-        ],
+    "compile": shared(
+        bool,
         False,
+        "--compile",
+        help="Compile the networks with torch.compile: about 20 s to start, with no dependable gain measured "
+        "on CPU (docs/performance.md).",
     ),
-    "state_dtype": (
-        Annotated[
-            StateDtype,
-            typer.Option(
-                help="Per-sample tables (soft labels): float32, float16, or auto (float16 when float32 would take over "
-                "a quarter of the device's free memory; docs/scale.md)."
-            ),
-        ],
+    "state_dtype": shared(
+        StateDtype,
         StateDtype(DEFAULTS.state_dtype),
+        help="Per-sample tables (soft labels): float32, float16, or auto (float16 when float32 would take over "
+        "a quarter of the device's free memory; docs/scale.md).",
     ),
-    "state_on": (
-        Annotated[
-            StatePlace,
-            typer.Option(
-                help="Where per-sample tables live: the training device, CPU memory (pinned), or auto (CPU when they "
-                "do not fit in a quarter of the device's free memory)."
-            ),
-        ],
+    "state_on": shared(
+        StatePlace,
         StatePlace(DEFAULTS.state_on),
+        help="Where per-sample tables live: the training device, CPU memory (pinned), or auto (CPU when they "
+        "do not fit in a quarter of the device's free memory).",
     ),
-    "max_ram": (
-        Annotated[
-            str | None,
-            typer.Option(
-                help="Refuse to start when the run would need more host memory than this, e.g. 64G. Default: the "
-                "memory available.",
-                show_default=False,
-            ),
-        ],
+    "max_ram": shared(
+        str | None,
         None,
+        help="Refuse to start when the run would need more host memory than this, e.g. 64G. Default: the "
+        "memory available.",
+        show_default=False,
     ),
-    "workers": (
-        Annotated[
-            int | None,
-            typer.Option(
-                help="Processes (large folders) or threads that decode images. Default: one per CPU core.",
-                show_default=False,
-            ),
-        ],
+    "workers": shared(
+        int | None,
         None,
+        help="Processes (large folders) or threads that decode images. Default: one per CPU core.",
+        show_default=False,
     ),
-    "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")], False),
+    "quiet": shared(bool, False, "--quiet", "-q", help="No progress output."),
 }
 TRAINING = (
     "backbone",
