@@ -31,13 +31,15 @@ from pathlib import Path
 
 from common import RESULTS
 
-from lnlclean.config import RunConfig
+from lnlclean.config import FROZEN_DEFAULTS, RunConfig
 from lnlclean.data.noise import parse_noise_spec
+from lnlclean.embeddings import EMBEDDING_BACKBONES
 from lnlclean.engine import device_tag, resolve_device
 from lnlclean.fileio import write_json
 from lnlclean.jobs.benchmark import run_benchmark_one
 from lnlclean.methods import METHODS
 
+FROZEN_BACKBONE = EMBEDDING_BACKBONES[0]
 SUITES = {  # name → (dataset, training images, epochs)
     "digits": ("digits", None, 100),
     "cifar10-5k": ("cifar10", 5000, 20),
@@ -140,16 +142,25 @@ def main() -> None:
         action="store_true",
         help="log every epoch against the true labels (lnlclean benchmark --diagnose)",
     )
+    parser.add_argument(
+        "--features",
+        choices=("finetune", "frozen"),
+        default="finetune",
+        help="frozen: heads on efficientnet-lite0 embeddings, with lnlclean's frozen defaults "
+        "(epochs, lr, weight decay)",
+    )
     parser.add_argument("--table", type=Path, default=None, help="print this result file as Markdown tables and stop")
     args = parser.parse_args()
     if args.table:
         print(markdown(json.loads(args.table.read_text())))
         return
     dataset, train_size, epochs = SUITES[args.suite]
-    epochs = args.epochs or epochs
+    frozen = args.features == "frozen"
+    epochs = args.epochs or (FROZEN_DEFAULTS["epochs"] if frozen else epochs)
     methods = args.method or ["ce", *sorted(name for name in METHODS if name != "ce")]
     noises = [parse_noise_spec(text) for text in args.noise or ["sym40", "asym40", "idn40"]]
-    out = args.out or RESULTS / f"verdicts-{args.suite}-{device_tag(resolve_device(args.device))}.json"
+    tag = f"{args.suite}-frozen" if frozen else args.suite
+    out = args.out or RESULTS / f"verdicts-{tag}-{device_tag(resolve_device(args.device))}.json"
     runs = json.loads(out.read_text())["runs"] if args.resume and out.is_file() else []
     done = {(run["noise"], run["method"]) for run in runs}
     options = dict(option.split("=", 1) for option in args.option)
@@ -158,7 +169,16 @@ def main() -> None:
             name = " ".join([method, *args.option])
             if (str(noise), name) in done:
                 continue
-            config = RunConfig(method=method, epochs=epochs, device=args.device, method_params=dict(options))
+            head = {key: FROZEN_DEFAULTS[key] for key in ("lr", "weight_decay")} if frozen else {}
+            config = RunConfig(
+                method=method,
+                epochs=epochs,
+                device=args.device,
+                method_params=dict(options),
+                features=args.features,
+                backbone=FROZEN_BACKBONE if frozen else "small-cnn",
+                **head,
+            )
             scores = run_benchmark_one(
                 dataset, noise, config, data_dir=args.data_dir, train_size=train_size, diagnose=args.diagnose
             )
@@ -173,6 +193,7 @@ def main() -> None:
                     "dataset": dataset,
                     "train_size": train_size,
                     "epochs": epochs,
+                    "features": args.features,
                     "device": scores["device"],
                     "lnlclean_version": scores["lnlclean_version"],
                     "runs": runs,

@@ -21,11 +21,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__, reference
-from .config import CHOICES, RunConfig, field_name, option_name
+from .config import CHOICES, FROZEN_DEFAULTS, RunConfig, field_name, option_name
 from .data.datasets import DATASETS
 from .data.noise import NoiseSpec, parse_noise_spec
 from .distributed import current as current_world
 from .durations import parse_duration
+from .embeddings import EMBEDDING_BACKBONES
 from .errors import UserError, one_line
 from .fileio import check_output_file
 from .interrupt import Interrupted, Stopped, install_stop_handlers, restore_handlers
@@ -34,7 +35,7 @@ from .jobs.benchmark import BENCHMARK_FILE, FAIL_KEYS, check_fail_under, run_ben
 from .jobs.consensus import run_audits_and_consensus, run_consensus
 from .jobs.relabel import relabel_after_audit, relabel_from_audit
 from .jobs.report import run_report
-from .methods import METHODS
+from .methods import METHODS, usable_methods
 from .models import backbone_names
 from .progress import Reporter
 from .report.html import GALLERY_SIZE
@@ -71,6 +72,7 @@ def choice_enum(name: str, setting: str) -> type[Enum]:
 Schedule = choice_enum("Schedule", "schedule")
 StateDtype = choice_enum("StateDtype", "state_dtype")
 StatePlace = choice_enum("StatePlace", "state_on")
+Features = choice_enum("Features", "features")
 
 
 Images = Annotated[
@@ -95,10 +97,22 @@ def shared(kind: object, default: object, *declarations: str, **settings) -> tup
 
 # Training options shared by several commands: (annotation, default) by parameter name.
 DEFAULTS = RunConfig()
+FROZEN_BACKBONE = EMBEDDING_BACKBONES[0]  # the backbone --features frozen embeds with unless --backbone names one
 SHARED_OPTIONS: dict[str, tuple[object, object]] = {
     "method": shared(str, DEFAULTS.method, "--method", "-m", help="Method to train; see `lnlclean methods`."),
     "backbone": shared(
-        str, DEFAULTS.backbone, help=f"Network: {', '.join(backbone_names())}, or tv:<torchvision model>."
+        str | None,
+        None,
+        help=f"Network: {', '.join(backbone_names())}, or tv:<torchvision model>. Default: small-cnn, or "
+        "efficientnet-lite0 with --features frozen.",
+        show_default=False,
+    ),
+    "features": shared(
+        Features,
+        Features(DEFAULTS.features),
+        help="finetune: train whole networks on the pixels; frozen: embed every image once with the pretrained "
+        "backbone (efficientnet-lite0) and train small heads on the embeddings, minutes on a CPU; unless given, "
+        "--epochs 40, --lr 0.01 and --weight-decay 0.05 then (docs/training.md).",
     ),
     "epochs": shared(
         int, DEFAULTS.epochs, help="Training epochs (with --time-budget: at most this many; docs/training.md)."
@@ -210,6 +224,7 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
 }
 TRAINING = (
     "backbone",
+    "features",
     "epochs",
     "time_budget",
     "batch_size",
@@ -231,7 +246,7 @@ TRAINING = (
 )
 FOLDER_TRAINING = (
     "method",
-    *TRAINING[:9],
+    *TRAINING[:10],
     "image_size",
     "threshold",
     "noise_rate",
@@ -294,13 +309,17 @@ def run_config(
     """Returns the validated RunConfig for the shared options `opts` and the `--<method>-<field>` extras."""
     method = method or opts.method
     params = parse_method_options((ctx.obj or {}).get("method_options", []), methods or [method])
+    frozen = opts.features.value == "frozen"
+    head = {
+        name: FROZEN_DEFAULTS[name] if frozen and given_by_default(ctx, name) else value
+        for name, value in (("epochs", opts.epochs), ("lr", opts.lr), ("weight_decay", opts.weight_decay))
+    }
     return RunConfig(
         method=method,
-        backbone=opts.backbone,
-        epochs=opts.epochs,
+        backbone=opts.backbone or (FROZEN_BACKBONE if frozen else DEFAULTS.backbone),
+        features=opts.features.value,
+        **head,
         batch_size=opts.batch_size,
-        lr=opts.lr,
-        weight_decay=opts.weight_decay,
         schedule=opts.schedule.value,
         device=opts.device,
         seed=opts.seed,
@@ -317,6 +336,12 @@ def run_config(
         time_budget=None if opts.time_budget is None else parse_duration(opts.time_budget, "--time-budget"),
         method_params=params.get(method, {}),
     ).validate()
+
+
+def given_by_default(ctx: typer.Context, name: str) -> bool:
+    """Returns True when option `name` took its default value (the user did not give it)."""
+    source = ctx.get_parameter_source(name)
+    return source is None or source.name in ("DEFAULT", "DEFAULT_MAP")  # Typer's parser has its own enum class
 
 
 def method_list(text: str) -> list[str]:
@@ -595,7 +620,11 @@ def benchmark(
     """
     if dataset not in DATASETS:
         raise UserError(f"dataset {dataset!r}: unknown; choose one of {', '.join(DATASETS)}")
-    methods = sorted(METHODS) if method == ["all"] else [name for value in method for name in method_list(value)]
+    methods = (
+        usable_methods(opts.features.value)
+        if method == ["all"]
+        else [name for value in method for name in method_list(value)]
+    )
     configs = {name: run_config(opts, ctx, method=name, methods=methods) for name in methods}
     specs = noise_specs(noise, noise_file, noise_key)
     thresholds = parse_fail_under(fail_under)

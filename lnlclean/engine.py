@@ -40,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import budget
 from .config import RunConfig, method_hparams
 from .data.augment import Augmenter
+from .data.features import FeatureAugmenter, FeatureStore
 from .data.store import ImageStore
 from .distributed import World
 from .distributed import current as current_world
@@ -48,7 +49,7 @@ from .fileio import atomic_path
 from .interrupt import Interrupted, deferred_stop
 from .memory import available_ram, check_host_memory
 from .methods.base import Batch, Method, Setup, TablePolicy
-from .models import build_backbone
+from .models import build_backbone, feature_head, input_stats
 from .progress import Reporter
 
 CHECKPOINT_FORMAT = 5
@@ -78,6 +79,8 @@ class TrainData:
         flip: whether horizontal flips are label-preserving for this data.
         true_labels: the true labels in benchmarks (for the methods' logs only), else None.
         fingerprint: identifies the data, so a checkpoint is only resumed on the same data.
+        embedded: `images` and `test_images` hold embeddings (float32 N×V×D, see
+            :mod:`lnlclean.embeddings`) rather than pixels; the networks are then heads on them.
     """
 
     images: np.ndarray
@@ -89,6 +92,7 @@ class TrainData:
     flip: bool = True
     fingerprint: str = ""
     true_labels: np.ndarray | None = None
+    embedded: bool = False
 
 
 @dataclass
@@ -191,7 +195,10 @@ def build_method(
     in_channels = data.images.shape[-1]
 
     def build_network() -> torch.nn.Module:
-        net = build_backbone(config.backbone, data.n_classes, in_channels, config.weights)
+        if data.embedded:
+            net = feature_head(in_channels, data.n_classes)
+        else:
+            net = build_backbone(config.backbone, data.n_classes, in_channels, config.weights)
         net = net.to(device=device, memory_format=torch.channels_last)
         if config.compile:
             net.compile()  # in place: parameter names, and so checkpoints, stay those of the plain network
@@ -213,6 +220,9 @@ def build_method(
         world=world,
         tables=TablePolicy(config.state_dtype, config.state_on, device_memory(device) // 4),
         seed=config.seed,
+        features=make_augmenter(data, config.backbone, device).clean(make_store(data.images, True, device).features)
+        if data.embedded
+        else None,
     )
     return method_cls(hparams, setup)
 
@@ -300,11 +310,11 @@ def fit(
     device = resolve_device(config.device, world)
     _configure_torch(device, config.seed)
     budget_started = time.perf_counter()  # after torch's one-off imports, which are not training
-    store = ImageStore(data.images, device)
-    augmenter = Augmenter.fit(data.images, device, flip=data.flip)
+    store = make_store(data.images, data.embedded, device)
+    augmenter = make_augmenter(data, config.backbone, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     steps_per_epoch = steps_in_epoch(len(data.labels), config.batch_size, world.size)
-    if config.time_budget is not None:
+    if config.time_budget is not None and (method_cls or config.method_class).num_networks > 0:
         if resume:
             config = replace(config, epochs=_checkpoint_epochs(checkpoint_path, config)).validate()
         else:
@@ -318,15 +328,16 @@ def fit(
     method = build_method(config, data, device, world, method_cls)
     needs = host_memory_needs(method, data, device)
     check_host_memory(needs, config.max_ram, processes_on_this_machine(world), memory_remedies(config, device, needs))
-    optimizer = make_optimizer(method, config)
+    trains = method.num_networks > 0  # a method without networks (knn) has nothing to train: only the final pass
+    optimizer = make_optimizer(method, config) if trains else None
     identity = checkpoint_identity(config, data)
     position = Position()
     if resume:
         position = _load_checkpoint(checkpoint_path, identity, method, optimizer)
         reporter.log(f"resuming from {checkpoint_path} at {position.describe()}")
-    trainer = training_module(method, world)
+    trainer = training_module(method, world) if trains else None
     labels = torch.tensor(np.asarray(data.labels), dtype=torch.int64)
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = steps_per_epoch * config.epochs if trains else 0
     estimate = budget.EpochEstimate(
         steps_per_epoch, config.epochs - position.epoch, reporter, quiet=config.time_budget is not None
     )
@@ -344,7 +355,7 @@ def fit(
         return earlier_seconds + time.perf_counter() - session_started
 
     with reporter.task(description, total=remaining, by_milestone=True) as progress, deferred_stop() as stop:
-        for epoch in range(position.epoch, config.epochs):
+        for epoch in range(position.epoch, config.epochs if trains else 0):
             epoch_started = time.perf_counter()
             method.networks.train()
             generator = torch.Generator(device=device).manual_seed(augmentation_seed(config.seed, epoch, world.rank))
@@ -424,7 +435,9 @@ def fit(
     probs = evaluate_train().numpy()
     test_accuracy = None
     if data.test_images is not None and len(data.test_images):
-        test_probs = predict_all(method, ImageStore(data.test_images, device), augmenter, autocast, world)
+        test_probs = predict_all(
+            method, make_store(data.test_images, data.embedded, device), augmenter, autocast, world
+        )
         test_accuracy = float((test_probs.argmax(1).numpy() == data.test_labels).mean())
     return FitResult(
         method=method,
@@ -454,6 +467,21 @@ def make_optimizer(method: Method, config: RunConfig) -> torch.optim.Optimizer:
 def sample_order(n_samples: int, seed: int, epoch: int) -> torch.Tensor:
     """Returns the permutation of the `n_samples` samples that `epoch` visits (the same in every process)."""
     return torch.randperm(n_samples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def make_store(images, embedded: bool, device: torch.device) -> ImageStore | FeatureStore:
+    """Returns what serves batches of `images` on `device`: embeddings when `embedded`, else pixels."""
+    return FeatureStore(images, device) if embedded else ImageStore(images, device)
+
+
+def make_augmenter(data: TrainData, backbone: str, device: torch.device) -> Augmenter | FeatureAugmenter:
+    """Returns the views of `data`.
+
+    They are made in feature space for embeddings, else in pixels, standardised as `backbone` expects.
+    """
+    if data.embedded:
+        return FeatureAugmenter.fit(data.images, device)
+    return Augmenter.fit(data.images, device, flip=data.flip, stats=input_stats(backbone))
 
 
 def make_batch(

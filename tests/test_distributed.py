@@ -25,10 +25,10 @@ from lnlclean.distributed import World, keep_last
 from lnlclean.engine import TrainData, fit, resolve_device, steps_in_epoch
 from lnlclean.errors import UserError
 from lnlclean.interrupt import Interrupted
-from lnlclean.methods import METHODS
+from lnlclean.methods import METHODS, usable_methods
 from lnlclean.methods.base import SampleState
 
-ALL_METHODS = sorted(METHODS)
+ALL_METHODS = usable_methods("finetune")  # knn needs --features frozen
 N_FOLDER = 120
 WRONG = 24
 

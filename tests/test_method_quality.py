@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from lnlclean.methods import METHODS
+from lnlclean.methods import usable_methods
 
 # Confident learning trains plain cross-entropy networks and filters afterwards; it is held to
 # beating the baseline it is built from, not to the noise-robust methods' bar.
-ROBUST_METHODS = sorted(name for name in METHODS if name not in ("ce", "confident-learning"))
+ROBUST_METHODS = [name for name in usable_methods("finetune") if name not in ("ce", "confident-learning")]
 
 
 @pytest.mark.parametrize("method", ROBUST_METHODS)

@@ -28,8 +28,21 @@ class Augmenter:
         self.flip = flip
 
     @classmethod
-    def fit(cls, images: np.ndarray, device: torch.device, flip: bool = True, max_rows: int = 4096) -> Augmenter:
-        """Returns an Augmenter with per-channel mean/std measured on up to `max_rows` evenly spaced images."""
+    def fit(
+        cls,
+        images: np.ndarray,
+        device: torch.device,
+        flip: bool = True,
+        max_rows: int = 4096,
+        stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    ) -> Augmenter:
+        """Returns an Augmenter with per-channel mean/std measured on up to `max_rows` evenly spaced images.
+
+        With `stats` (mean, std per channel: what a pretrained network's weights expect) those are used instead.
+        """
+        if stats is not None:
+            mean, std = (torch.tensor(values, dtype=torch.float32, device=device) for values in stats)
+            return cls(mean, std, flip)
         rows = np.linspace(0, len(images) - 1, num=min(len(images), max_rows)).astype(np.int64)
         sample = torch.from_numpy(np.asarray(images[rows], dtype=np.float32) / 255.0)
         mean = sample.mean(dim=(0, 1, 2))

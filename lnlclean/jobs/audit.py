@@ -15,9 +15,12 @@ import pandas as pd
 
 from .. import __version__
 from ..config import RunConfig
+from ..data import cache as image_cache
 from ..data.load import input_table, load_images, read_input
 from ..data.manifest import Manifest
-from ..engine import FitResult, TrainData, fit
+from ..distributed import current as current_world
+from ..embeddings import cached_embeddings
+from ..engine import FitResult, TrainData, fit, resolve_device
 from ..errors import UserError
 from ..methods import METHODS, candidate_readers
 from ..models import default_image_size
@@ -123,13 +126,17 @@ def load_dataset(
         reporter,
     )
     manifest = loaded.manifest
+    images = (
+        frozen_features(loaded.images, config, cache_dir, reporter) if config.features == "frozen" else loaded.images
+    )
     data = TrainData(
-        images=loaded.images,
+        images=images,
         labels=manifest.labels,
         n_classes=manifest.n_classes,
         candidates=manifest.candidates if uses_candidates else None,
         flip=config.flip,
         fingerprint=loaded.fingerprint,
+        embedded=config.features == "frozen",
     )
     return manifest, data, loaded.skipped, input_rows
 
@@ -271,3 +278,14 @@ def claim_audit_folder(
             f"--overwrite to start over, or choose another {option}"
         )
     return folder, replace(output, outputs=WRITTEN_FILES)  # a stopped run's temporaries are cleared too
+
+
+def frozen_features(images, config: RunConfig, cache_dir: Path | None, reporter: Reporter, what: str = "images"):
+    """Returns the embeddings of `images` by `config.backbone`, cached beside the image cache.
+
+    See :mod:`lnlclean.embeddings`.
+    """
+    device = resolve_device(config.device, current_world())
+    size = config.image_size or default_image_size(config.backbone)
+    cache_dir = cache_dir or image_cache.default_cache_dir()
+    return cached_embeddings(images, size, config.flip, cache_dir, device, reporter, what)

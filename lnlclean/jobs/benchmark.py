@@ -35,7 +35,7 @@ from ..report.html import ReportInputs, render_report, write_report
 from ..report.scores import BenchmarkRun, NoisyLabels, disagreement_scores, score_consensus, score_verdicts
 from ..report.thumbnails import ArrayImages
 from ..report.trust import trusted
-from .audit import audit_table, fitted_verdicts, method_info, run_header, run_summary, verdict_fields
+from .audit import audit_table, fitted_verdicts, frozen_features, method_info, run_header, run_summary, verdict_fields
 
 BENCHMARK_FILE = "benchmark.json"
 # --fail-under keys → the benchmark.json entry they read
@@ -200,16 +200,22 @@ def benchmark_run(
     rows = np.arange(len(given))
     is_noisy = given != true_labels if candidates is None else ~candidates[rows, true_labels]
     labels = NoisyLabels(given, true_labels, candidates, is_noisy, len(bench.class_names))
+    frozen = config.features == "frozen"
+    train_images, test_images = bench.train_images, bench.test_images
+    if frozen:
+        train_images = frozen_features(train_images, config, cache_dir, reporter, "training images")
+        test_images = frozen_features(test_images, config, cache_dir, reporter, "test images")
     data = TrainData(
-        images=bench.train_images,
+        images=train_images,
         labels=given,
         n_classes=len(bench.class_names),
         candidates=candidates,
-        test_images=bench.test_images,
+        test_images=test_images,
         test_labels=bench.test_labels,
         flip=bench.flip and config.flip,
         fingerprint=f"{dataset}:{noise}:{partial_rate}:{train_size}",
         true_labels=true_labels,
+        embedded=frozen,
     )
     result = fit(
         data, config, reporter, diagnose=truth_diagnostics(labels, config.threshold, reporter) if diagnose else None

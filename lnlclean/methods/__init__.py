@@ -11,7 +11,7 @@ import pkgutil
 from ..errors import UserError
 from .base import METHODS, Method, register_method
 
-__all__ = ["METHODS", "Method", "register_method", "get_method", "candidate_readers"]
+__all__ = ["METHODS", "Method", "register_method", "get_method", "candidate_readers", "usable_methods"]
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
@@ -34,3 +34,8 @@ def get_method(name: str) -> type[Method]:
 def candidate_readers() -> str:
     """Returns the names of the methods that learn from candidate-label sets, comma-separated."""
     return ", ".join(name for name, cls in sorted(METHODS.items()) if cls.reads_candidates)
+
+
+def usable_methods(features: str) -> list[str]:
+    """Returns the names of the methods that can train on `features` (``finetune`` or ``frozen``), sorted."""
+    return sorted(name for name, cls in METHODS.items() if features == "frozen" or not cls.needs_embeddings)

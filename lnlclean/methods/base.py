@@ -80,6 +80,8 @@ class Setup:
         tables: where the method's N×K per-sample tables go (``--state-dtype``, ``--state-on``);
             the default, without a budget, keeps them float32 on `device`.
         seed: the run's ``--seed``, for a method's own random choices (such as folds).
+        features: with ``--features frozen``, the standardised embedding of every training sample
+            (float32 N×D on `device`), for a method that reads them directly; else None.
     """
 
     n_samples: int
@@ -94,6 +96,7 @@ class Setup:
     world: World = field(default_factory=World)
     tables: TablePolicy = field(default_factory=lambda: TablePolicy())
     seed: int = 0
+    features: torch.Tensor | None = None
 
 
 TABLE_CHUNK = 65_536  # rows per pass when a table is filled or read whole
@@ -260,8 +263,10 @@ class Method:
         description: one line for ``lnlclean methods``.
         columns: the method's own audit columns, name → meaning.
         matrix_axes: K×K matrices of the method's summary(), key → (what rows are, what columns are).
-        num_networks: how many backbones the method trains (1 or 2).
+        num_networks: how many backbones the method trains (0 for a method that trains nothing).
         progress_figures: figures of the epoch's log shown in progress lines, key → label.
+        needs_embeddings: whether the method only works on ``--features frozen`` (it reads the
+            embeddings themselves, ``Setup.features``).
         reads_candidates: whether the method learns from candidate-label sets (a ``candidates``
             column); other methods train on the ``label`` column only.
         unused_parameters: whether a training step may leave some network parameters without
@@ -279,6 +284,7 @@ class Method:
     matrix_axes: ClassVar[dict[str, tuple[str, str]]] = {}
     num_networks: ClassVar[int] = 1
     progress_figures: ClassVar[dict[str, str]] = {}
+    needs_embeddings: ClassVar[bool] = False
     reads_candidates: ClassVar[bool] = False
     unused_parameters: ClassVar[bool] = False
     option_aliases: ClassVar[dict[str, str]] = {}
