@@ -149,6 +149,9 @@ def main() -> None:
         help="frozen: heads on efficientnet-lite0 embeddings, with lnlclean's frozen defaults "
         "(epochs, lr, weight decay)",
     )
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="with --features frozen: the side the images are embedded at"
+    )
     parser.add_argument("--table", type=Path, default=None, help="print this result file as Markdown tables and stop")
     args = parser.parse_args()
     if args.table:
@@ -160,6 +163,7 @@ def main() -> None:
     methods = args.method or ["ce", *sorted(name for name in METHODS if name != "ce")]
     noises = [parse_noise_spec(text) for text in args.noise or ["sym40", "asym40", "idn40"]]
     tag = f"{args.suite}-frozen" if frozen else args.suite
+    tag += f"-{args.image_size}px" if args.image_size else ""
     out = args.out or RESULTS / f"verdicts-{tag}-{device_tag(resolve_device(args.device))}.json"
     runs = json.loads(out.read_text())["runs"] if args.resume and out.is_file() else []
     done = {(run["noise"], run["method"]) for run in runs}
@@ -177,6 +181,7 @@ def main() -> None:
                 method_params=dict(options),
                 features=args.features,
                 backbone=FROZEN_BACKBONE if frozen else "small-cnn",
+                image_size=args.image_size,
                 **head,
             )
             scores = run_benchmark_one(
@@ -194,6 +199,7 @@ def main() -> None:
                     "train_size": train_size,
                     "epochs": epochs,
                     "features": args.features,
+                    "image_size": args.image_size,
                     "device": scores["device"],
                     "lnlclean_version": scores["lnlclean_version"],
                     "runs": runs,

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__, reference
-from .config import CHOICES, FROZEN_DEFAULTS, RunConfig, field_name, option_name
+from .config import CHOICES, FROZEN_DEFAULTS, FROZEN_METHOD, RunConfig, field_name, option_name
 from .data.datasets import DATASETS
 from .data.noise import NoiseSpec, parse_noise_spec
 from .distributed import current as current_world
@@ -99,7 +99,13 @@ def shared(kind: object, default: object, *declarations: str, **settings) -> tup
 DEFAULTS = RunConfig()
 FROZEN_BACKBONE = EMBEDDING_BACKBONES[0]  # the backbone --features frozen embeds with unless --backbone names one
 SHARED_OPTIONS: dict[str, tuple[object, object]] = {
-    "method": shared(str, DEFAULTS.method, "--method", "-m", help="Method to train; see `lnlclean methods`."),
+    "method": shared(
+        str,
+        DEFAULTS.method,
+        "--method",
+        "-m",
+        help="Method to train (flywheel with --features frozen); see `lnlclean methods`.",
+    ),
     "backbone": shared(
         str | None,
         None,
@@ -112,7 +118,7 @@ SHARED_OPTIONS: dict[str, tuple[object, object]] = {
         Features(DEFAULTS.features),
         help="finetune: train whole networks on the pixels; frozen: embed every image once with the pretrained "
         "backbone (efficientnet-lite0) and train small heads on the embeddings, minutes on a CPU; unless given, "
-        "--epochs 40, --lr 0.01 and --weight-decay 0.05 then (docs/training.md).",
+        "--method flywheel, --epochs 40, --lr 0.01 and --weight-decay 0.05 then (docs/training.md).",
     ),
     "epochs": shared(
         int, DEFAULTS.epochs, help="Training epochs (with --time-budget: at most this many; docs/training.md)."
@@ -293,6 +299,9 @@ def with_options(names: tuple[str, ...]):
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
             opts = SimpleNamespace(**{name: kwargs.pop(name) for name in names})
+            ctx = kwargs.get("ctx")
+            if ctx and {"method", "features"} <= set(names) and frozen_default_method(opts.features.value, ctx):
+                opts.method = FROZEN_METHOD
             return command(*args, opts=opts, **kwargs)
 
         wrapper.__signature__ = signature.replace(parameters=own + shared)
@@ -336,6 +345,12 @@ def run_config(
         time_budget=None if opts.time_budget is None else parse_duration(opts.time_budget, "--time-budget"),
         method_params=params.get(method, {}),
     ).validate()
+
+
+def frozen_default_method(features: str, ctx: typer.Context) -> bool:
+    """Returns True when ``--method`` took its default and `features` is frozen: the method is then
+    :data:`~lnlclean.config.FROZEN_METHOD`."""
+    return features == "frozen" and given_by_default(ctx, "method")
 
 
 def given_by_default(ctx: typer.Context, name: str) -> bool:
@@ -620,6 +635,8 @@ def benchmark(
     """
     if dataset not in DATASETS:
         raise UserError(f"dataset {dataset!r}: unknown; choose one of {', '.join(DATASETS)}")
+    if frozen_default_method(opts.features.value, ctx):
+        method = [FROZEN_METHOD]
     methods = (
         usable_methods(opts.features.value)
         if method == ["all"]

@@ -184,12 +184,16 @@ def build_method(
     device: torch.device,
     world: World = World(),
     method_cls: type[Method] | None = None,
+    features: torch.Tensor | None = None,
 ) -> Method:
     """Returns the configured method (or `method_cls`, a Method subclass taking
     `config.method`'s settings) with freshly initialised networks on `device`.
 
-    `config` is a checked one (:meth:`RunConfig.validate`): its parsed hyperparameters are used as they are.
+    An unchecked `config` is checked first (:meth:`RunConfig.checked`); its parsed hyperparameters
+    are used as they are. `features` are the standardised training embeddings a method may read
+    (``Setup.features``, with ``--features frozen``).
     """
+    config = config.checked()
     method_cls = method_cls or config.method_class
     hparams = config.hparams
     in_channels = data.images.shape[-1]
@@ -220,9 +224,7 @@ def build_method(
         world=world,
         tables=TablePolicy(config.state_dtype, config.state_on, device_memory(device) // 4),
         seed=config.seed,
-        features=make_augmenter(data, config.backbone, device).clean(make_store(data.images, True, device).features)
-        if data.embedded
-        else None,
+        features=features,
     )
     return method_cls(hparams, setup)
 
@@ -325,11 +327,11 @@ def fit(
                     config, seconds_per_step * steps_per_epoch, time.perf_counter() - budget_started, reporter
                 ),
             ).validate()
-    method = build_method(config, data, device, world, method_cls)
+    method = build_method(config, data, device, world, method_cls, training_features(data, store, augmenter))
     needs = host_memory_needs(method, data, device)
     check_host_memory(needs, config.max_ram, processes_on_this_machine(world), memory_remedies(config, device, needs))
     trains = method.num_networks > 0  # a method without networks (knn) has nothing to train: only the final pass
-    optimizer = make_optimizer(method, config) if trains else None
+    optimizer = make_optimizer(method, config, data.embedded) if trains else None
     identity = checkpoint_identity(config, data)
     position = Position()
     if resume:
@@ -453,10 +455,21 @@ def fit(
     )
 
 
-def make_optimizer(method: Method, config: RunConfig) -> torch.optim.Optimizer:
-    """Returns the SGD optimiser (Nesterov momentum when `config.momentum` > 0) of the method's networks."""
+def make_optimizer(method: Method, config: RunConfig, embedded: bool = False) -> torch.optim.Optimizer:
+    """Returns the SGD optimiser (Nesterov momentum when `config.momentum` > 0) of the method's networks.
+
+    Heads on embeddings (`embedded`) decay their weight matrices only: decaying their batch-norm
+    scales and biases too flattened every head's probabilities, and the robust methods' sample
+    selection with them (benchmarks/frozen_heads.py, docs/training.md).
+    """
+    params = list(method.networks.parameters())
+    if embedded:
+        params = [
+            {"params": [param for param in params if param.ndim > 1]},
+            {"params": [param for param in params if param.ndim <= 1], "weight_decay": 0.0},
+        ]
     return torch.optim.SGD(
-        method.networks.parameters(),
+        params,
         lr=config.lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
@@ -467,6 +480,11 @@ def make_optimizer(method: Method, config: RunConfig) -> torch.optim.Optimizer:
 def sample_order(n_samples: int, seed: int, epoch: int) -> torch.Tensor:
     """Returns the permutation of the `n_samples` samples that `epoch` visits (the same in every process)."""
     return torch.randperm(n_samples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def training_features(data: TrainData, store, augmenter) -> torch.Tensor | None:
+    """Returns the standardised embedding of every training sample (N×D on the device), or None for pixels."""
+    return augmenter.clean(store.features) if data.embedded else None
 
 
 def make_store(images, embedded: bool, device: torch.device) -> ImageStore | FeatureStore:
@@ -548,8 +566,8 @@ def time_steps(
         config.method_class,
         method_hparams(cls, params),
     )  # unchecked: a warm-up of 0 may be refused
-    method = build_method(scratch_config, data, device, world, method_cls)
-    optimizer = make_optimizer(method, scratch_config)
+    method = build_method(scratch_config, data, device, world, method_cls, training_features(data, store, augmenter))
+    optimizer = make_optimizer(method, scratch_config, data.embedded)
     trainer = training_module(method, world)
     labels = torch.tensor(np.asarray(data.labels), dtype=torch.int64)
     steps = steps_in_epoch(len(labels), config.batch_size, world.size)

@@ -9,7 +9,7 @@ from lnlclean.methods.phase import PATIENCE, EarlyLearning
 LABELS = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
 
 
-def make_phase(minimum=1, fixed=None):
+def make_phase(minimum=1, fixed=None, features=None):
     setup = Setup(
         n_samples=len(LABELS),
         n_classes=3,
@@ -18,6 +18,7 @@ def make_phase(minimum=1, fixed=None):
         epochs=30,
         device=torch.device("cpu"),
         build_network=lambda: torch.nn.Identity(),
+        features=features,
     )
     return EarlyLearning(setup, SampleState(), minimum=minimum, fixed=fixed)
 
@@ -137,3 +138,16 @@ def test_a_method_that_never_left_its_warmup_says_so(method):
 
 def test_cross_entropy_never_warns_that_it_is_still_learning():
     assert "still-learning" not in [warning["code"] for warning in digits_run("ce")["warnings"]]
+
+
+def test_heads_on_embeddings_warm_up_for_the_minimum_even_while_their_predictions_settle():
+    phase = make_phase(minimum=3, features=torch.zeros(len(LABELS), 4))
+    predicted = LABELS.clone()
+    signals = []
+    for epoch in range(6):
+        predicted = predicted.clone()
+        predicted[: 10 - epoch] = (predicted[: 10 - epoch] + 1) % 3  # still settling: the signal would wait
+        signals.append(one_epoch(phase, epoch, predicted)["warmup_over"])
+    assert signals == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    assert [phase.robust(epoch) for epoch in range(5)] == [False, False, False, True, True]
+    assert phase.warmup_epochs() == 3

@@ -1,5 +1,7 @@
 """Pretrained EfficientNet-Lite0 and frozen features: the weights load exactly, embeddings are cached, heads train."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from lnlclean.cli import main
 from lnlclean.config import RunConfig
 from lnlclean.efficientnet_lite import INPUT_MEAN, INPUT_STD, SameConv2d, pretrained_lite0
 from lnlclean.embeddings import cached_embeddings
-from lnlclean.engine import TrainData, fit
+from lnlclean.engine import TrainData, build_method, fit, make_optimizer
 from lnlclean.errors import UserError
 from lnlclean.methods import METHODS
 from lnlclean.progress import Reporter
@@ -84,6 +86,21 @@ def test_every_method_trains_heads_on_embeddings(method):
     result = fit(data, config)
     assert result.probs.shape == (len(given), 3)
     assert np.mean(result.probs.argmax(axis=1) == true) >= 0.9  # the heads learn the clusters, not the wrong labels
+
+
+def test_heads_decay_their_weight_matrices_only_and_pixel_networks_everything():
+    features, _, given = clustered_embeddings()
+    config = RunConfig(method="ce", backbone="efficientnet-lite0", features="frozen", weight_decay=0.05).validate()
+    embedded = TrainData(images=features, labels=given, n_classes=3, embedded=True, fingerprint="clusters")
+    method = build_method(config, embedded, torch.device("cpu"))
+    decays = {
+        tuple(param.shape): group["weight_decay"]
+        for group in make_optimizer(method, config, embedded=True).param_groups
+        for param in group["params"]
+    }
+    assert decays == {(3, 16): 0.05, (16,): 0.0, (3,): 0.0}  # linear weight; batch-norm scale and shift, bias
+    everything = make_optimizer(method, config).param_groups
+    assert [group["weight_decay"] for group in everything] == [0.05]
 
 
 def test_frozen_features_need_a_pretrained_backbone():
@@ -165,11 +182,22 @@ def test_frozen_features_train_heads_with_their_own_defaults_unless_options_are_
     csv = write_colour_folder(tmp_path / "images")
     base = ["audit", str(tmp_path / "images"), str(csv), "--features", "frozen", "--device", "cpu", "--quiet"]
     base += ["--cache-dir", str(tmp_path / "cache")]
-    import json
-
     assert main([*base, "--out", str(tmp_path / "a")]) == 0
     settings = json.loads((tmp_path / "a" / "summary.json").read_text())["settings"]
     assert (settings["epochs"], settings["lr"], settings["weight_decay"]) == (40, 0.01, 0.05)
     assert main([*base, "--out", str(tmp_path / "b"), "--epochs", "3", "--lr", "0.1"]) == 0
     settings = json.loads((tmp_path / "b" / "summary.json").read_text())["settings"]
     assert (settings["epochs"], settings["lr"], settings["weight_decay"]) == (3, 0.1, 0.05)
+
+
+def test_frozen_features_default_to_flywheel_unless_a_method_is_given(tmp_path):
+    csv = write_colour_folder(tmp_path / "images")
+    base = ["audit", str(tmp_path / "images"), str(csv), "--features", "frozen", "--device", "cpu", "--quiet"]
+    base += ["--cache-dir", str(tmp_path / "cache"), "--epochs", "2"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["method"] == "flywheel"
+    assert main([*base, "--out", str(tmp_path / "b"), "--method", "ce"]) == 0
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["method"] == "ce"
+    pixels = ["audit", str(tmp_path / "images"), str(csv), "--device", "cpu", "--quiet", "--epochs", "1"]
+    assert main([*pixels, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "summary.json").read_text())["method"] == "ce"

@@ -97,7 +97,7 @@ class ALIMHparams:
         default=None,
         metadata={
             "help": "epochs e0 with λ = 0, below the epochs (0 needs `--noise-rate`); auto: until the predictions "
-            "settle, at least 8 % of the epochs (the authors' 80 of 1,000).",
+            "settle, at least 8 % of the epochs (the authors' 80 of 1,000); with --features frozen exactly that.",
             "min": 0,
         },
     )

@@ -62,7 +62,8 @@ class ALRHparams:
         default=None,
         metadata={
             "help": "epochs of cross-entropy on the given labels before refinement, below the epochs; auto: until the "
-            "predictions settle, at least 15 % of the epochs (the paper's 30 of 200).",
+            "predictions settle, at least 15 % of the epochs (the paper's 30 of 200); with --features frozen "
+            "exactly that.",
             "min": 0,
         },
     )

@@ -102,7 +102,7 @@ class FlywheelHparams:
         default=None,
         metadata={
             "help": "epochs of cross-entropy for both networks before the EM cycles, below the epochs; auto: "
-            "until g's predictions settle, at least a tenth of the epochs.",
+            "until g's predictions settle, at least a tenth of the epochs; with --features frozen exactly that.",
             "min": 0,
         },
     )

@@ -59,7 +59,7 @@ class PMNARHparams:
         default=None,
         metadata={
             "help": "epochs trained with weight 1 before reweighting starts, below the epochs; auto: until the "
-            "predictions of network f settle, at least a tenth of the epochs.",
+            "predictions of network f settle, at least a tenth of the epochs; with --features frozen exactly that.",
             "min": 0,
         },
     )

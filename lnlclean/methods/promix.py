@@ -93,7 +93,8 @@ class ProMixHparams:
         default=None,
         metadata={
             "help": "epochs of cross-entropy before selection, below the epochs; auto: until the predictions settle, "
-            "at least the authors' 10 of 600 epochs for up to 10 classes, 30 of 600 beyond, and 1.",
+            "at least the authors' 10 of 600 epochs for up to 10 classes, 30 of 600 beyond, and 1; with "
+            "--features frozen exactly that.",
             "min": 0,
         },
     )
