@@ -10,6 +10,7 @@ from PIL import Image
 
 from lnlclean.cli import main
 from lnlclean.config import RunConfig
+from lnlclean.data.features import FeatureAugmenter
 from lnlclean.efficientnet_lite import INPUT_MEAN, INPUT_STD, SameConv2d, pretrained_lite0
 from lnlclean.embeddings import cached_embeddings
 from lnlclean.engine import TrainData, build_method, fit, make_optimizer
@@ -101,6 +102,15 @@ def test_heads_decay_their_weight_matrices_only_and_pixel_networks_everything():
     assert decays == {(3, 16): 0.05, (16,): 0.0, (3,): 0.0}  # linear weight; batch-norm scale and shift, bias
     everything = make_optimizer(method, config).param_groups
     assert [group["weight_decay"] for group in everything] == [0.05]
+
+
+def test_predictions_are_made_on_the_mean_of_the_views():
+    raw = torch.tensor([[[1.0, 2.0], [3.0, 6.0]], [[0.0, 0.0], [2.0, 2.0]]])  # 2 samples × 2 views × 2 dims
+    augmenter = FeatureAugmenter(mean=torch.tensor([1.0, 1.0]), std=torch.tensor([1.0, 2.0]))
+    assert augmenter.clean(raw).tolist() == [[1.0, 1.5], [0.0, 0.0]]
+    head = torch.nn.Linear(2, 3)
+    views = head((raw - augmenter.mean) / augmenter.std).mean(dim=1)
+    assert torch.allclose(head(augmenter.clean(raw)), views)  # the mean's logits are the views' mean logits
 
 
 def test_frozen_features_need_a_pretrained_backbone():

@@ -4,7 +4,7 @@ Each sample is V embeddings (the image and, where flips keep the label, its mirr
 :mod:`lnlclean.embeddings`). :class:`FeatureAugmenter` makes the methods' three views in
 feature space, standardised by the dataset's per-dimension mean and std:
 
-- ``clean``: the image's own embedding.
+- ``clean``: the mean of the sample's V embeddings (what predictions are made on).
 - ``weak``: one of the V embeddings at random, plus Gaussian noise of 0.1 std.
 - ``strong``: the weak view with a further 0.2 std of noise and 20 % of its dimensions
   dropped (the rest rescaled), so two strong views of a sample differ as two crops would.
@@ -52,8 +52,12 @@ class FeatureAugmenter:
         return cls(flat.mean(dim=0).to(device), flat.std(dim=0).clamp_min(1e-4).to(device))
 
     def clean(self, raw: torch.Tensor) -> torch.Tensor:
-        """Returns the standardised embedding of each sample as it is (B×D)."""
-        return (raw[:, 0] - self.mean) / self.std
+        """Returns the standardised mean of each sample's V embeddings (B×D).
+
+        A head is linear after its batch norm, so predicting on the mean predicts the mean of the
+        views' logits: the image and its mirror vote together.
+        """
+        return (raw.mean(dim=1) - self.mean) / self.std
 
     def weak(self, raw: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Returns one of each sample's V embeddings at random, standardised, with Gaussian noise."""
