@@ -40,6 +40,7 @@ from lnlclean.data.noise import parse_noise_spec
 from lnlclean.engine import device_tag, make_optimizer, resolve_device
 from lnlclean.fileio import write_json
 from lnlclean.methods import usable_methods
+from lnlclean.models import feature_head
 
 REPORTED_SIZE = 5000
 DEV_SIZE = 5000
@@ -81,9 +82,6 @@ def development_split(data_dir: Path):
 def head_variant(name: str):
     """Returns (head builder, optimiser builder) of variant `name`."""
 
-    def bn_linear(dim: int, n_classes: int) -> nn.Module:
-        return nn.Sequential(nn.BatchNorm1d(dim), nn.Linear(dim, n_classes))
-
     def linear(dim: int, n_classes: int) -> nn.Module:
         return nn.Sequential(nn.Linear(dim, n_classes))
 
@@ -94,8 +92,8 @@ def head_variant(name: str):
         return make_optimizer(method, config, embedded=True)
 
     return {
-        "bn-linear-decay-all": (bn_linear, decay_all),
-        "bn-linear-decay-weights": (bn_linear, decay_weights),
+        "bn-linear-decay-all": (feature_head, decay_all),
+        "bn-linear-decay-weights": (feature_head, decay_weights),
         "linear": (linear, decay_weights),
     }[name]
 
