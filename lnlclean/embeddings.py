@@ -51,9 +51,11 @@ def weights_digest(path: Path) -> str:
 
 
 def embed(images, size: int, flip: bool, device: torch.device, reporter: Reporter, what: str = "images") -> np.ndarray:
-    """Returns the EfficientNet-Lite0 embeddings of `images` (N×H×W×3 uint8) as float32 N×V×1,280.
+    """Returns the EfficientNet-Lite0 embeddings of `images` (N×H×W×3 uint8) as float32 N×V×1,904.
 
-    Images are resized to `size` px (bilinear) and preprocessed as the weights were trained;
+    Each embedding is the pooled outputs of the network's last three stages and of its 1,280-d
+    head (:meth:`~lnlclean.efficientnet_lite.EfficientNetLite0.embedding`). Images are resized
+    to `size` px (bilinear) and preprocessed as the weights were trained;
     V is 2 with `flip` (the image and its mirror), else 1. Raises UserError for images
     without three channels.
     """
@@ -65,7 +67,7 @@ def embed(images, size: int, flip: bool, device: torch.device, reporter: Reporte
     mean = torch.tensor(efficientnet_lite.INPUT_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(efficientnet_lite.INPUT_STD, device=device).view(1, 3, 1, 1)
     views = 2 if flip else 1
-    out = np.empty((len(images), views, efficientnet_lite.FEATURE_CHANNELS), dtype=np.float32)
+    out = np.empty((len(images), views, efficientnet_lite.EMBEDDING_CHANNELS), dtype=np.float32)
     with reporter.task(
         f"embedding {len(images)} {what} with efficientnet-lite0 at {size} px", total=len(images)
     ) as advance:
@@ -76,9 +78,9 @@ def embed(images, size: int, flip: bool, device: torch.device, reporter: Reporte
                 unit = F.interpolate(unit, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             batch = (unit - mean) / std
             with torch.inference_mode():
-                out[start : start + len(raw), 0] = net.features(batch).float().cpu().numpy()
+                out[start : start + len(raw), 0] = net.embedding(batch).float().cpu().numpy()
                 if flip:
-                    out[start : start + len(raw), 1] = net.features(batch.flip(-1)).float().cpu().numpy()
+                    out[start : start + len(raw), 1] = net.embedding(batch.flip(-1)).float().cpu().numpy()
             advance(len(raw))
     return out
 
@@ -90,7 +92,7 @@ def cached_embeddings(
 
     The process with rank 0 embeds and writes the cache (atomically); the others read it.
     """
-    key = f"{images_digest(images)}-lite0-{weights_digest(efficientnet_lite.imagenet_weights_path())}-{size}px"
+    key = f"{images_digest(images)}-lite0-stages-{weights_digest(efficientnet_lite.imagenet_weights_path())}-{size}px"
     path = Path(cache_dir) / f"embeddings-{key}-{2 if flip else 1}v.npy"
     with current_world().main_first():
         if path.is_file():

@@ -37,6 +37,22 @@ def test_the_imagenet_weights_load_to_the_stored_outputs():
     assert torch.allclose(logits[:, :4], torch.tensor(STORED_LOGITS), atol=2e-3)
 
 
+def test_the_embedding_is_the_last_three_stages_pooled_then_the_classifiers_features():
+    net = pretrained_lite0().eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        embedding, head = net.embedding(x), net.features(x)
+        stages = []
+        last_stage = F.relu6(net._bn0(net._conv_stem(x)))
+        for index, block in enumerate(net._blocks):
+            last_stage = block(last_stage)
+            if index in (10, 14, 15):  # the ends of stages 4, 5 and 6 (repeats 1, 2, 2, 3, 3, 4, 1)
+                stages.append(last_stage.mean(dim=(2, 3)))
+    assert embedding.shape == (2, 112 + 192 + 320 + 1280)
+    assert torch.equal(embedding[:, -1280:], head)
+    assert torch.allclose(embedding[:, :-1280], torch.cat(stages, dim=1))
+
+
 def test_convolutions_pad_like_tensorflow_same():
     conv = SameConv2d(1, 1, 3, stride=2, bias=False)
     torch.nn.init.ones_(conv.weight)
@@ -52,7 +68,7 @@ def test_embeddings_are_cached_and_a_changed_image_makes_new_ones(tmp_path, caps
     images = np.random.default_rng(0).integers(0, 256, size=(3, 16, 16, 3), dtype=np.uint8)
     reporter, device = Reporter(), torch.device("cpu")
     first = cached_embeddings(images, 32, True, tmp_path, device, reporter)
-    assert first.shape == (3, 2, 1280) and first.dtype == np.float32
+    assert first.shape == (3, 2, 1904) and first.dtype == np.float32
     assert not np.allclose(first[:, 0], first[:, 1])  # the mirrored view differs
     assert "embedding 3 images" in capsys.readouterr().err
     again = cached_embeddings(images, 32, True, tmp_path, device, reporter)

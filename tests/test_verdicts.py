@@ -156,6 +156,16 @@ def test_warnings_say_what_is_wrong_and_which_block_relabel():
     assert not trusted(warnings) and trusted(warnings[1:])
 
 
+def test_warnings_on_frozen_features_advise_a_sharper_embedding_not_longer_training():
+    frame = audit_frame([True] + [False] * 9, ["b"] * 6 + ["a"] * 4, ["a"] * 10)
+    summary = {"noise_rate": 0.1, "method_summary": {"noise_rate_per_epoch": [0.4, 0.3]}}
+    frozen = audit_warnings(frame, {**summary, "settings": {"features": "frozen"}})
+    pixels = audit_warnings(frame, {**summary, "settings": {"features": "finetune"}})
+    assert [w["code"] for w in frozen] == [w["code"] for w in pixels] == ["weak-fit", "early-estimate"]
+    assert all("--image-size 224" in w["message"] and "--epochs" not in w["message"] for w in frozen)
+    assert all("--epochs" in w["message"] and "--image-size" not in w["message"] for w in pixels)
+
+
 def test_a_method_that_never_left_its_warmup_says_it_trained_as_cross_entropy():
     frame = audit_frame([True] + [False] * 9, ["a"] * 10, ["a"] * 10)
     summary = {"noise_rate": 0.1, "calibration": {"separated": True}}
