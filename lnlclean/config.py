@@ -26,9 +26,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-# What --features frozen trains with unless the options are given. A head on 1,280-d embeddings
-# memorises the wrong labels of 5,000 CIFAR-10 images within 20 epochs at the pixel networks'
-# learning rate and weight decay (every audit then flagged nothing; docs/training.md).
+# What --features frozen trains with unless the options are given. A head on the (then 1,280-d)
+# embeddings memorised the wrong labels of 5,000 CIFAR-10 images within 20 epochs at the pixel
+# networks' learning rate and weight decay (every audit then flagged nothing; docs/training.md).
 FROZEN_DEFAULTS = {"epochs": 40, "lr": 0.01, "weight_decay": 0.05}
 FROZEN_METHOD = "flywheel"  # the default --method with --features frozen (docs/training.md)
 
