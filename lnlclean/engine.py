@@ -313,7 +313,7 @@ def fit(
     _configure_torch(device, config.seed)
     budget_started = time.perf_counter()  # after torch's one-off imports, which are not training
     store = make_store(data.images, data.embedded, device)
-    augmenter = make_augmenter(data, config.backbone, device)
+    augmenter = make_augmenter(data, config.backbone, device, store)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     steps_per_epoch = steps_in_epoch(len(data.labels), config.batch_size, world.size)
     if config.time_budget is not None and (method_cls or config.method_class).num_networks > 0:
@@ -492,13 +492,16 @@ def make_store(images, embedded: bool, device: torch.device) -> ImageStore | Fea
     return FeatureStore(images, device) if embedded else ImageStore(images, device)
 
 
-def make_augmenter(data: TrainData, backbone: str, device: torch.device) -> Augmenter | FeatureAugmenter:
+def make_augmenter(
+    data: TrainData, backbone: str, device: torch.device, store: ImageStore | FeatureStore
+) -> Augmenter | FeatureAugmenter:
     """Returns the views of `data`.
 
-    They are made in feature space for embeddings, else in pixels, standardised as `backbone` expects.
+    They are made in feature space for embeddings, standardised by the statistics of the
+    embeddings `store` holds, else in pixels, standardised as `backbone` expects.
     """
     if data.embedded:
-        return FeatureAugmenter.fit(data.images, device)
+        return FeatureAugmenter.fit(store.features)
     return Augmenter.fit(data.images, device, flip=data.flip, stats=input_stats(backbone))
 
 

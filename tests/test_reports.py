@@ -374,3 +374,14 @@ def test_relabel_changes_nothing_when_most_labels_look_wrong(tmp_path):
     assert [warning["code"] for warning in warnings] == ["most-wrong"]
     assert (corrected["label"] == corrected["original_label"]).all()
     assert pd.read_csv(tmp_path / "fixed.csv")["action"].tolist() == ["review"] * 5
+
+
+def test_relabel_warnings_give_the_advice_of_the_audits_features(tmp_path):
+    audit = hand_audit()
+    audit["clean_prob"] = [0.3, 0.2, 0.4, 0.45]
+    audit["is_label_issue"] = True
+    frozen = {"calibration": {"separated": True}, "settings": {"features": "frozen"}}
+    _, warnings = run_relabel(input_rows(), audit, tmp_path / "fixed.csv", "relabel", described=frozen)
+    assert "--image-size 224" in warnings[0]["message"] and "--epochs" not in warnings[0]["message"]
+    _, warnings = run_relabel(input_rows(), audit, tmp_path / "pixels.csv", "relabel")
+    assert "--epochs" in warnings[0]["message"]

@@ -46,10 +46,11 @@ class FeatureAugmenter:
         self.std = std
 
     @classmethod
-    def fit(cls, features: np.ndarray, device: torch.device) -> FeatureAugmenter:
-        """Returns a FeatureAugmenter with the per-dimension mean and std of the embeddings `features` (N×V×D)."""
-        flat = torch.from_numpy(np.asarray(features, dtype=np.float32)).reshape(-1, features.shape[-1])
-        return cls(flat.mean(dim=0).to(device), flat.std(dim=0).clamp_min(1e-4).to(device))
+    def fit(cls, features: torch.Tensor) -> FeatureAugmenter:
+        """Returns a FeatureAugmenter with the per-dimension mean and std of the embeddings `features`
+        (N×V×D float32, on the training device, as :class:`FeatureStore` holds them), on their device."""
+        flat = features.reshape(-1, features.shape[-1])
+        return cls(flat.mean(dim=0), flat.std(dim=0).clamp_min(1e-4))
 
     def clean(self, raw: torch.Tensor) -> torch.Tensor:
         """Returns the standardised mean of each sample's V embeddings (B×D).

@@ -43,7 +43,7 @@ def relabel_from_audit(
     if threshold is not None and not 0 < threshold < 1:
         raise UserError(f"--threshold {threshold}: must be between 0 and 1")
     rows = input_table(manifest)
-    corrected, warnings = run_relabel(rows, audit.frame, out_file, policy, threshold, audit.metadata.get("calibration"))
+    corrected, warnings = run_relabel(rows, audit.frame, out_file, policy, threshold, audit.metadata)
     return corrected, warnings, rows
 
 
@@ -73,9 +73,7 @@ def relabel_after_audit(
         out_option="--audit-dir",
         **options,
     )
-    corrected, warnings = run_relabel(
-        audit.input_rows, audit.frame, out_file, policy, None, audit.summary["calibration"]
-    )
+    corrected, warnings = run_relabel(audit.input_rows, audit.frame, out_file, policy, None, audit.summary)
     return corrected, warnings, audit
 
 
@@ -85,14 +83,15 @@ def run_relabel(
     out_file: Path,
     policy: str,
     threshold: float | None = None,
-    calibration: dict | None = None,
+    described: dict | None = None,
 ) -> tuple[pd.DataFrame, list[dict]]:
     """Writes the corrected-label CSV for `input_rows` under `policy` to `out_file` (rank 0 under torchrun).
 
     With `threshold` the flags are ``clean_prob < threshold`` rather than the audit's own.
-    `calibration` is the audit's (its summary or metadata); with the flags it decides whether
-    the audit is trusted to change labels (see :mod:`lnlclean.report.trust`). Returns the
-    corrected manifest and the audit's warnings at these flags.
+    `described` is the audit's summary or Parquet metadata: its ``calibration``, with the flags,
+    decides whether the audit is trusted to change labels, and its ``settings`` what the warnings
+    advise (see :mod:`lnlclean.report.trust`). Returns the corrected manifest and the audit's
+    warnings at these flags.
     """
     flagged = (
         audit["is_label_issue"].to_numpy(bool)
@@ -100,8 +99,14 @@ def run_relabel(
         else flags(audit["clean_prob"].to_numpy(np.float64), threshold)
     )
     checked = audit.assign(is_label_issue=flagged)
+    described = described or {}
     warnings = audit_warnings(
-        checked, {"noise_rate": float(1.0 - audit["clean_prob"].mean()), "calibration": calibration or {}}
+        checked,
+        {
+            "noise_rate": float(1.0 - audit["clean_prob"].mean()),
+            "calibration": described.get("calibration") or {},
+            "settings": described.get("settings") or {},
+        },
     )
     corrected = corrected_manifest(input_rows, checked, policy, trusted=trusted(warnings))
     if current_world().is_main:
